@@ -1,0 +1,1 @@
+"""The HTTP API: app factory and one router per concern."""

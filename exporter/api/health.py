@@ -1,0 +1,31 @@
+"""Liveness: the sampler is producing snapshots."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from exporter.api.deps import SamplerDep
+
+router = APIRouter(tags=["health"])
+
+# A snapshot older than this many intervals means the sampling loop is stuck.
+STALE_AFTER_INTERVALS = 3
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz(sampler: SamplerDep) -> JSONResponse:
+    latest = sampler.latest
+    if latest is None:
+        return JSONResponse({"status": "starting"}, status_code=200)
+    age = (datetime.now(UTC) - latest.timestamp).total_seconds()
+    limit = STALE_AFTER_INTERVALS * sampler.interval + sampler.deadline
+    body = {
+        "status": "ok" if age <= limit else "stale",
+        "seq": latest.seq,
+        "last_snapshot_age_seconds": round(age, 3),
+        "collectors": {name: r.ok for name, r in latest.results.items()},
+    }
+    return JSONResponse(body, status_code=200 if age <= limit else 503)

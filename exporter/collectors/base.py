@@ -1,0 +1,181 @@
+"""What every collector shares: the protocol, rate arithmetic, and `safe_collect`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from prometheus_client.metrics_core import Metric
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+JSON = dict[str, Any]
+T = TypeVar("T")
+
+
+class Unavailable(Exception):
+    """The source does not exist here (no file, no PMU): "no data", not "broken"."""
+
+
+class Sample(Protocol):
+    """One reading of one collector: JSON for the live snapshot, raw families for /metrics."""
+
+    def to_dict(self) -> JSON: ...
+
+    def metrics(self) -> Iterable[Metric]: ...
+
+
+class Collector(Protocol):
+    """Anything with a name and a blocking `collect()`; it keeps its own previous reading."""
+
+    name: str
+
+    def collect(self) -> Sample: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorResult:
+    """The outcome of one collector in one tick."""
+
+    name: str
+    sample: Sample | None
+    error: str | None
+    duration_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.sample is not None
+
+    def to_dict(self) -> JSON:
+        if self.sample is None:
+            return {"available": False, "error": self.error}
+        return {"available": True, **self.sample.to_dict()}
+
+
+def rate(current: float, previous: float | None, elapsed: float | None) -> float | None:
+    """Per-second change of a monotonic counter, or None when it cannot be known.
+
+    None on the first reading, on a non-positive interval, and when the counter went
+    backwards (wrap, reset, device replaced): a reset is reported as unknown, never as a
+    negative or a spurious huge rate.
+    """
+    if previous is None or elapsed is None or elapsed <= 0:
+        return None
+    delta = current - previous
+    if delta < 0:
+        return None
+    return delta / elapsed
+
+
+def rates(
+    current: Mapping[str, float], previous: Mapping[str, float] | None, elapsed: float | None
+) -> dict[str, float | None]:
+    """`rate` for every key of `current`."""
+    before = previous or {}
+    return {key: rate(value, before.get(key), elapsed) for key, value in current.items()}
+
+
+def read_text(path: Path) -> str:
+    """Read a kernel text file; a missing file means the source is unavailable here."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise Unavailable(f"{path} does not exist") from None
+    except PermissionError:
+        raise Unavailable(f"{path} is not readable (permission denied)") from None
+
+
+class CollectorRunner:
+    """Runs one collector off the event loop under a deadline, never raising.
+
+    A collector stuck in a system call (a hung statvfs, a wedged driver) cannot be
+    cancelled; the runner remembers the stuck call and reports the collector as
+    unavailable instead of piling a new thread onto it every tick.
+    """
+
+    def __init__(
+        self,
+        collector: Collector,
+        *,
+        executor: Executor | None = None,
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        self.collector = collector
+        self._executor = executor or DaemonThreadExecutor(f"collector-{collector.name}")
+        self.name = collector.name
+        self._clock = clock
+        self._inflight: asyncio.Future[Sample] | None = None
+        self._inflight_since = 0.0
+        self._last_error: str | None = None
+
+    async def run(self, deadline: float) -> CollectorResult:
+        started = self._clock()
+        if self._inflight is not None and not self._inflight.done():
+            stuck_for = started - self._inflight_since
+            return self._fail(f"previous collection still running after {stuck_for:.1f}s", 0.0)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self.collector.collect)
+        self._inflight, self._inflight_since = future, started
+        try:
+            sample = await asyncio.wait_for(asyncio.shield(future), timeout=deadline)
+        except TimeoutError:
+            future.add_done_callback(_consume_exception)
+            return self._fail(f"timed out after {deadline:g}s", self._clock() - started)
+        except Unavailable as exc:
+            return self._fail(str(exc), self._clock() - started, level=logging.DEBUG)
+        except Exception as exc:
+            return self._fail(f"{type(exc).__name__}: {exc}", self._clock() - started)
+        self._inflight = None
+        if self._last_error is not None:
+            log.info("collector %s recovered", self.name)
+            self._last_error = None
+        return CollectorResult(self.name, sample, None, self._clock() - started)
+
+    def _fail(self, error: str, duration: float, level: int = logging.WARNING) -> CollectorResult:
+        if error != self._last_error:
+            log.log(level, "collector %s unavailable: %s", self.name, error)
+            self._last_error = error
+        return CollectorResult(self.name, None, error, duration)
+
+
+class DaemonThreadExecutor(Executor):
+    """Runs each call on a fresh daemon thread.
+
+    A collector stuck in a system call must not keep the process from exiting, which
+    ThreadPoolExecutor's workers would (they are joined at interpreter exit).
+    """
+
+    def __init__(self, name: str = "collector") -> None:
+        self._name = name
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name=self._name, daemon=True).start()
+        return future
+
+
+def _consume_exception(future: asyncio.Future[Sample]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def safe_collect(collector: Collector, deadline: float) -> CollectorResult:
+    """Collect once under `deadline`; failures become an unavailable result."""
+    return await CollectorRunner(collector).run(deadline)

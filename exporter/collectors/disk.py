@@ -1,0 +1,288 @@
+"""Disk: I/O per block device from /proc/diskstats, usage per real filesystem (statvfs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.collectors.base import JSON, Clock, rate, rates, read_text
+from exporter.collectors.families import labeled_counter, labeled_gauge
+
+log = logging.getLogger(__name__)
+
+SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size
+# Partitions, RAM disks and loop devices, as node_exporter's default device exclude.
+DEFAULT_DEVICE_EXCLUDE = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p|mmcblk\d+p)\d+$"
+COUNTERS = (
+    "reads_completed",
+    "writes_completed",
+    "read_bytes",
+    "written_bytes",
+    "read_time_seconds",
+    "write_time_seconds",
+    "io_time_seconds",
+)
+# Filesystem types the kernel marks "nodev" but that hold real data.
+DATA_NODEV_TYPES = frozenset({"zfs"})
+
+StatVfs = Callable[[str], Any]
+
+
+def parse_diskstats(text: str) -> dict[str, dict[str, float]]:
+    """Per device: the `COUNTERS` (bytes and seconds) plus `io_in_progress`."""
+    result: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 14:
+            continue
+        v = [int(x) for x in fields[3:14]]
+        result[fields[2]] = {
+            "reads_completed": v[0],
+            "writes_completed": v[4],
+            "read_bytes": v[2] * SECTOR_BYTES,
+            "written_bytes": v[6] * SECTOR_BYTES,
+            "read_time_seconds": v[3] / 1000,
+            "write_time_seconds": v[7] / 1000,
+            "io_time_seconds": v[9] / 1000,
+            "io_in_progress": v[8],
+        }
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    device: str
+    mountpoint: str
+    fstype: str
+
+
+def _unescape(field: str) -> str:
+    """Mount fields escape space, tab, newline and backslash as octal (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mounts(text: str) -> list[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            mounts.append(Mount(_unescape(fields[0]), _unescape(fields[1]), fields[2]))
+    return mounts
+
+
+def parse_nodev_filesystems(text: str) -> frozenset[str]:
+    """Filesystem types /proc/filesystems marks `nodev` (not backed by a block device)."""
+    return frozenset(
+        line.split()[1] for line in text.splitlines() if line.startswith("nodev") and len(line.split()) > 1
+    )
+
+
+def real_filesystems(mounts: list[Mount], nodev: frozenset[str]) -> list[Mount]:
+    """Block-backed mounts, one per device (bind mounts repeat the device)."""
+    seen: set[str] = set()
+    result = []
+    for mount in mounts:
+        if mount.fstype in nodev and mount.fstype not in DATA_NODEV_TYPES:
+            continue
+        if mount.device in seen:
+            continue
+        seen.add(mount.device)
+        result.append(mount)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class FilesystemUsage:
+    mount: Mount
+    size_bytes: int
+    free_bytes: int
+    avail_bytes: int
+    files: int
+    files_free: int
+
+    def to_dict(self) -> JSON:
+        used = self.size_bytes - self.free_bytes
+        # Like df: the reserved blocks are neither used nor available to users.
+        usable = used + self.avail_bytes
+        return {
+            "mountpoint": self.mount.mountpoint,
+            "device": self.mount.device,
+            "fstype": self.mount.fstype,
+            "total_bytes": self.size_bytes,
+            "used_bytes": used,
+            "available_bytes": self.avail_bytes,
+            "percent": 100.0 * used / usable if usable else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSample:
+    devices: dict[str, dict[str, float]]
+    previous: dict[str, dict[str, float]] | None
+    elapsed: float | None
+    total_devices: frozenset[str]
+    filesystems: list[FilesystemUsage]
+
+    def _total(self, devices: dict[str, dict[str, float]]) -> dict[str, float]:
+        total = dict.fromkeys((*COUNTERS, "io_in_progress"), 0.0)
+        for name in self.total_devices & devices.keys():
+            for key in total:
+                total[key] += devices[name][key]
+        return total
+
+    def to_dict(self) -> JSON:
+        before = self.previous
+        total_before = None if before is None else self._total(before)
+        return {
+            "total": _with_rates(self._total(self.devices), total_before, self.elapsed),
+            "devices": {
+                name: _with_rates(row, before.get(name) if before else None, self.elapsed)
+                for name, row in self.devices.items()
+            },
+            "filesystems": [fs.to_dict() for fs in self.filesystems],
+        }
+
+    def metrics(self) -> Iterator[Metric]:
+        for key in COUNTERS:
+            yield labeled_counter(
+                f"perfpulse_disk_{key}_total",
+                f"{_HELP[key]} (from /proc/diskstats).",
+                ("device",),
+                (((name,), row[key]) for name, row in self.devices.items()),
+            )
+        yield labeled_gauge(
+            "perfpulse_disk_io_now",
+            "I/Os currently in progress.",
+            ("device",),
+            (((name,), row["io_in_progress"]) for name, row in self.devices.items()),
+        )
+        labels = ("device", "mountpoint", "fstype")
+        for attr, doc in _FS_HELP.items():
+            yield labeled_gauge(
+                f"perfpulse_filesystem_{attr}",
+                doc,
+                labels,
+                (
+                    ((fs.mount.device, fs.mount.mountpoint, fs.mount.fstype), getattr(fs, attr))
+                    for fs in self.filesystems
+                ),
+            )
+
+
+_HELP = {
+    "reads_completed": "Reads completed",
+    "writes_completed": "Writes completed",
+    "read_bytes": "Bytes read",
+    "written_bytes": "Bytes written",
+    "read_time_seconds": "Seconds spent by all reads",
+    "write_time_seconds": "Seconds spent by all writes",
+    "io_time_seconds": "Seconds the device had I/O in flight (busy time)",
+}
+_FS_HELP = {
+    "size_bytes": "Filesystem size.",
+    "free_bytes": "Free space, including blocks reserved for root.",
+    "avail_bytes": "Space available to unprivileged users.",
+    "files": "Inodes in total.",
+    "files_free": "Free inodes.",
+}
+
+
+def _with_rates(
+    row: dict[str, float], before: dict[str, float] | None, elapsed: float | None
+) -> JSON:
+    counters = {key: row[key] for key in COUNTERS}
+    per_second = rates(counters, before, elapsed)
+    busy = rate(row["io_time_seconds"], before and before["io_time_seconds"], elapsed)
+    out: JSON = {f"{key}_total": value for key, value in counters.items()}
+    for key, value in per_second.items():
+        if key.endswith("_seconds"):
+            continue
+        out[f"{key}_per_second"] = value
+    out["busy_percent"] = None if busy is None else min(100.0, 100.0 * busy)
+    out["io_in_progress"] = row["io_in_progress"]
+    return out
+
+
+class DiskCollector:
+    """Reads /proc/diskstats and statvfs of each real filesystem."""
+
+    name = "disk"
+
+    def __init__(
+        self,
+        proc_root: Path = Path("/proc"),
+        sys_root: Path = Path("/sys"),
+        *,
+        rootfs: Path = Path("/"),
+        clock: Clock = time.monotonic,
+        statvfs: StatVfs = os.statvfs,
+        device_exclude: str = DEFAULT_DEVICE_EXCLUDE,
+    ) -> None:
+        self.proc_root = proc_root
+        self.sys_root = sys_root
+        self.rootfs = rootfs
+        self.clock = clock
+        self.statvfs = statvfs
+        self.device_exclude = re.compile(device_exclude)
+        self._previous: tuple[float, dict[str, dict[str, float]]] | None = None
+
+    def collect(self) -> DiskSample:
+        now = self.clock()
+        devices = {
+            name: row
+            for name, row in parse_diskstats(read_text(self.proc_root / "diskstats")).items()
+            if not self.device_exclude.search(name)
+        }
+        previous, elapsed = None, None
+        if self._previous is not None:
+            elapsed = now - self._previous[0]
+            previous = self._previous[1]
+        self._previous = (now, devices)
+        total_devices = frozenset(name for name in devices if not self._is_stacked(name))
+        return DiskSample(devices, previous, elapsed, total_devices, self._filesystems())
+
+    def _is_stacked(self, device: str) -> bool:
+        """dm-*, md* and the like sit on other devices: counting them too would double I/O."""
+        try:
+            return any((self.sys_root / "block" / device / "slaves").iterdir())
+        except OSError:
+            return False
+
+    def _filesystems(self) -> list[FilesystemUsage]:
+        mounts_file = self.proc_root / "1/mounts"
+        if not mounts_file.exists():
+            mounts_file = self.proc_root / "self/mounts"
+        try:
+            mounts = parse_mounts(mounts_file.read_text())
+            nodev = parse_nodev_filesystems((self.proc_root / "filesystems").read_text())
+        except OSError as exc:
+            log.debug("cannot list filesystems: %s", exc)
+            return []
+        result = []
+        for mount in real_filesystems(mounts, nodev):
+            path = self.rootfs / mount.mountpoint.lstrip("/")
+            try:
+                st = self.statvfs(str(path))
+            except OSError as exc:
+                log.debug("statvfs %s: %s", path, exc)
+                continue
+            block = st.f_frsize
+            result.append(
+                FilesystemUsage(
+                    mount,
+                    size_bytes=st.f_blocks * block,
+                    free_bytes=st.f_bfree * block,
+                    avail_bytes=st.f_bavail * block,
+                    files=st.f_files,
+                    files_free=st.f_ffree,
+                )
+            )
+        return result

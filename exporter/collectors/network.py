@@ -1,0 +1,118 @@
+"""Network: bytes, packets, errors and drops per interface, from /proc/net/dev."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.collectors.base import JSON, Clock, rates, read_text
+from exporter.collectors.families import labeled_counter
+
+# Column order of /proc/net/dev after the interface name.
+RECEIVE = ("bytes", "packets", "errors", "drops", "fifo", "frame", "compressed", "multicast")
+TRANSMIT = ("bytes", "packets", "errors", "drops", "fifo", "collisions", "carrier", "compressed")
+# What the snapshot and /metrics carry, per direction.
+EXPORTED = ("bytes", "packets", "errors", "drops")
+COUNTERS = tuple(f"{d}_{c}" for d in ("receive", "transmit") for c in EXPORTED)
+
+# Loopback never leaves the machine: kept per interface, left out of the total.
+DEFAULT_TOTAL_EXCLUDE = r"^lo$"
+_PAST = {"receive": "received", "transmit": "transmitted"}
+
+
+def parse_net_dev(text: str) -> dict[str, dict[str, int]]:
+    """Per interface: `receive_bytes`, `transmit_packets`, ... as in `COUNTERS`."""
+    result: dict[str, dict[str, int]] = {}
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        if not sep:
+            continue
+        values = [int(v) for v in rest.split()]
+        if len(values) < len(RECEIVE) + len(TRANSMIT):
+            continue
+        row = {f"receive_{c}": v for c, v in zip(RECEIVE, values, strict=False)}
+        row.update(
+            {f"transmit_{c}": v for c, v in zip(TRANSMIT, values[len(RECEIVE) :], strict=False)}
+        )
+        result[name.strip()] = {key: row[key] for key in COUNTERS}
+    return result
+
+
+def total_of(interfaces: dict[str, dict[str, int]], exclude: re.Pattern[str]) -> dict[str, int]:
+    total = dict.fromkeys(COUNTERS, 0)
+    for name, row in interfaces.items():
+        if not exclude.search(name):
+            for key in COUNTERS:
+                total[key] += row[key]
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSample:
+    interfaces: dict[str, dict[str, int]]
+    previous: dict[str, dict[str, int]] | None
+    elapsed: float | None
+    total_exclude: re.Pattern[str]
+
+    def to_dict(self) -> JSON:
+        before = self.previous
+        total = total_of(self.interfaces, self.total_exclude)
+        total_before = None if before is None else total_of(before, self.total_exclude)
+        # An interface that appeared since the last tick has no rates yet.
+        return {
+            "total": _with_rates(total, total_before, self.elapsed),
+            "interfaces": {
+                name: _with_rates(row, before.get(name) if before else None, self.elapsed)
+                for name, row in self.interfaces.items()
+            },
+        }
+
+    def metrics(self) -> Iterator[Metric]:
+        for key in COUNTERS:
+            direction, what = key.split("_", 1)
+            yield labeled_counter(
+                f"perfpulse_network_{key}_total",
+                f"{what.capitalize()} {_PAST[direction]} per interface (from /proc/net/dev).",
+                ("device",),
+                (((name,), row[key]) for name, row in self.interfaces.items()),
+            )
+
+
+def _with_rates(row: dict[str, int], before: dict[str, int] | None, elapsed: float | None) -> JSON:
+    per_second = rates(row, before, elapsed)
+    out: JSON = {f"{key}_total": value for key, value in row.items()}
+    out.update({f"{key}_per_second": value for key, value in per_second.items()})
+    return out
+
+
+class NetworkCollector:
+    """Reads /proc/net/dev once per tick; keeps the previous reading for rates."""
+
+    name = "network"
+
+    def __init__(
+        self,
+        proc_root: Path = Path("/proc"),
+        *,
+        clock: Clock = time.monotonic,
+        total_exclude: str = DEFAULT_TOTAL_EXCLUDE,
+    ) -> None:
+        self.proc_root = proc_root
+        self.clock = clock
+        self.total_exclude = re.compile(total_exclude)
+        self._previous: tuple[float, dict[str, dict[str, int]]] | None = None
+
+    def collect(self) -> NetworkSample:
+        now = self.clock()
+        interfaces = parse_net_dev(read_text(self.proc_root / "net/dev"))
+        previous, elapsed = None, None
+        if self._previous is not None:
+            elapsed = now - self._previous[0]
+            previous = self._previous[1]
+        self._previous = (now, interfaces)
+        return NetworkSample(interfaces, previous, elapsed, self.total_exclude)

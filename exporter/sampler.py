@@ -1,0 +1,151 @@
+"""The tick loop: every interval, run all collectors concurrently and publish one Snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from exporter.collectors.base import JSON, Collector, CollectorResult, CollectorRunner
+
+log = logging.getLogger(__name__)
+
+WallClock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one tick saw, stamped with the tick's start time (UTC)."""
+
+    seq: int
+    timestamp: datetime
+    host: str
+    results: dict[str, CollectorResult]
+
+    def to_dict(self) -> JSON:
+        data: JSON = {
+            "seq": self.seq,
+            "timestamp": self.timestamp.isoformat(timespec="microseconds"),
+            "host": self.host,
+        }
+        for name, result in self.results.items():
+            data[name] = result.to_dict()
+        return data
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+class Subscription:
+    """A bounded queue of snapshots for one consumer; when full, the oldest is dropped.
+
+    Snapshots are state, not events: a consumer that falls behind wants the newest.
+    """
+
+    def __init__(self, maxsize: int, on_close: Callable[[Subscription], None]) -> None:
+        self._queue: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize)
+        self._on_close = on_close
+        self.dropped = 0
+
+    def offer(self, snapshot: Snapshot) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(snapshot)
+
+    async def get(self) -> Snapshot:
+        return await self._queue.get()
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        self._on_close(self)
+
+    def __aiter__(self) -> AsyncIterator[Snapshot]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Snapshot]:
+        while True:
+            yield await self.get()
+
+
+class Sampler:
+    """Runs the collectors on a drift-free schedule and keeps the latest Snapshot.
+
+    Tick N starts at start + N * interval whatever the previous ticks took; a tick that
+    overruns makes the loop skip to the next slot rather than shift every later tick.
+    """
+
+    def __init__(
+        self,
+        collectors: Sequence[Collector],
+        *,
+        interval: float,
+        deadline: float,
+        host: str,
+        wall_clock: WallClock = utc_now,
+    ) -> None:
+        self.interval = interval
+        self.deadline = deadline
+        self.host = host
+        self._wall_clock = wall_clock
+        self.runners = [CollectorRunner(c) for c in collectors]
+        self._subscribers: list[Subscription] = []
+        self._seq = 0
+        self.latest: Snapshot | None = None
+        self.skipped_ticks = 0
+
+    def subscribe(self, maxsize: int = 16) -> Subscription:
+        """A queue that receives every snapshot from now on (drop-oldest when full)."""
+        subscription = Subscription(maxsize, self._subscribers.remove)
+        self._subscribers.append(subscription)
+        return subscription
+
+    async def sample_once(self) -> Snapshot:
+        """Run every collector once, concurrently, each under the deadline."""
+        timestamp = self._wall_clock()
+        results = await asyncio.gather(*(runner.run(self.deadline) for runner in self.runners))
+        self._seq += 1
+        snapshot = Snapshot(self._seq, timestamp, self.host, {r.name: r for r in results})
+        self.latest = snapshot
+        for subscription in list(self._subscribers):
+            subscription.offer(snapshot)
+        return snapshot
+
+    async def run(self) -> None:
+        """Sample forever, until cancelled."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tick = 0
+        log.info(
+            "sampling every %gs with collectors %s",
+            self.interval,
+            ", ".join(r.name for r in self.runners),
+        )
+        while True:
+            await self.sample_once()
+            tick += 1
+            now = loop.time()
+            due = start + tick * self.interval
+            if now > due:
+                late_ticks = math.ceil((now - due) / self.interval)
+                tick += late_ticks
+                self.skipped_ticks += late_ticks
+                log.warning(
+                    "tick took %.3fs, longer than the %gs interval; skipped %d tick(s)",
+                    now - due + self.interval,
+                    self.interval,
+                    late_ticks,
+                )
+                due = start + tick * self.interval
+            await asyncio.sleep(due - now)
