@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -80,6 +81,11 @@ def _serve(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
         server_header=False,
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
+    # handler that was installed before it; make that a no-op so a requested shutdown
+    # exits 0 instead of dying by the signal (or a KeyboardInterrupt traceback).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     uvicorn.Server(config).run()
     return 0
 

@@ -48,7 +48,9 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            log.info("sampler stopped after %d snapshots", sampler.latest.seq if sampler.latest else 0)
+            log.info(
+                "sampler stopped after %d snapshots", sampler.latest.seq if sampler.latest else 0
+            )
 
     app = FastAPI(
         title="perfpulse",

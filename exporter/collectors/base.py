@@ -83,6 +83,19 @@ def rates(
     return {key: rate(value, before.get(key), elapsed) for key, value in current.items()}
 
 
+def sum_rates(
+    rows: Iterable[Mapping[str, float | None]], keys: Iterable[str]
+) -> dict[str, float | None]:
+    """Add per-device rates into a total; one unknown rate makes that total unknown."""
+    total: dict[str, float | None] = dict.fromkeys(keys, 0.0)
+    for row in rows:
+        for key, value in total.items():
+            if value is not None:
+                rate_ = row[key]
+                total[key] = None if rate_ is None else value + rate_
+    return total
+
+
 def read_text(path: Path) -> str:
     """Read a kernel text file; a missing file means the source is unavailable here."""
     try:

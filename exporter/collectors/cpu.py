@@ -99,7 +99,9 @@ def usage_percent(now: dict[str, float], before: dict[str, float] | None) -> flo
     return min(100.0, max(0.0, 100.0 * (1.0 - idle / elapsed)))
 
 
-def mode_percents(now: dict[str, float], before: dict[str, float] | None) -> dict[str, float | None]:
+def mode_percents(
+    now: dict[str, float], before: dict[str, float] | None
+) -> dict[str, float | None]:
     """Share of each mode in the CPU time that passed, in percent (None when unknown)."""
     if before is None:
         return dict.fromkeys(now)
@@ -121,6 +123,9 @@ class CpuSample:
 
     def to_dict(self) -> JSON:
         before = self.previous
+        total_before = None if before is None else before.total
+        ctxt_before = None if before is None else before.context_switches
+        intr_before = None if before is None else before.interrupts
         per_cpu = [
             {
                 "cpu": cpu,
@@ -133,8 +138,8 @@ class CpuSample:
         freqs = list(self.frequency_hz.values())
         return {
             "count": len(self.stat.per_cpu),
-            "usage_percent": usage_percent(self.stat.total, before and before.total),
-            "modes_percent": mode_percents(self.stat.total, before and before.total),
+            "usage_percent": usage_percent(self.stat.total, total_before),
+            "modes_percent": mode_percents(self.stat.total, total_before),
             "per_cpu": per_cpu,
             "times_seconds": self.stat.total,
             "load_average": (
@@ -146,11 +151,9 @@ class CpuSample:
             "context_switches_total": self.stat.context_switches,
             "interrupts_total": self.stat.interrupts,
             "context_switches_per_second": rate(
-                self.stat.context_switches, before and before.context_switches, self.elapsed
+                self.stat.context_switches, ctxt_before, self.elapsed
             ),
-            "interrupts_per_second": rate(
-                self.stat.interrupts, before and before.interrupts, self.elapsed
-            ),
+            "interrupts_per_second": rate(self.stat.interrupts, intr_before, self.elapsed),
             "procs_running": self.stat.procs_running,
             "procs_blocked": self.stat.procs_blocked,
         }
@@ -168,12 +171,18 @@ class CpuSample:
             ),
         )
         yield counter(
-            "perfpulse_context_switches_total", "Context switches since boot.", stat.context_switches
+            "perfpulse_context_switches_total",
+            "Context switches since boot.",
+            stat.context_switches,
         )
-        yield counter("perfpulse_interrupts_total", "Interrupts serviced since boot.", stat.interrupts)
+        yield counter(
+            "perfpulse_interrupts_total", "Interrupts serviced since boot.", stat.interrupts
+        )
         yield gauge("perfpulse_procs_running", "Runnable tasks.", stat.procs_running)
         yield gauge("perfpulse_procs_blocked", "Tasks blocked waiting for I/O.", stat.procs_blocked)
-        yield gauge("perfpulse_boot_time_seconds", "Boot time, seconds since the epoch.", stat.boot_time)
+        yield gauge(
+            "perfpulse_boot_time_seconds", "Boot time, seconds since the epoch.", stat.boot_time
+        )
         if self.load is not None:
             for window, value in zip(("1", "5", "15"), self.load, strict=True):
                 yield gauge(f"perfpulse_load{window}", f"{window}-minute load average.", value)

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, rate, rates, read_text
+from exporter.collectors.base import JSON, Clock, rate, rates, read_text, sum_rates
 from exporter.collectors.families import labeled_counter, labeled_gauge
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ COUNTERS = (
     "write_time_seconds",
     "io_time_seconds",
 )
+# Counters that make sense as per-second rates (time counters become busy_percent).
+RATE_COUNTERS = ("reads_completed", "writes_completed", "read_bytes", "written_bytes")
 # Filesystem types the kernel marks "nodev" but that hold real data.
 DATA_NODEV_TYPES = frozenset({"zfs"})
 
@@ -81,7 +83,9 @@ def parse_mounts(text: str) -> list[Mount]:
 def parse_nodev_filesystems(text: str) -> frozenset[str]:
     """Filesystem types /proc/filesystems marks `nodev` (not backed by a block device)."""
     return frozenset(
-        line.split()[1] for line in text.splitlines() if line.startswith("nodev") and len(line.split()) > 1
+        line.split()[1]
+        for line in text.splitlines()
+        if line.startswith("nodev") and len(line.split()) > 1
     )
 
 
@@ -131,22 +135,30 @@ class DiskSample:
     total_devices: frozenset[str]
     filesystems: list[FilesystemUsage]
 
-    def _total(self, devices: dict[str, dict[str, float]]) -> dict[str, float]:
-        total = dict.fromkeys((*COUNTERS, "io_in_progress"), 0.0)
-        for name in self.total_devices & devices.keys():
-            for key in total:
-                total[key] += devices[name][key]
-        return total
-
     def to_dict(self) -> JSON:
         before = self.previous
-        total_before = None if before is None else self._total(before)
+        devices = {
+            name: _device_view(row, before.get(name) if before else None, self.elapsed)
+            for name, row in self.devices.items()
+        }
+        counted = sorted(self.total_devices & self.devices.keys())
+        total: JSON = {
+            f"{key}_total": sum(self.devices[n][key] for n in counted) for key in COUNTERS
+        }
+        seen_twice = [devices[n] for n in counted if before is not None and n in before]
+        rate_keys = [f"{key}_per_second" for key in RATE_COUNTERS]
+        if before is None:
+            total.update(dict.fromkeys(rate_keys))
+            total["busy_percent"] = None
+        else:
+            total.update(sum_rates(seen_twice, rate_keys))
+            busy = [d["busy_percent"] for d in seen_twice]
+            # The busiest device: a saturated disk is not hidden by idle ones.
+            total["busy_percent"] = None if any(b is None for b in busy) else max(busy, default=0.0)
+        total["io_in_progress"] = sum(self.devices[n]["io_in_progress"] for n in counted)
         return {
-            "total": _with_rates(self._total(self.devices), total_before, self.elapsed),
-            "devices": {
-                name: _with_rates(row, before.get(name) if before else None, self.elapsed)
-                for name, row in self.devices.items()
-            },
+            "total": total,
+            "devices": devices,
             "filesystems": [fs.to_dict() for fs in self.filesystems],
         }
 
@@ -195,17 +207,15 @@ _FS_HELP = {
 }
 
 
-def _with_rates(
+def _device_view(
     row: dict[str, float], before: dict[str, float] | None, elapsed: float | None
 ) -> JSON:
     counters = {key: row[key] for key in COUNTERS}
-    per_second = rates(counters, before, elapsed)
-    busy = rate(row["io_time_seconds"], before and before["io_time_seconds"], elapsed)
+    per_second = rates({key: row[key] for key in RATE_COUNTERS}, before, elapsed)
+    busy_before = None if before is None else before["io_time_seconds"]
+    busy = rate(row["io_time_seconds"], busy_before, elapsed)
     out: JSON = {f"{key}_total": value for key, value in counters.items()}
-    for key, value in per_second.items():
-        if key.endswith("_seconds"):
-            continue
-        out[f"{key}_per_second"] = value
+    out.update({f"{key}_per_second": value for key, value in per_second.items()})
     out["busy_percent"] = None if busy is None else min(100.0, 100.0 * busy)
     out["io_in_progress"] = row["io_in_progress"]
     return out

@@ -84,7 +84,9 @@ class MemorySample:
 
     def metrics(self) -> Iterator[Metric]:
         for name, value in self.values.items():
-            yield gauge(f"perfpulse_memory_{name}_bytes", f"/proc/meminfo {_FIELD_OF[name]}.", value)
+            yield gauge(
+                f"perfpulse_memory_{name}_bytes", f"/proc/meminfo {_FIELD_OF[name]}.", value
+            )
         yield counter(
             "perfpulse_memory_swap_in_bytes_total",
             "Bytes swapped in from disk (pswpin x page size).",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, rates, read_text
+from exporter.collectors.base import JSON, Clock, rates, read_text, sum_rates
 from exporter.collectors.families import labeled_counter
 
 # Column order of /proc/net/dev after the interface name.
@@ -61,14 +61,22 @@ class NetworkSample:
 
     def to_dict(self) -> JSON:
         before = self.previous
-        total = total_of(self.interfaces, self.total_exclude)
-        total_before = None if before is None else total_of(before, self.total_exclude)
-        # An interface that appeared since the last tick has no rates yet.
+        per_second = {
+            name: rates(row, before.get(name) if before else None, self.elapsed)
+            for name, row in self.interfaces.items()
+        }
+        # The total rate adds the interfaces seen twice: one that just appeared has no
+        # rate yet, and its lifetime bytes must not show up as a burst.
+        counted = [n for n in self.interfaces if not self.total_exclude.search(n)]
+        total_rates = (
+            sum_rates((per_second[n] for n in counted if n in before), COUNTERS)
+            if before is not None
+            else dict.fromkeys(COUNTERS)
+        )
         return {
-            "total": _with_rates(total, total_before, self.elapsed),
+            "total": _combine(total_of(self.interfaces, self.total_exclude), total_rates),
             "interfaces": {
-                name: _with_rates(row, before.get(name) if before else None, self.elapsed)
-                for name, row in self.interfaces.items()
+                name: _combine(row, per_second[name]) for name, row in self.interfaces.items()
             },
         }
 
@@ -83,8 +91,7 @@ class NetworkSample:
             )
 
 
-def _with_rates(row: dict[str, int], before: dict[str, int] | None, elapsed: float | None) -> JSON:
-    per_second = rates(row, before, elapsed)
+def _combine(row: dict[str, int], per_second: dict[str, float | None]) -> JSON:
     out: JSON = {f"{key}_total": value for key, value in row.items()}
     out.update({f"{key}_per_second": value for key, value in per_second.items()})
     return out

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from exporter.collectors.disk import (
+    DiskCollector,
+    parse_diskstats,
+    parse_mounts,
+    parse_nodev_filesystems,
+    real_filesystems,
+)
+
+DISKSTATS_1 = """\
+   7       0 loop0 10 0 80 1 0 0 0 0 0 2 1 0 0 0 0
+ 254       0 vda 1000 10 20000 500 2000 20 40000 1500 0 3000 2000 0 0 0 0 0 0
+ 254       1 vda1 900 10 18000 450 1900 20 38000 1400 0 2900 1850 0 0 0 0
+ 253       0 dm-0 100 0 2000 50 100 0 2000 100 1 400 150 0 0 0 0
+ 259       0 nvme0n1 10 0 100 5 10 0 100 5 0 10 10
+"""
+DISKSTATS_2 = """\
+   7       0 loop0 10 0 80 1 0 0 0 0 0 2 1 0 0 0 0
+ 254       0 vda 1100 10 22000 600 2400 20 48000 1900 2 3500 2500 0 0 0 0 0 0
+ 254       1 vda1 1000 10 20000 550 2300 20 46000 1800 2 3400 2350 0 0 0 0
+ 253       0 dm-0 150 0 3000 80 100 0 2000 100 0 600 180 0 0 0 0
+ 259       0 nvme0n1 10 0 100 5 10 0 100 5 0 10 10
+"""
+MOUNTS = """\
+proc /proc proc rw,relatime 0 0
+sysfs /sys sysfs rw,relatime 0 0
+/dev/vda1 / ext4 rw,relatime 0 0
+tmpfs /run tmpfs rw 0 0
+/dev/vda1 /srv/bind ext4 rw,relatime 0 0
+/dev/mapper/data /mnt/my\\040data xfs rw 0 0
+tank/home /home zfs rw 0 0
+server:/export /nfs nfs4 rw 0 0
+"""
+FILESYSTEMS = """\
+nodev\tsysfs
+nodev\ttmpfs
+nodev\tproc
+\text4
+\txfs
+nodev\tnfs4
+nodev\tzfs
+"""
+
+
+def test_parse_diskstats_units():
+    vda = parse_diskstats(DISKSTATS_1)["vda"]
+    assert vda == {
+        "reads_completed": 1000,
+        "writes_completed": 2000,
+        "read_bytes": 20000 * 512,
+        "written_bytes": 40000 * 512,
+        "read_time_seconds": 0.5,
+        "write_time_seconds": 1.5,
+        "io_time_seconds": 3.0,
+        "io_in_progress": 0,
+    }
+
+
+def test_parse_mounts_unescapes_octal():
+    mounts = parse_mounts(MOUNTS)
+    assert mounts[5].mountpoint == "/mnt/my data"
+
+
+def test_real_filesystems_skip_pseudo_and_bind_mounts():
+    mounts = real_filesystems(parse_mounts(MOUNTS), parse_nodev_filesystems(FILESYSTEMS))
+    assert [(m.mountpoint, m.fstype) for m in mounts] == [
+        ("/", "ext4"),
+        ("/mnt/my data", "xfs"),
+        ("/home", "zfs"),
+    ]
+
+
+def fake_statvfs(path: str) -> SimpleNamespace:
+    """statvfs figures for the fixture mounts: 1 GiB filesystems in 4 KiB blocks."""
+    if path.endswith("home"):
+        raise PermissionError(path)
+    return SimpleNamespace(
+        f_frsize=4096,
+        f_blocks=262144,
+        f_bfree=131072,
+        f_bavail=104858,
+        f_files=65536,
+        f_ffree=60000,
+    )
+
+
+@pytest.fixture
+def collector(proc, sys_tree, clock, tmp_path):
+    proc.write("diskstats", DISKSTATS_1)
+    proc.write("self/mounts", MOUNTS)
+    proc.write("filesystems", FILESYSTEMS)
+    (sys_tree.root / "block/dm-0/slaves").mkdir(parents=True)
+    (sys_tree.root / "block/dm-0/slaves/vda1").touch()
+    (sys_tree.root / "block/vda/slaves").mkdir(parents=True)
+    return DiskCollector(
+        proc.root, sys_tree.root, rootfs=tmp_path, clock=clock, statvfs=fake_statvfs
+    )
+
+
+def test_devices_exclude_partitions_and_loops(collector):
+    data = collector.collect().to_dict()
+    assert sorted(data["devices"]) == ["dm-0", "nvme0n1", "vda"]
+
+
+def test_first_sample_has_no_rates(collector):
+    data = collector.collect().to_dict()
+    assert data["total"]["read_bytes_per_second"] is None
+    assert data["total"]["busy_percent"] is None
+    assert data["devices"]["vda"]["busy_percent"] is None
+    # Stacked dm-0 is not added to the total: its I/O is already counted on vda.
+    assert data["total"]["read_bytes_total"] == (20000 + 100) * 512
+
+
+def test_rates_and_busy_percent(collector, proc, clock):
+    collector.collect()
+    proc.write("diskstats", DISKSTATS_2)
+    clock.advance(1.0)
+    data = collector.collect().to_dict()
+    vda = data["devices"]["vda"]
+    assert vda["reads_completed_per_second"] == pytest.approx(100.0)
+    assert vda["read_bytes_per_second"] == pytest.approx(2000 * 512)
+    assert vda["written_bytes_per_second"] == pytest.approx(8000 * 512)
+    assert vda["busy_percent"] == pytest.approx(50.0)
+    assert vda["io_in_progress"] == 2
+    assert data["devices"]["dm-0"]["busy_percent"] == pytest.approx(20.0)
+    assert data["total"]["read_bytes_per_second"] == pytest.approx(2000 * 512)
+    assert data["total"]["busy_percent"] == pytest.approx(50.0)
+
+
+def test_filesystem_usage_like_df(collector):
+    filesystems = collector.collect().to_dict()["filesystems"]
+    # /home's statvfs is refused: that mount is left out, the others stay.
+    assert [fs["mountpoint"] for fs in filesystems] == ["/", "/mnt/my data"]
+    root = filesystems[0]
+    assert root["total_bytes"] == 262144 * 4096
+    assert root["used_bytes"] == 131072 * 4096
+    assert root["available_bytes"] == 104858 * 4096
+    assert root["percent"] == pytest.approx(100 * 131072 / (131072 + 104858))
+
+
+def test_real_statvfs_of_this_machine_root(proc, sys_tree, clock):
+    proc.write("diskstats", DISKSTATS_1)
+    proc.write("self/mounts", "/dev/root / ext4 rw 0 0\n")
+    proc.write("filesystems", FILESYSTEMS)
+    data = DiskCollector(proc.root, sys_tree.root, clock=clock).collect().to_dict()
+    st = os.statvfs("/")
+    assert data["filesystems"][0]["total_bytes"] == st.f_blocks * st.f_frsize

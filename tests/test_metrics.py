@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.collectors import build_collectors
+from exporter.collectors.memory import MemoryCollector
+from exporter.config import load_settings
+from exporter.metrics import SnapshotCollector, build_registry
+from exporter.sampler import Sampler
+from tests.test_memory import MEMINFO, VMSTAT_1
+
+
+async def test_memory_exposition_matches_expected_text(proc, clock):
+    proc.write("meminfo", MEMINFO)
+    proc.write("vmstat", VMSTAT_1)
+    collector = MemoryCollector(proc.root, clock=clock, page_size=4096)
+    sampler = Sampler([collector], interval=1.0, deadline=0.5, host="h")
+    await sampler.sample_once()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: sampler.latest, lambda: 0))
+    text = generate_latest(registry).decode()
+    # Leave out the series whose values depend on the run (version, time, duration).
+    volatile = ("perfpulse_build_info", "perfpulse_last_snapshot", "perfpulse_collector_duration")
+    body = "\n".join(
+        line for line in text.splitlines() if not any(name in line for name in volatile)
+    )
+    assert body == EXPECTED_MEMORY.strip()
+
+
+EXPECTED_MEMORY = """
+# HELP perfpulse_sampler_skipped_ticks_total Ticks skipped because a tick overran the sampling interval.
+# TYPE perfpulse_sampler_skipped_ticks_total counter
+perfpulse_sampler_skipped_ticks_total 0.0
+# HELP perfpulse_memory_total_bytes /proc/meminfo MemTotal.
+# TYPE perfpulse_memory_total_bytes gauge
+perfpulse_memory_total_bytes 8.192e+09
+# HELP perfpulse_memory_free_bytes /proc/meminfo MemFree.
+# TYPE perfpulse_memory_free_bytes gauge
+perfpulse_memory_free_bytes 1.024e+09
+# HELP perfpulse_memory_available_bytes /proc/meminfo MemAvailable.
+# TYPE perfpulse_memory_available_bytes gauge
+perfpulse_memory_available_bytes 6.144e+09
+# HELP perfpulse_memory_buffers_bytes /proc/meminfo Buffers.
+# TYPE perfpulse_memory_buffers_bytes gauge
+perfpulse_memory_buffers_bytes 2.048e+08
+# HELP perfpulse_memory_cached_bytes /proc/meminfo Cached.
+# TYPE perfpulse_memory_cached_bytes gauge
+perfpulse_memory_cached_bytes 3.072e+09
+# HELP perfpulse_memory_slab_reclaimable_bytes /proc/meminfo SReclaimable.
+# TYPE perfpulse_memory_slab_reclaimable_bytes gauge
+perfpulse_memory_slab_reclaimable_bytes 1.024e+08
+# HELP perfpulse_memory_shared_bytes /proc/meminfo Shmem.
+# TYPE perfpulse_memory_shared_bytes gauge
+perfpulse_memory_shared_bytes 5.12e+07
+# HELP perfpulse_memory_swap_total_bytes /proc/meminfo SwapTotal.
+# TYPE perfpulse_memory_swap_total_bytes gauge
+perfpulse_memory_swap_total_bytes 2.048e+09
+# HELP perfpulse_memory_swap_free_bytes /proc/meminfo SwapFree.
+# TYPE perfpulse_memory_swap_free_bytes gauge
+perfpulse_memory_swap_free_bytes 1.536e+09
+# HELP perfpulse_memory_swap_in_bytes_total Bytes swapped in from disk (pswpin x page size).
+# TYPE perfpulse_memory_swap_in_bytes_total counter
+perfpulse_memory_swap_in_bytes_total 409600.0
+# HELP perfpulse_memory_swap_out_bytes_total Bytes swapped out to disk (pswpout x page size).
+# TYPE perfpulse_memory_swap_out_bytes_total counter
+perfpulse_memory_swap_out_bytes_total 819200.0
+# HELP perfpulse_collector_success 1 if the collector produced data in the latest snapshot, else 0.
+# TYPE perfpulse_collector_success gauge
+perfpulse_collector_success{collector="memory"} 1.0
+"""
+
+
+async def _registry_of_this_machine() -> CollectorRegistry:
+    settings = load_settings()
+    sampler = Sampler(build_collectors(settings), interval=1.0, deadline=0.5, host="h")
+    await sampler.sample_once()
+    await sampler.sample_once()
+    return build_registry(sampler)
+
+
+async def test_every_counter_ends_in_total_and_no_name_ends_in_percent():
+    registry = await _registry_of_this_machine()
+    names = set()
+    for family in registry.collect():
+        for sample in family.samples:
+            names.add(sample.name)
+            if family.type == "counter" and not sample.name.endswith("_created"):
+                assert sample.name.endswith("_total"), sample.name
+        assert not family.name.endswith("_percent"), family.name
+        assert family.documentation, f"{family.name} has no help text"
+    own = {n for n in names if not n.startswith("process_")}
+    assert own and all(n.startswith("perfpulse_") for n in own), sorted(own)
+    assert "perfpulse_cpu_seconds_total" in names
+
+
+async def test_counters_are_raw_totals_not_rates():
+    registry = await _registry_of_this_machine()
+    value = registry.get_sample_value("perfpulse_context_switches_total")
+    with open("/proc/stat") as stat:
+        ctxt = next(int(line.split()[1]) for line in stat if line.startswith("ctxt"))
+    assert value is not None and 0 < value <= ctxt
+
+
+async def test_collector_health_series_for_all_six():
+    registry = await _registry_of_this_machine()
+    success = {
+        name: registry.get_sample_value("perfpulse_collector_success", {"collector": name})
+        for name in ("cpu", "memory", "network", "disk", "perf_events", "memory_bandwidth")
+    }
+    assert success == {
+        "cpu": 1.0,
+        "memory": 1.0,
+        "network": 1.0,
+        "disk": 1.0,
+        "perf_events": 0.0,
+        "memory_bandwidth": 0.0,
+    }
+    assert (
+        registry.get_sample_value("perfpulse_collector_duration_seconds", {"collector": "cpu"}) >= 0
+    )

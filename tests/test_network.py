@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+
+from exporter.collectors.network import NetworkCollector, parse_net_dev
+
+HEADER = """\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+"""
+NET_1 = (
+    HEADER
+    + """\
+    lo:   36180     481    0    0    0     0          0         0    36180     481    0    0    0     0       0          0
+  eth0: 1000000    3000    1    2    0     0          0         0   500000    1500    3    4    0     0       0          0
+"""
+)
+NET_2 = (
+    HEADER
+    + """\
+    lo:   46180     581    0    0    0     0          0         0    46180     581    0    0    0     0       0          0
+  eth0: 1400000    3400    1    2    0     0          0         0   700000    1700    3    6    0     0       0          0
+ wlan0:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0
+"""
+)
+
+
+def test_parse_net_dev_exact_columns():
+    parsed = parse_net_dev(NET_1)
+    assert parsed["eth0"] == {
+        "receive_bytes": 1000000,
+        "receive_packets": 3000,
+        "receive_errors": 1,
+        "receive_drops": 2,
+        "transmit_bytes": 500000,
+        "transmit_packets": 1500,
+        "transmit_errors": 3,
+        "transmit_drops": 4,
+    }
+    assert set(parsed) == {"lo", "eth0"}
+
+
+def test_first_sample_totals_without_rates(proc, clock):
+    proc.write("net/dev", NET_1)
+    data = NetworkCollector(proc.root, clock=clock).collect().to_dict()
+    assert data["total"]["receive_bytes_total"] == 1000000  # loopback left out
+    assert data["total"]["receive_bytes_per_second"] is None
+    assert data["interfaces"]["lo"]["receive_bytes_total"] == 36180
+
+
+def test_rates_per_interface_and_total(proc, clock):
+    proc.write("net/dev", NET_1)
+    collector = NetworkCollector(proc.root, clock=clock)
+    collector.collect()
+    proc.write("net/dev", NET_2)
+    clock.advance(2.0)
+    data = collector.collect().to_dict()
+    eth0 = data["interfaces"]["eth0"]
+    assert eth0["receive_bytes_per_second"] == pytest.approx(200000.0)
+    assert eth0["transmit_bytes_per_second"] == pytest.approx(100000.0)
+    assert eth0["transmit_drops_per_second"] == pytest.approx(1.0)
+    assert data["interfaces"]["lo"]["receive_packets_per_second"] == pytest.approx(50.0)
+    # An interface that just appeared has totals but no rate yet.
+    assert data["interfaces"]["wlan0"]["receive_bytes_total"] == 100
+    assert data["interfaces"]["wlan0"]["receive_bytes_per_second"] is None
+    # The total rate leaves out loopback and the new interface's lifetime bytes.
+    assert data["total"]["receive_bytes_per_second"] == pytest.approx(200000.0)
+    assert data["total"]["receive_bytes_total"] == 1400100
+
+
+def test_interface_counter_reset_gives_no_rate(proc, clock):
+    proc.write("net/dev", NET_2)
+    collector = NetworkCollector(proc.root, clock=clock)
+    collector.collect()
+    proc.write("net/dev", NET_1)
+    clock.advance(1.0)
+    data = collector.collect().to_dict()
+    assert data["interfaces"]["eth0"]["receive_bytes_per_second"] is None
+    assert data["total"]["receive_bytes_per_second"] is None
+    for row in data["interfaces"].values():
+        assert all(v is None or v >= 0 for k, v in row.items() if k.endswith("_per_second"))
