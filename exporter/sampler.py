@@ -114,7 +114,10 @@ class Sampler:
     async def sample_once(self) -> Snapshot:
         """Run every collector once, concurrently, each under the deadline."""
         timestamp = self._wall_clock()
-        results = await asyncio.gather(*(runner.run(self.deadline) for runner in self.runners))
+        # Threaded collectors start first so they overlap with the inline ones.
+        order = sorted(self.runners, key=lambda runner: runner.inline)
+        started = {runner.name: runner.start(self.deadline) for runner in order}
+        results = [await started[runner.name] for runner in self.runners]
         self._seq += 1
         snapshot = Snapshot(self._seq, timestamp, self.host, {r.name: r for r in results})
         self.latest = snapshot

@@ -125,11 +125,14 @@ def test_counter_going_backwards_gives_no_rate_never_negative(proc, sys_tree, cl
     assert all(v is None or v >= 0 for v in data["modes_percent"].values())
 
 
-def test_frequency_prefers_cpufreq_then_cpuinfo(proc, sys_tree, clock):
+def test_frequency_from_cpuinfo_without_cpufreq(proc, sys_tree, clock):
     collector = _collector(proc, sys_tree, clock)
     assert collector.collect().frequency_hz == {"0": 2.3e9, "1": 2.4005e9}
+
+
+def test_frequency_prefers_cpufreq(proc, sys_tree, clock):
     sys_tree.write("devices/system/cpu/cpu0/cpufreq/scaling_cur_freq", "1200000\n")
     sys_tree.write("devices/system/cpu/cpu1/cpufreq/scaling_cur_freq", "3400000\n")
-    sample = collector.collect()
+    sample = _collector(proc, sys_tree, clock).collect()
     assert sample.frequency_hz == {"0": 1.2e9, "1": 3.4e9}
     assert sample.to_dict()["frequency_mhz"] == pytest.approx(2300.0)

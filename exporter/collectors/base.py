@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,12 @@ class Sample(Protocol):
 
 
 class Collector(Protocol):
-    """Anything with a name and a blocking `collect()`; it keeps its own previous reading."""
+    """Anything with a name and a `collect()`; it keeps its own previous reading.
+
+    A collector may set `blocking = False` when it only reads procfs, which the kernel
+    answers from memory without waiting on any device: it then runs inline on the event
+    loop, sparing a thread handoff per tick. Anything else runs on a worker thread.
+    """
 
     name: str
 
@@ -96,10 +102,11 @@ def sum_rates(
     return total
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path | str) -> str:
     """Read a kernel text file; a missing file means the source is unavailable here."""
     try:
-        return path.read_text()
+        with open(path) as file:
+            return file.read()
     except FileNotFoundError:
         raise Unavailable(f"{path} does not exist") from None
     except PermissionError:
@@ -107,8 +114,9 @@ def read_text(path: Path) -> str:
 
 
 class CollectorRunner:
-    """Runs one collector off the event loop under a deadline, never raising.
+    """Runs one collector under a deadline, never raising.
 
+    Blocking collectors run on their own worker thread, non-blocking ones inline.
     A collector stuck in a system call (a hung statvfs, a wedged driver) cannot be
     cancelled; the runner remembers the stuck call and reports the collector as
     unavailable instead of piling a new thread onto it every tick.
@@ -122,7 +130,10 @@ class CollectorRunner:
         clock: Clock = time.perf_counter,
     ) -> None:
         self.collector = collector
-        self._executor = executor or DaemonThreadExecutor(f"collector-{collector.name}")
+        self.inline = getattr(collector, "blocking", True) is False
+        self._executor = executor
+        if self._executor is None and not self.inline:
+            self._executor = WorkerThread(f"collector-{collector.name}")
         self.name = collector.name
         self._clock = clock
         self._inflight: asyncio.Future[Sample] | None = None
@@ -130,15 +141,32 @@ class CollectorRunner:
         self._last_error: str | None = None
 
     async def run(self, deadline: float) -> CollectorResult:
+        return await self.start(deadline)
+
+    def start(self, deadline: float) -> Awaitable[CollectorResult]:
+        """Begin one collection now; await the result within `deadline` of this call.
+
+        Inline collectors have finished when this returns; a threaded one is already at
+        work on its thread, so starting several and then awaiting them runs them together.
+        """
         started = self._clock()
         if self._inflight is not None and not self._inflight.done():
             stuck_for = started - self._inflight_since
-            return self._fail(f"previous collection still running after {stuck_for:.1f}s", 0.0)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self.collector.collect)
+            return _ready(
+                self._fail(f"previous collection still running after {stuck_for:.1f}s", 0.0)
+            )
+        if self.inline:
+            return _ready(self._run_inline(started))
+        future = asyncio.wrap_future(self._executor.submit(self.collector.collect))  # type: ignore[union-attr]
         self._inflight, self._inflight_since = future, started
+        return self._finish(future, started, deadline)
+
+    async def _finish(
+        self, future: asyncio.Future[Sample], started: float, deadline: float
+    ) -> CollectorResult:
+        remaining = deadline - (self._clock() - started)
         try:
-            sample = await asyncio.wait_for(asyncio.shield(future), timeout=deadline)
+            sample = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, remaining))
         except TimeoutError:
             future.add_done_callback(_consume_exception)
             return self._fail(f"timed out after {deadline:g}s", self._clock() - started)
@@ -147,6 +175,18 @@ class CollectorRunner:
         except Exception as exc:
             return self._fail(f"{type(exc).__name__}: {exc}", self._clock() - started)
         self._inflight = None
+        return self._succeed(sample, started)
+
+    def _run_inline(self, started: float) -> CollectorResult:
+        try:
+            sample = self.collector.collect()
+        except Unavailable as exc:
+            return self._fail(str(exc), self._clock() - started, level=logging.DEBUG)
+        except Exception as exc:
+            return self._fail(f"{type(exc).__name__}: {exc}", self._clock() - started)
+        return self._succeed(sample, started)
+
+    def _succeed(self, sample: Sample, started: float) -> CollectorResult:
         if self._last_error is not None:
             log.info("collector %s recovered", self.name)
             self._last_error = None
@@ -159,29 +199,38 @@ class CollectorRunner:
         return CollectorResult(self.name, None, error, duration)
 
 
-class DaemonThreadExecutor(Executor):
-    """Runs each call on a fresh daemon thread.
+class WorkerThread(Executor):
+    """One persistent daemon thread that runs submitted calls in order.
 
-    A collector stuck in a system call must not keep the process from exiting, which
-    ThreadPoolExecutor's workers would (they are joined at interpreter exit).
+    Daemon, so a collector stuck in a system call never keeps the process from exiting
+    (ThreadPoolExecutor's workers are joined at interpreter exit).
     """
 
-    def __init__(self, name: str = "collector") -> None:
-        self._name = name
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
+        self._calls.put((future, lambda: fn(*args, **kwargs)))
+        return future
 
-        def work() -> None:
+    def _work(self) -> None:
+        while True:
+            future, call = self._calls.get()
             if not future.set_running_or_notify_cancel():
-                return
+                continue
             try:
-                future.set_result(fn(*args, **kwargs))
+                future.set_result(call())
             except BaseException as exc:
                 future.set_exception(exc)
 
-        threading.Thread(target=work, name=self._name, daemon=True).start()
-        return future
+
+def _ready(result: CollectorResult) -> asyncio.Future[CollectorResult]:
+    future: asyncio.Future[CollectorResult] = asyncio.get_running_loop().create_future()
+    future.set_result(result)
+    return future
 
 
 def _consume_exception(future: asyncio.Future[Sample]) -> None:

@@ -7,6 +7,7 @@ several calls. Usage is computed from deltas of the cumulative times, never by s
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, rate, read_text
+from exporter.collectors.base import JSON, Clock, Unavailable, rate, read_text
 from exporter.collectors.families import counter, gauge, labeled_counter, labeled_gauge
 
 MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -74,18 +75,17 @@ def parse_loadavg(text: str) -> tuple[float, float, float]:
     return one, five, fifteen
 
 
+_PROCESSOR = re.compile(r"^processor\s*:\s*(\d+)", re.M)
+_MHZ = re.compile(r"^cpu MHz\s*:\s*([\d.]+)", re.M)
+
+
 def parse_cpuinfo_mhz(text: str) -> dict[str, float]:
     """Per-CPU "cpu MHz" from /proc/cpuinfo (x86; other architectures may not print it)."""
-    result: dict[str, float] = {}
-    processor = None
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        name = name.strip()
-        if name == "processor":
-            processor = value.strip()
-        elif name == "cpu MHz" and processor is not None:
-            result[processor] = float(value)
-    return result
+    processors = _PROCESSOR.findall(text)
+    mhz = _MHZ.findall(text)
+    if len(mhz) != len(processors):
+        return {}
+    return {cpu: float(value) for cpu, value in zip(processors, mhz, strict=True)}
 
 
 def usage_percent(now: dict[str, float], before: dict[str, float] | None) -> float | None:
@@ -199,6 +199,7 @@ class CpuCollector:
     """Reads /proc/stat, /proc/loadavg and the CPU frequency; keeps the previous reading."""
 
     name = "cpu"
+    blocking = False  # procfs only
 
     def __init__(
         self,
@@ -213,10 +214,14 @@ class CpuCollector:
         self.clock = clock
         self.ticks_per_second = ticks_per_second or float(os.sysconf("SC_CLK_TCK"))
         self._previous: tuple[float, ProcStat] | None = None
+        self._cpufreq: bool | None = None
+        self._stat_path = str(proc_root / "stat")
+        self._loadavg_path = str(proc_root / "loadavg")
+        self._cpuinfo_path = str(proc_root / "cpuinfo")
 
     def collect(self) -> CpuSample:
         now = self.clock()
-        stat = parse_proc_stat(read_text(self.proc_root / "stat"), self.ticks_per_second)
+        stat = parse_proc_stat(read_text(self._stat_path), self.ticks_per_second)
         previous, elapsed = None, None
         if self._previous is not None:
             elapsed = now - self._previous[0]
@@ -226,23 +231,26 @@ class CpuCollector:
 
     def _load(self) -> tuple[float, float, float] | None:
         try:
-            return parse_loadavg((self.proc_root / "loadavg").read_text())
-        except OSError:
+            return parse_loadavg(read_text(self._loadavg_path))
+        except Unavailable:
             return None
 
     def _frequency(self, stat: ProcStat) -> dict[str, float]:
         """Hz per CPU from cpufreq when the kernel has it, else /proc/cpuinfo."""
-        result: dict[str, float] = {}
-        for cpu in stat.per_cpu:
-            path = self.sys_root / f"devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq"
-            try:
-                result[cpu] = int(path.read_text()) * 1e3
-            except (OSError, ValueError):
-                break
-        if len(result) == len(stat.per_cpu):
+        if self._cpufreq is None:  # decided once: cpufreq does not come and go
+            probe = self.sys_root / "devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"
+            self._cpufreq = probe.exists()
+        if self._cpufreq:
+            result = {}
+            for cpu in stat.per_cpu:
+                path = self.sys_root / f"devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq"
+                try:
+                    result[cpu] = int(path.read_text()) * 1e3
+                except (OSError, ValueError):
+                    continue  # offline CPU
             return result
         try:
-            mhz = parse_cpuinfo_mhz((self.proc_root / "cpuinfo").read_text())
-        except OSError:
+            mhz = parse_cpuinfo_mhz(read_text(self._cpuinfo_path))
+        except Unavailable:
             return {}
         return {cpu: value * 1e6 for cpu, value in mhz.items()}

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, rate, rates, read_text, sum_rates
+from exporter.collectors.base import (
+    JSON,
+    Clock,
+    WorkerThread,
+    rate,
+    rates,
+    read_text,
+    sum_rates,
+)
 from exporter.collectors.families import labeled_counter, labeled_gauge
 
 log = logging.getLogger(__name__)
@@ -32,6 +43,9 @@ COUNTERS = (
 )
 # Counters that make sense as per-second rates (time counters become busy_percent).
 RATE_COUNTERS = ("reads_completed", "writes_completed", "read_bytes", "written_bytes")
+MOUNTS_TTL_SECONDS = 30.0
+FIRST_STATVFS_WAIT_SECONDS = 0.5
+STATVFS_STUCK_SECONDS = 10.0
 # Filesystem types the kernel marks "nodev" but that hold real data.
 DATA_NODEV_TYPES = frozenset({"zfs"})
 
@@ -225,6 +239,7 @@ class DiskCollector:
     """Reads /proc/diskstats and statvfs of each real filesystem."""
 
     name = "disk"
+    blocking = False  # procfs inline; statvfs runs on its own thread (see _filesystems)
 
     def __init__(
         self,
@@ -243,12 +258,20 @@ class DiskCollector:
         self.statvfs = statvfs
         self.device_exclude = re.compile(device_exclude)
         self._previous: tuple[float, dict[str, dict[str, float]]] | None = None
+        self._diskstats_path = str(proc_root / "diskstats")
+        self._stacked: tuple[frozenset[str], frozenset[str]] | None = None
+        self._mounts: tuple[float, list[Mount]] | None = None
+        self._worker = WorkerThread("collector-disk-statvfs")
+        self._refresh: Future[list[FilesystemUsage]] | None = None
+        self._refresh_since = 0.0
+        self._usage: list[FilesystemUsage] | None = None
+        self._stuck_logged = False
 
     def collect(self) -> DiskSample:
         now = self.clock()
         devices = {
             name: row
-            for name, row in parse_diskstats(read_text(self.proc_root / "diskstats")).items()
+            for name, row in parse_diskstats(read_text(self._diskstats_path)).items()
             if not self.device_exclude.search(name)
         }
         previous, elapsed = None, None
@@ -256,18 +279,26 @@ class DiskCollector:
             elapsed = now - self._previous[0]
             previous = self._previous[1]
         self._previous = (now, devices)
-        total_devices = frozenset(name for name in devices if not self._is_stacked(name))
-        return DiskSample(devices, previous, elapsed, total_devices, self._filesystems())
+        total_devices = self._unstacked(frozenset(devices))
+        return DiskSample(devices, previous, elapsed, total_devices, self._filesystems(now))
+
+    def _unstacked(self, names: frozenset[str]) -> frozenset[str]:
+        """Devices that sit on no other device: dm-*, md* and the like would double I/O."""
+        if self._stacked is None or self._stacked[0] != names:
+            self._stacked = (names, frozenset(n for n in names if not self._is_stacked(n)))
+        return self._stacked[1]
 
     def _is_stacked(self, device: str) -> bool:
-        """dm-*, md* and the like sit on other devices: counting them too would double I/O."""
         try:
             return any((self.sys_root / "block" / device / "slaves").iterdir())
         except OSError:
             return False
 
-    def _filesystems(self) -> list[FilesystemUsage]:
-        mounts_file = self.proc_root / "1/mounts"
+    def _real_mounts(self, now: float) -> list[Mount]:
+        """Block-backed mounts, re-read every MOUNTS_TTL_SECONDS (mounts change rarely)."""
+        if self._mounts is not None and now - self._mounts[0] < MOUNTS_TTL_SECONDS:
+            return self._mounts[1]
+        mounts_file = self.proc_root / "1/mounts"  # the host's view when run in a container
         if not mounts_file.exists():
             mounts_file = self.proc_root / "self/mounts"
         try:
@@ -275,9 +306,37 @@ class DiskCollector:
             nodev = parse_nodev_filesystems((self.proc_root / "filesystems").read_text())
         except OSError as exc:
             log.debug("cannot list filesystems: %s", exc)
-            return []
+            mounts, nodev = [], frozenset()
+        self._mounts = (now, real_filesystems(mounts, nodev))
+        return self._mounts[1]
+
+    def _filesystems(self, now: float) -> list[FilesystemUsage]:
+        """The latest statvfs figures, refreshed in the background every tick.
+
+        statvfs can block (a FUSE daemon, a dying device), so it never runs on the
+        sampling path: each tick starts a refresh on the worker thread and takes the
+        newest completed one. Only the first tick waits for it, briefly.
+        """
+        if self._refresh is None or self._refresh.done():
+            if self._refresh is not None and self._refresh.exception() is None:
+                self._usage = self._refresh.result()
+            self._refresh = self._worker.submit(self._statvfs_all, self._real_mounts(now))
+            self._refresh_since = now
+            if self._usage is None:
+                with contextlib.suppress(FutureTimeout):
+                    self._usage = self._refresh.result(timeout=FIRST_STATVFS_WAIT_SECONDS)
+        elif now - self._refresh_since > STATVFS_STUCK_SECONDS and not self._stuck_logged:
+            log.warning(
+                "statvfs has not returned for %.0fs; filesystem usage is stale",
+                now - self._refresh_since,
+            )
+            self._stuck_logged = True
+        return self._usage or []
+
+    def _statvfs_all(self, mounts: list[Mount]) -> list[FilesystemUsage]:
+        self._stuck_logged = False
         result = []
-        for mount in real_filesystems(mounts, nodev):
+        for mount in mounts:
             path = self.rootfs / mount.mountpoint.lstrip("/")
             try:
                 st = self.statvfs(str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,16 @@ def parse_vmstat(text: str) -> dict[str, int]:
         if value:
             result[name] = int(value)
     return result
+
+
+_SWAP_IN = re.compile(r"^pswpin (\d+)$", re.M)
+_SWAP_OUT = re.compile(r"^pswpout (\d+)$", re.M)
+
+
+def _counter(pattern: re.Pattern[str], text: str) -> int:
+    """One /proc/vmstat counter, found without parsing all ~200 lines (0 when absent)."""
+    match = pattern.search(text)
+    return int(match.group(1)) if match else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,7 @@ class MemoryCollector:
     """Reads /proc/meminfo and /proc/vmstat. "Used" is total minus available."""
 
     name = "memory"
+    blocking = False  # procfs only
 
     def __init__(
         self,
@@ -118,17 +130,19 @@ class MemoryCollector:
         self.clock = clock
         self.page_size = page_size or os.sysconf("SC_PAGE_SIZE")
         self._previous: tuple[float, tuple[int, int]] | None = None
+        self._meminfo_path = str(proc_root / "meminfo")
+        self._vmstat_path = str(proc_root / "vmstat")
 
     def collect(self) -> MemorySample:
         now = self.clock()
-        meminfo = parse_meminfo(read_text(self.proc_root / "meminfo"))
+        meminfo = parse_meminfo(read_text(self._meminfo_path))
         values = {name: meminfo.get(field, 0) for field, name in MEMINFO_FIELDS.items()}
         if "MemAvailable" not in meminfo:  # kernels before 3.14
             values["available"] = values["free"] + values["buffers"] + values["cached"]
-        vmstat = parse_vmstat(read_text(self.proc_root / "vmstat"))
+        vmstat = read_text(self._vmstat_path)
         swap = (
-            vmstat.get("pswpin", 0) * self.page_size,
-            vmstat.get("pswpout", 0) * self.page_size,
+            _counter(_SWAP_IN, vmstat) * self.page_size,
+            _counter(_SWAP_OUT, vmstat) * self.page_size,
         )
         previous, elapsed = None, None
         if self._previous is not None:

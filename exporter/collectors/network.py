@@ -101,6 +101,7 @@ class NetworkCollector:
     """Reads /proc/net/dev once per tick; keeps the previous reading for rates."""
 
     name = "network"
+    blocking = False  # procfs only
 
     def __init__(
         self,
@@ -113,10 +114,11 @@ class NetworkCollector:
         self.clock = clock
         self.total_exclude = re.compile(total_exclude)
         self._previous: tuple[float, dict[str, dict[str, int]]] | None = None
+        self._net_dev_path = str(proc_root / "net/dev")
 
     def collect(self) -> NetworkSample:
         now = self.clock()
-        interfaces = parse_net_dev(read_text(self.proc_root / "net/dev"))
+        interfaces = parse_net_dev(read_text(self._net_dev_path))
         previous, elapsed = None, None
         if self._previous is not None:
             elapsed = now - self._previous[0]

@@ -1,0 +1,31 @@
+"""`python -m bench [NAME ...]`: run benchmarks, print Markdown, save JSON under bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bench import core
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", default=["core"], choices=["core"])
+    parser.add_argument("--ticks", type=int, default=500)
+    parser.add_argument("--scrapes", type=int, default=1000)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    for name in args.names:
+        if name == "core":
+            result = core.run(args.ticks, args.scrapes, args.idle_seconds)
+            text = core.report(result)
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+        print(f"## {name}\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()
