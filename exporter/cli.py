@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import signal
 import sys
 from collections.abc import Sequence
@@ -11,8 +12,11 @@ from collections.abc import Sequence
 import orjson
 
 from exporter import __version__
+from exporter.auth import hash_password
 from exporter.config import ConfigError, Settings, load_settings
 from exporter.logs import configure_logging, logging_config
+from exporter.storage import users
+from exporter.storage.database import DatabaseUnavailable, open_database
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +51,38 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between the two readings (default 1)",
     )
     snapshot.set_defaults(handler=_snapshot)
+
+    users = commands.add_parser("users", help="manage the accounts that may log in")
+    user_commands = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    create = user_commands.add_parser("create", help="add a user (password prompted)")
+    create.add_argument("username")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    create.set_defaults(handler=_users_create)
+    listing = user_commands.add_parser("list", help="list users")
+    listing.set_defaults(handler=_users_list)
+    delete = user_commands.add_parser("delete", help="remove a user (its tokens stop working)")
+    delete.add_argument("username")
+    delete.set_defaults(handler=_users_delete)
+    passwd = user_commands.add_parser(
+        "set-password", help="change a password (existing tokens stop working)"
+    )
+    passwd.add_argument("username")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    passwd.set_defaults(handler=_users_set_password)
+
+    watch = commands.add_parser(
+        "watch", help="log in and print the live stream, a line per snapshot"
+    )
+    watch.add_argument("--url", default="http://127.0.0.1:8000", help="perfpulse's base URL")
+    watch.add_argument("--user", default="admin", help="user name (default admin)")
+    watch.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    watch.add_argument("--json", action="store_true", help="print each snapshot's JSON instead")
+    watch.add_argument("--count", type=int, help="stop after this many snapshots")
+    watch.set_defaults(handler=_watch)
     return parser
 
 
@@ -55,18 +91,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {
         key: value
         for key, value in vars(args).items()
-        if key not in ("command", "handler") and value is not None
+        if key in Settings.model_fields and value is not None
     }
     try:
         settings = load_settings(**overrides)
+        code: int = args.handler(settings, args)
     except ConfigError as exc:
         print(f"perfpulse: {exc}", file=sys.stderr)
         return 2
-    code: int = args.handler(settings)
+    except (DatabaseUnavailable, CommandError) as exc:
+        print(f"perfpulse: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return code
 
 
-def _serve(settings: Settings) -> int:
+class CommandError(Exception):
+    """A command could not do what was asked; the message says why."""
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from exporter.api.app import create_app
@@ -80,6 +125,9 @@ def _serve(settings: Settings) -> int:
         access_log=False,
         timeout_graceful_shutdown=5,
         server_header=False,
+        ws_max_size=settings.ws_max_message_bytes,
+        ws_ping_interval=settings.ws_ping_interval_seconds,
+        ws_ping_timeout=settings.ws_ping_interval_seconds,
     )
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
     # handler that was installed before it; make that a no-op so a requested shutdown
@@ -90,7 +138,7 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
-def _snapshot(settings: Settings) -> int:
+def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
     from exporter.collectors import build_collectors
     from exporter.sampler import Sampler
 
@@ -109,4 +157,85 @@ def _snapshot(settings: Settings) -> int:
 
     option = orjson.OPT_INDENT_2 if sys.stdout.isatty() else 0
     sys.stdout.buffer.write(orjson.dumps(asyncio.run(take()), option=option) + b"\n")
+    return 0
+
+
+def _read_password(args: argparse.Namespace, prompt: str = "Password: ") -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(prompt)
+        if getpass.getpass("Repeat: ") != password:
+            raise CommandError("the passwords differ")
+    if not 8 <= len(password) <= 1024:
+        raise CommandError("a password must be 8 to 1024 characters")
+    return password
+
+
+def _validate_username(username: str) -> None:
+    if not 1 <= len(username) <= 64 or not username.isprintable() or username.strip() != username:
+        raise CommandError("a user name is 1 to 64 printable characters, no surrounding spaces")
+
+
+def _users_create(settings: Settings, args: argparse.Namespace) -> int:
+    _validate_username(args.username)
+    password = _read_password(args)
+
+    async def run() -> None:
+        async with open_database(settings) as pool:
+            if await users.create(pool, args.username, await hash_password(password)) is None:
+                raise CommandError(f"user {args.username!r} already exists")
+
+    asyncio.run(run())
+    print(f"created user {args.username!r}")
+    return 0
+
+
+def _users_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> list[users.User]:
+        async with open_database(settings) as pool:
+            return await users.list_all(pool)
+
+    for user in asyncio.run(run()):
+        print(f"{user.username}\tcreated {user.created_at:%Y-%m-%d %H:%M:%S%z}")
+    return 0
+
+
+def _users_delete(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> bool:
+        async with open_database(settings) as pool:
+            return await users.delete(pool, args.username)
+
+    if not asyncio.run(run()):
+        raise CommandError(f"no user {args.username!r}")
+    print(f"deleted user {args.username!r}")
+    return 0
+
+
+def _users_set_password(settings: Settings, args: argparse.Namespace) -> int:
+    password = _read_password(args, "New password: ")
+
+    async def run() -> bool:
+        async with open_database(settings) as pool:
+            return await users.set_password(pool, args.username, await hash_password(password))
+
+    if not asyncio.run(run()):
+        raise CommandError(f"no user {args.username!r}")
+    print(f"password changed for {args.username!r}; its existing tokens no longer work")
+    return 0
+
+
+def _watch(settings: Settings, args: argparse.Namespace) -> int:
+    from exporter.watch import WatchError, follow, login
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"Password for {args.user}: ")
+    base_url = args.url.rstrip("/")
+    try:
+        token = login(base_url, args.user, password)
+        asyncio.run(follow(base_url, token, raw=args.json, limit=args.count))
+    except WatchError as exc:
+        raise CommandError(str(exc)) from None
     return 0

@@ -6,10 +6,13 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PERFPULSE_"
+
+MIN_SECRET_BYTES = 32
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -44,6 +47,65 @@ class Settings(BaseSettings):
     rootfs: Path = Field(
         Path("/"), description="Where the host's root filesystem is visible (for statvfs)."
     )
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("perfpulse")),
+        description="Embedded PostgreSQL, generated JWT secret, initial admin password.",
+    )
+    database_url: SecretStr | None = Field(
+        None, description="PostgreSQL URL; unset means an embedded server in the data dir."
+    )
+    database_pool_size: int = Field(10, ge=1, le=100, description="Most pooled connections.")
+
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 key, at least 32 bytes; unset means generated once and kept."
+    )
+    access_token_expire_minutes: int = Field(
+        60, ge=1, le=7 * 24 * 60, description="Lifetime of an access token."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, le=1000, description="Failed logins from one client before it must wait."
+    )
+    login_failure_window_seconds: float = Field(
+        300, gt=0, le=86400, description="Window in which failed logins are counted."
+    )
+
+    allowed_origins: str = Field(
+        "",
+        description="Comma-separated browser origins allowed on the WebSocket besides the "
+        "server's own (same-origin only when empty).",
+    )
+    ws_queue_size: int = Field(
+        8, ge=1, le=1000, description="Snapshots waiting per client; the oldest are dropped."
+    )
+    ws_send_timeout_seconds: float = Field(
+        10, gt=0, le=600, description="A client whose send stalls this long is evicted."
+    )
+    ws_resume_buffer: int = Field(
+        600, ge=0, le=100_000, description="Recent snapshots kept for `resume_from`."
+    )
+    ws_max_message_bytes: int = Field(
+        4096, ge=64, le=1 << 20, description="Largest message a client may send."
+    )
+    ws_max_messages_per_second: float = Field(
+        5, gt=0, le=1000, description="Client message rate above which it is disconnected."
+    )
+    ws_ping_interval_seconds: float = Field(
+        20, gt=0, le=3600, description="Keepalive ping interval (and pong timeout)."
+    )
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(
+            o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()
+        )
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> Settings:
@@ -81,6 +143,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         field = ".".join(str(part) for part in error["loc"])
         name = f"{ENV_PREFIX}{field.upper()}" if field else "configuration"
         value = error.get("input")
-        shown = "" if field == "" or isinstance(value, dict) else f" (got {value!r})"
+        secret = "secret" in field or "url" in field
+        shown = "" if field == "" or secret or isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"{name}: {error['msg']}{shown}")
     return "invalid configuration: " + "; ".join(lines)

@@ -1,11 +1,39 @@
-"""One log format for perfpulse and uvicorn."""
+"""One log format for perfpulse and uvicorn, with credentials redacted from every line."""
 
 from __future__ import annotations
 
+import logging
 import logging.config
+import re
 from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+# A token in a query string, an Authorization header, or anything shaped like a JWT.
+_SECRETS = (
+    (re.compile(r"([?&](?:access_)?token=)[^&\s\"']+", re.I), r"\1[REDACTED]"),
+    (re.compile(r"(bearer[ ,]+)[\w.~+/=-]+", re.I), r"\1[REDACTED]"),
+    (re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*"), "[REDACTED]"),
+    (re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@", re.I), r"\1[REDACTED]@"),
+)
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats as usual, then removes tokens and passwords from the whole line.
+
+    uvicorn logs each WebSocket's path with its query string (`?token=...`), and an
+    exception's text may quote a URL: redacting the formatted output covers messages,
+    arguments and tracebacks alike.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def logging_config(level: str) -> dict[str, Any]:
@@ -13,7 +41,7 @@ def logging_config(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"default": {"format": FORMAT}},
+        "formatters": {"default": {"()": RedactingFormatter, "format": FORMAT}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",

@@ -94,6 +94,7 @@ class Sampler:
         deadline: float,
         host: str,
         wall_clock: WallClock = utc_now,
+        first_seq: int | None = None,
     ) -> None:
         self.interval = interval
         self.deadline = deadline
@@ -101,7 +102,12 @@ class Sampler:
         self._wall_clock = wall_clock
         self.runners = [CollectorRunner(c) for c in collectors]
         self._subscribers: list[Subscription] = []
-        self._seq = 0
+        # seq grows by one per tick and keeps growing across restarts: it starts from the
+        # start time in milliseconds, and ticks are at least 100 ms apart. A client that
+        # resumes after a restart therefore never mistakes new snapshots for old ones.
+        if first_seq is None:
+            first_seq = int(wall_clock().timestamp() * 1000)
+        self._seq = first_seq - 1
         self.latest: Snapshot | None = None
         self.skipped_ticks = 0
 

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
+
+from exporter.config import Settings, load_settings
+from exporter.storage.embedded import EmbeddedPostgres, url_for
+from exporter.storage.migrate import migrate
+
+TEST_SECRET = "test-secret-" + "x" * 40
 
 
 class FakeClock:
@@ -45,3 +56,92 @@ def sys_tree(tmp_path: Path) -> ProcTree:
     tree = ProcTree(tmp_path / "sys")
     tree.root.mkdir()
     return tree
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server: PERFPULSE_TEST_DATABASE_URL's, or perfpulse's own embedded one."""
+    url = os.environ.get("PERFPULSE_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
+    database_url = asyncio.run(embedded.start())
+    yield url_for(database_url, "postgres")
+    asyncio.run(embedded.stop())
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A database of this test run's own, migrated; dropped at the end."""
+    name = f"perfpulse_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(postgres_admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(url_for(postgres_admin_url, name))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(postgres_admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    yield url_for(postgres_admin_url, name)
+    asyncio.run(drop())
+
+
+@pytest.fixture
+def clean_database_url(database_url: str) -> str:
+    """The test run's database with every table emptied."""
+
+    async def truncate() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            tables = await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'schema_migrations'"
+            )
+            if tables:
+                names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+                await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(truncate())
+    return database_url
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, clean_database_url: str) -> Callable[..., Settings]:
+    """Settings on the test database, a private data dir and a fixed JWT secret."""
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": tmp_path / "data",
+            "database_url": clean_database_url,
+            "jwt_secret": TEST_SECRET,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def server_env(tmp_path: Path, clean_database_url: str) -> dict[str, str]:
+    """Environment for a `perfpulse serve` subprocess on the test database."""
+    return {
+        "PERFPULSE_DATA_DIR": str(tmp_path / "data"),
+        "PERFPULSE_DATABASE_URL": clean_database_url,
+        "PERFPULSE_JWT_SECRET": TEST_SECRET,
+    }

@@ -130,7 +130,7 @@ async def test_snapshot_shape_is_final_from_day_one():
     sampler = Sampler(build_collectors(settings), interval=1.0, deadline=0.5, host="testhost")
     data = (await sampler.sample_once()).to_dict()
     assert list(data) == ["seq", "timestamp", "host", *COLLECTOR_NAMES]
-    assert data["seq"] == 1
+    assert abs(data["seq"] - datetime.now(UTC).timestamp() * 1000) < 60_000
     assert data["host"] == "testhost"
     assert datetime.fromisoformat(data["timestamp"]).tzinfo == UTC
     for name in ("cpu", "memory", "network", "disk"):
@@ -139,8 +139,18 @@ async def test_snapshot_shape_is_final_from_day_one():
         assert data[name] == {"available": False, "error": "not implemented"}
 
 
-async def test_subscription_drops_oldest_when_full():
+async def test_seq_counts_ticks_and_starts_from_the_start_time():
     sampler = Sampler([Fine()], interval=1.0, deadline=0.5, host="h")
+    first = await sampler.sample_once()
+    second = await sampler.sample_once()
+    assert second.seq == first.seq + 1
+    await asyncio.sleep(0.002)
+    restarted = Sampler([Fine()], interval=1.0, deadline=0.5, host="h")
+    assert (await restarted.sample_once()).seq > second.seq
+
+
+async def test_subscription_drops_oldest_when_full():
+    sampler = Sampler([Fine()], interval=1.0, deadline=0.5, host="h", first_seq=1)
     subscription = sampler.subscribe(maxsize=2)
     for _ in range(5):
         await sampler.sample_once()

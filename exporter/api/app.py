@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import TypedDict
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any, TypedDict
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
-from exporter.api import health, landing, metrics
+from exporter.api import auth, health, landing, metrics, ws
+from exporter.auth import load_jwt_secret
+from exporter.bootstrap import create_initial_admin
 from exporter.collectors import build_collectors
 from exporter.collectors.base import Collector
 from exporter.config import Settings
 from exporter.metrics import build_registry
 from exporter.sampler import Sampler
+from exporter.storage.database import Database
+from exporter.stream import Broadcaster, StreamCollector
+from exporter.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +31,15 @@ class State(TypedDict):
     settings: Settings
     sampler: Sampler
     registry: CollectorRegistry
+    database: Database
+    broadcaster: Broadcaster
+    jwt_secret: bytes
+    login_throttle: LoginThrottle
 
 
 def create_app(settings: Settings, collectors: Sequence[Collector] | None = None) -> FastAPI:
-    """Build the app; sampling starts with the lifespan and stops with it."""
+    """Build the app; sampling, streaming and the database start with the lifespan."""
+    jwt_secret = load_jwt_secret(settings)  # a bad secret fails here, before serving
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
@@ -39,18 +49,38 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
             deadline=settings.collector_deadline,
             host=settings.hostname,
         )
+        broadcaster = Broadcaster(
+            queue_size=settings.ws_queue_size, resume_buffer=settings.ws_resume_buffer
+        )
         registry = build_registry(sampler)
-        task = asyncio.create_task(sampler.run(), name="sampler")
-        task.add_done_callback(_report_crash)
+        registry.register(StreamCollector(broadcaster))
+        database = Database(settings, on_ready=lambda pool: create_initial_admin(pool, settings))
+        await database.start()
+        tasks = [
+            _task(sampler.run(), "sampler"),
+            _task(broadcaster.run(sampler), "broadcaster"),
+        ]
         try:
-            yield {"settings": settings, "sampler": sampler, "registry": registry}
+            yield {
+                "settings": settings,
+                "sampler": sampler,
+                "registry": registry,
+                "database": database,
+                "broadcaster": broadcaster,
+                "jwt_secret": jwt_secret,
+                "login_throttle": LoginThrottle(
+                    settings.login_max_failures, settings.login_failure_window_seconds
+                ),
+            }
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            log.info(
-                "sampler stopped after %d snapshots", sampler.latest.seq if sampler.latest else 0
-            )
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await database.stop()
+            seq = sampler.latest.seq if sampler.latest else 0
+            log.info("sampler stopped after %d snapshots", seq)
 
     app = FastAPI(
         title="perfpulse",
@@ -60,10 +90,18 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
     )
     app.include_router(metrics.router)
     app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(ws.router)
     app.include_router(landing.router)
     return app
 
 
+def _task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    task = asyncio.create_task(coro, name=name)
+    task.add_done_callback(_report_crash)
+    return task
+
+
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.critical("sampler stopped unexpectedly", exc_info=task.exception())
+        log.critical("%s stopped unexpectedly", task.get_name(), exc_info=task.exception())

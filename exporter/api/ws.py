@@ -1,0 +1,150 @@
+"""GET /api/ws/metrics: the authenticated live stream of snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from urllib.parse import urlsplit
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from exporter.auth import TokenError, user_for_token
+from exporter.config import Settings
+from exporter.storage.database import Database, DatabaseUnavailable
+from exporter.stream import Broadcaster, Client
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["stream"])
+
+SUBPROTOCOL = "bearer"
+# Close codes. 1008 means "your credentials are refused": the dashboard goes to login.
+POLICY_VIOLATION = 1008
+INVALID_PAYLOAD = 1007
+TRY_AGAIN_LATER = 1013
+TOO_MANY_MESSAGES = 4429
+
+
+class Evicted(Exception):
+    """The client stopped reading: a send did not complete within the send timeout."""
+
+
+def token_from(websocket: WebSocket) -> tuple[str | None, str | None]:
+    """(token, subprotocol to echo): `Sec-WebSocket-Protocol: bearer, <token>` or `?token=`."""
+    offered = websocket.scope.get("subprotocols") or []
+    if len(offered) >= 2 and offered[0].lower() == SUBPROTOCOL:
+        return offered[1], offered[0]
+    return websocket.query_params.get("token"), None
+
+
+def origin_allowed(websocket: WebSocket, allowed: frozenset[str]) -> bool:
+    """Browsers always send Origin: it must be this server or a configured origin.
+
+    Clients that are not browsers send none and cannot be hijacked cross-site.
+    """
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.rstrip("/")
+    if origin in allowed:
+        return True
+    return urlsplit(origin).netloc.lower() == websocket.headers.get("host", "").lower()
+
+
+@router.websocket("/api/ws/metrics")
+async def metrics_stream(websocket: WebSocket) -> None:
+    state = websocket.state
+    settings: Settings = state.settings
+    database: Database = state.database
+    broadcaster: Broadcaster = state.broadcaster
+
+    token, subprotocol = token_from(websocket)
+    # Accept first, then close with a reason: a close before accept reaches the browser as
+    # 1006 with no reason, and the dashboard could not tell a bad token from a dead server.
+    await websocket.accept(subprotocol=subprotocol)
+    if not origin_allowed(websocket, settings.origins):
+        await websocket.close(POLICY_VIOLATION, "origin not allowed")
+        return
+    if not token:
+        await websocket.close(POLICY_VIOLATION, "missing token")
+        return
+    try:
+        user = await user_for_token(database.pool, state.jwt_secret, token)
+    except TokenError as exc:
+        await websocket.close(POLICY_VIOLATION, str(exc))
+        return
+    except DatabaseUnavailable:
+        await websocket.close(TRY_AGAIN_LATER, "database unavailable, try again later")
+        return
+
+    client = broadcaster.connect()
+    log.debug("stream client connected: %s", user.username)
+    sender = asyncio.create_task(_send(websocket, client, broadcaster, settings))
+    receiver = asyncio.create_task(_receive(websocket, client, broadcaster, settings))
+    try:
+        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        if sender in done and isinstance(sender.exception(), Evicted):
+            broadcaster.evictions_total += 1
+            log.info("stream client %s evicted: not reading", user.username)
+            await _close(websocket, TRY_AGAIN_LATER, "too slow: not reading")
+    finally:
+        broadcaster.disconnect(client)
+        for task in (sender, receiver):
+            task.cancel()
+        for task in (sender, receiver):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _send(
+    websocket: WebSocket, client: Client, broadcaster: Broadcaster, settings: Settings
+) -> None:
+    while True:
+        frame = await client.next()
+        try:
+            await asyncio.wait_for(
+                websocket.send_text(frame.text), timeout=settings.ws_send_timeout_seconds
+            )
+        except TimeoutError:
+            raise Evicted from None
+        broadcaster.sent_total += 1
+
+
+async def _receive(
+    websocket: WebSocket, client: Client, broadcaster: Broadcaster, settings: Settings
+) -> None:
+    """Handle `{"resume_from": seq}`; anything too fast or malformed ends the connection."""
+    window_start, count = time.monotonic(), 0
+    while True:
+        try:
+            message = await websocket.receive()
+        except WebSocketDisconnect:
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        now = time.monotonic()
+        if now - window_start >= 1.0:
+            window_start, count = now, 0
+        count += 1
+        if count > settings.ws_max_messages_per_second:
+            await _close(websocket, TOO_MANY_MESSAGES, "too many messages")
+            return
+        raw = message.get("text") or message.get("bytes") or b""
+        try:
+            request = orjson.loads(raw)
+            resume_from = request["resume_from"] if isinstance(request, dict) else None
+        except (orjson.JSONDecodeError, KeyError):
+            resume_from = None
+        if not isinstance(resume_from, int) or isinstance(resume_from, bool):
+            await _close(websocket, INVALID_PAYLOAD, 'expected {"resume_from": <seq>}')
+            return
+        client.resume(broadcaster.since(resume_from))
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code, reason), timeout=1.0)

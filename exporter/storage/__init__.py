@@ -1,0 +1,1 @@
+"""PostgreSQL: connection pool, migrations, the embedded server, and every SQL statement."""

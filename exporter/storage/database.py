@@ -1,0 +1,120 @@
+"""Opening the database: the configured URL or the embedded server, then migrations.
+
+The server never waits on PostgreSQL to sample or stream: `Database.start` returns at
+once and a background task connects and migrates, retrying with backoff. Routes that
+need the database get a 503 until it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from exporter.config import Settings
+from exporter.storage.embedded import EmbeddedPostgres
+from exporter.storage.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_SECONDS = 30.0
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL cannot be reached (yet); the message says why."""
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason that never includes the URL (it may carry a password)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Database:
+    """The pool, once connected and migrated; `pool` raises DatabaseUnavailable before."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_ready: Callable[[asyncpg.Pool], Awaitable[object]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._on_ready = on_ready
+        self.ready = asyncio.Event()
+        self._pool: asyncpg.Pool | None = None
+        self._embedded: EmbeddedPostgres | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_error = "connecting"
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None or not self.ready.is_set():
+            raise DatabaseUnavailable(f"database not ready ({self._last_error})")
+        return self._pool
+
+    async def start(self, *, wait: bool = False) -> None:
+        """Begin connecting; with `wait`, return only when ready or raise the reason."""
+        if self.settings.database_url is not None:
+            url = self.settings.database_url.get_secret_value()
+        else:
+            self._embedded = EmbeddedPostgres(self.settings.data_dir)
+            url = await self._embedded.start()
+        if wait:
+            await self._connect(url)
+        else:
+            self._task = asyncio.create_task(self._connect_with_retry(url), name="database")
+
+    async def _connect(self, url: str) -> None:
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=0, max_size=self.settings.database_pool_size
+            )
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseUnavailable(describe(exc)) from exc
+        self._pool = pool
+        if self._on_ready is not None:
+            await self._on_ready(pool)
+        self.ready.set()
+
+    async def _connect_with_retry(self, url: str) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._connect(url)
+            except DatabaseUnavailable as exc:
+                self._last_error = str(exc)
+                log.error("database unavailable, retrying in %.0fs: %s", delay, exc)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+            else:
+                log.info("database ready")
+                return
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._pool is not None:
+            await self._pool.close()
+        if self._embedded is not None:
+            await self._embedded.stop()
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A migrated pool, or DatabaseUnavailable at once (for the CLI and tests)."""
+    database = Database(settings)
+    try:
+        await database.start(wait=True)
+        yield database.pool
+    finally:
+        await database.stop()

@@ -1,0 +1,63 @@
+"""An embedded PostgreSQL (real server binaries from the pgserver wheel) in the data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+DATABASE = "perfpulse"
+
+
+class EmbeddedPostgres:
+    """Starts (or joins) the server in `<data_dir>/pgdata`; stops it when the last user leaves.
+
+    Several perfpulse processes (the server, `perfpulse users ...`) share one embedded
+    server: pgserver keeps a list of the processes using it and stops it with the last.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir / "pgdata"
+        self._server: Any = None
+
+    async def start(self) -> str:
+        """Start the server if needed, create the database, return its URL."""
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (services, CI);
+            # pgserver then uses /tmp, which is fine.
+            warnings.simplefilter("ignore")
+            from pgserver.postgres_server import get_server  # imported only when embedded
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        log.info("starting embedded PostgreSQL in %s", self.pgdata)
+        self._server = await asyncio.to_thread(get_server, self.pgdata, cleanup_mode="stop")
+        admin_url = self._server.get_uri()
+        conn = await asyncpg.connect(admin_url)
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass  # created by a process starting at the same time
+        finally:
+            await conn.close()
+        return url_for(admin_url, DATABASE)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await asyncio.to_thread(self._server.cleanup)
+            self._server = None
+
+
+def url_for(admin_url: str, database: str) -> str:
+    """The same server's URL with another database (pgserver URLs put the socket in ?host=)."""
+    base, sep, query = admin_url.partition("?")
+    scheme_host = base.rsplit("/", 1)[0]
+    return f"{scheme_host}/{quote(database)}{sep}{query}"

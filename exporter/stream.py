@@ -1,0 +1,128 @@
+"""The live stream's broadcaster: serialize each snapshot once, fan it out to clients.
+
+Each client has its own small queue (drop the oldest: snapshots are state, not events)
+and its own sender, so a slow client loses old snapshots and, if it stalls, is evicted;
+it never delays anyone else. Recent snapshots are kept for clients that resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from exporter.sampler import Sampler, Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    seq: int
+    text: str
+
+
+class Client:
+    """One connected client's pending frames."""
+
+    def __init__(self, queue_size: int, on_drop: Broadcaster) -> None:
+        self._queue: deque[Frame] = deque(maxlen=queue_size)
+        self._ready = asyncio.Event()
+        self._owner = on_drop
+        self.dropped = 0
+
+    def offer(self, frame: Frame) -> None:
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+            self._owner.dropped_total += 1
+        self._queue.append(frame)
+        self._ready.set()
+
+    def resume(self, frames: list[Frame]) -> int:
+        """Put missed frames before the queued ones, in order; returns how many."""
+        first_queued = self._queue[0].seq if self._queue else None
+        missed = [f for f in frames if first_queued is None or f.seq < first_queued]
+        if missed:
+            size = max(self._queue.maxlen or 0, len(missed) + len(self._queue))
+            self._queue = deque([*missed, *self._queue], maxlen=size)
+            self._ready.set()
+        return len(missed)
+
+    async def next(self) -> Frame:
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+
+class Broadcaster:
+    """Receives every snapshot from the sampler and offers it to every client."""
+
+    def __init__(self, *, queue_size: int = 8, resume_buffer: int = 600) -> None:
+        self.queue_size = queue_size
+        self.clients: set[Client] = set()
+        self._recent: deque[Frame] = deque(maxlen=resume_buffer)
+        self.dropped_total = 0
+        self.evictions_total = 0
+        self.sent_total = 0
+
+    def connect(self) -> Client:
+        client = Client(self.queue_size, self)
+        self.clients.add(client)
+        return client
+
+    def disconnect(self, client: Client) -> None:
+        self.clients.discard(client)
+
+    def publish(self, snapshot: Snapshot) -> None:
+        frame = Frame(snapshot.seq, snapshot.to_json().decode())
+        self._recent.append(frame)
+        for client in self.clients:
+            client.offer(frame)
+
+    def since(self, seq: int) -> list[Frame]:
+        """Kept frames newer than `seq`, oldest first."""
+        return [frame for frame in self._recent if frame.seq > seq]
+
+    async def run(self, sampler: Sampler) -> None:
+        subscription = sampler.subscribe(maxsize=4)
+        try:
+            async for snapshot in subscription:
+                self.publish(snapshot)
+        finally:
+            subscription.close()
+
+
+class StreamCollector(Collector):
+    """perfpulse_ws_* metrics."""
+
+    def __init__(self, broadcaster: Broadcaster) -> None:
+        self._broadcaster = broadcaster
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        b = self._broadcaster
+        yield GaugeMetricFamily(
+            "perfpulse_ws_clients", "Clients connected to the live stream.", value=len(b.clients)
+        )
+        yield CounterMetricFamily(
+            "perfpulse_ws_messages_dropped_total",
+            "Snapshots dropped from a slow client's queue (it got a newer one instead).",
+            value=b.dropped_total,
+        )
+        yield CounterMetricFamily(
+            "perfpulse_ws_evictions_total",
+            "Clients disconnected because a send stalled past the send timeout.",
+            value=b.evictions_total,
+        )
+        yield CounterMetricFamily(
+            "perfpulse_ws_messages_sent_total", "Snapshots sent to clients.", value=b.sent_total
+        )
