@@ -14,7 +14,7 @@ import orjson
 from exporter import __version__
 from exporter.auth import hash_password
 from exporter.config import ConfigError, Settings, load_settings
-from exporter.logs import configure_logging, logging_config
+from exporter.logs import configure_logging
 from exporter.storage import users
 from exporter.storage.database import DatabaseUnavailable, open_database
 
@@ -115,20 +115,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from exporter.api.app import create_app
+    from exporter.server import uvicorn_config
 
     configure_logging(settings.log_level)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=logging_config(settings.log_level),
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        server_header=False,
-        ws_max_size=settings.ws_max_message_bytes,
-        ws_ping_interval=settings.ws_ping_interval_seconds,
-        ws_ping_timeout=settings.ws_ping_interval_seconds,
-    )
+    config = uvicorn_config(create_app(settings), settings)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
     # handler that was installed before it; make that a no-op so a requested shutdown
     # exits 0 instead of dying by the signal (or a KeyboardInterrupt traceback).

@@ -54,6 +54,8 @@ def logging_config(level: str) -> dict[str, Any]:
             "uvicorn": {"level": level.upper(), "propagate": True},
             "uvicorn.error": {"level": level.upper(), "propagate": True},
             "uvicorn.access": {"level": "WARNING", "propagate": True},
+            # The embedded server's library narrates every pg_ctl call at INFO.
+            "pgserver": {"level": "WARNING", "propagate": True},
         },
     }
 

@@ -14,6 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
+
+from exporter.config import Settings
+from exporter.server import uvicorn_config
+
+
+def _ready(url: str) -> bool:
+    """A snapshot exists and the database is ready."""
+    try:
+        body = httpx.get(url + "/healthz", timeout=1).json()
+    except httpx.TransportError:
+        return False
+    return body.get("status") == "ok" and body.get("database") == "ready"
 
 
 def free_port() -> int:
@@ -43,10 +56,9 @@ def serve(
     tmp_path: Path,
     *args: str,
     env: Mapping[str, str] | None = None,
-    ready: str = "/healthz",
     timeout: float = 30,
 ) -> Iterator[Served]:
-    """`perfpulse serve` on a free loopback port; waits until `ready` answers 200."""
+    """`perfpulse serve` on a free loopback port; waits for a snapshot and the database."""
     port = free_port()
     log_path = tmp_path / f"perfpulse-{port}.log"
     full_env = {**os.environ, "PERFPULSE_HOST": "127.0.0.1", "PERFPULSE_PORT": str(port)}
@@ -64,11 +76,8 @@ def serve(
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"perfpulse exited early:\n{served.log()}")
-            try:
-                if httpx.get(served.url + ready, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+            if _ready(served.url):
+                break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"perfpulse not ready after {timeout}s:\n{served.log()}")
             time.sleep(0.1)
@@ -84,30 +93,24 @@ def serve(
 
 
 @contextmanager
-def serve_in_thread(app: object, timeout: float = 15) -> Iterator[str]:
-    """Run an app under a real uvicorn server on a loopback port, in a background thread."""
+def serve_in_thread(app: FastAPI, settings: Settings, timeout: float = 15) -> Iterator[str]:
+    """Run an app under perfpulse's uvicorn configuration on a loopback port, in a thread."""
     import threading
 
     import uvicorn
 
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host="127.0.0.1",
-        port=free_port(),
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-    )
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=free_port(), log_config=None)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
-    while not server.started:
+    url = f"http://127.0.0.1:{config.port}"
+    while not server.started or not _ready(url):
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
+            raise RuntimeError("perfpulse did not start (or its database never became ready)")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{config.port}"
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout)

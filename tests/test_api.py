@@ -12,8 +12,11 @@ from tests.servers import serve_in_thread
 
 @pytest.fixture
 def client(make_settings) -> Iterator[httpx.Client]:
-    app = create_app(make_settings(sampling_interval_seconds=0.2))
-    with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
+    settings = make_settings(sampling_interval_seconds=0.2)
+    with (
+        serve_in_thread(create_app(settings), settings) as url,
+        httpx.Client(base_url=url) as client,
+    ):
         yield client
 
 

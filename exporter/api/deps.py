@@ -48,6 +48,11 @@ def _broadcaster(request: Request) -> Broadcaster:
     return broadcaster
 
 
+def _database(request: Request) -> Database:
+    database: Database = request.state.database
+    return database
+
+
 def _pool(request: Request) -> asyncpg.Pool:
     database: Database = request.state.database
     try:
@@ -65,6 +70,7 @@ SecretDep = Annotated[bytes, Depends(_secret)]
 ThrottleDep = Annotated[LoginThrottle, Depends(_throttle)]
 BroadcasterDep = Annotated[Broadcaster, Depends(_broadcaster)]
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
+DatabaseDep = Annotated[Database, Depends(_database)]
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /api/auth/login")
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from exporter.api.deps import SamplerDep
+from exporter.api.deps import DatabaseDep, SamplerDep
 
 router = APIRouter(tags=["health"])
 
@@ -16,10 +16,12 @@ STALE_AFTER_INTERVALS = 3
 
 
 @router.get("/healthz", summary="Liveness")
-async def healthz(sampler: SamplerDep) -> JSONResponse:
+async def healthz(sampler: SamplerDep, database: DatabaseDep) -> JSONResponse:
+    """200 while the sampler produces snapshots; the database's state is reported, not
+    required: an outage never stops sampling or the live stream."""
     latest = sampler.latest
     if latest is None:
-        return JSONResponse({"status": "starting"}, status_code=200)
+        return JSONResponse({"status": "starting", "database": database.status}, status_code=200)
     age = (datetime.now(UTC) - latest.timestamp).total_seconds()
     limit = STALE_AFTER_INTERVALS * sampler.interval + sampler.deadline
     body = {
@@ -27,5 +29,6 @@ async def healthz(sampler: SamplerDep) -> JSONResponse:
         "seq": latest.seq,
         "last_snapshot_age_seconds": round(age, 3),
         "collectors": {name: r.ok for name, r in latest.results.items()},
+        "database": database.status,
     }
     return JSONResponse(body, status_code=200 if age <= limit else 503)

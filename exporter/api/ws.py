@@ -25,6 +25,7 @@ SUBPROTOCOL = "bearer"
 # Close codes. 1008 means "your credentials are refused": the dashboard goes to login.
 POLICY_VIOLATION = 1008
 INVALID_PAYLOAD = 1007
+MESSAGE_TOO_BIG = 1009
 TRY_AGAIN_LATER = 1013
 TOO_MANY_MESSAGES = 4429
 
@@ -134,6 +135,10 @@ async def _receive(
             await _close(websocket, TOO_MANY_MESSAGES, "too many messages")
             return
         raw = message.get("text") or message.get("bytes") or b""
+        # uvicorn refuses larger frames itself (ws_max_size); this holds under any server.
+        if len(raw) > settings.ws_max_message_bytes:
+            await _close(websocket, MESSAGE_TOO_BIG, "message too big")
+            return
         try:
             request = orjson.loads(raw)
             resume_from = request["resume_from"] if isinstance(request, dict) else None

@@ -58,6 +58,11 @@ class Database:
             raise DatabaseUnavailable(f"database not ready ({self._last_error})")
         return self._pool
 
+    @property
+    def status(self) -> str:
+        """ "ready", or why not (never the URL)."""
+        return "ready" if self.ready.is_set() else f"unavailable: {self._last_error}"
+
     async def start(self, *, wait: bool = False) -> None:
         """Begin connecting; with `wait`, return only when ready or raise the reason."""
         if self.settings.database_url is not None:

@@ -1,0 +1,30 @@
+"""The uvicorn configuration perfpulse runs under (shared by `serve` and the tests)."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from exporter.config import Settings
+from exporter.logs import logging_config
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvicorn.Config:
+    options: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": logging_config(settings.log_level),
+        "access_log": False,
+        "server_header": False,
+        # Open WebSockets must not hold a shutdown for long.
+        "timeout_graceful_shutdown": 5,
+        # Bounds on what a client can send, and keepalive: a client that stops reading
+        # stops answering pings and is disconnected after interval + timeout.
+        "ws_max_size": settings.ws_max_message_bytes,
+        "ws_ping_interval": settings.ws_ping_interval_seconds,
+        "ws_ping_timeout": settings.ws_ping_interval_seconds,
+        "ws_max_queue": 4,
+        "h11_max_incomplete_event_size": 16 * 1024,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
