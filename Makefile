@@ -4,13 +4,18 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: run test lint check-python system-deps test-deps bench clean
+.PHONY: run test test-external-db lint check-python test-deps bench clean
 
 run: $(VENV)/.run
 	$(BIN)/perfpulse serve --port $(PORT)
 
 test: $(VENV)/.dev test-deps lint
 	$(BIN)/pytest
+
+# The database tests again, on an external PostgreSQL (the machine's own by default).
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+test-external-db: $(VENV)/.dev test-deps
+	PERFPULSE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest -m db
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check exporter tests bench

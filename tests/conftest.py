@@ -41,6 +41,13 @@ class ProcTree:
         path.write_text(text)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses PostgreSQL, so CI can rerun them on another server."""
+    for item in items:
+        if "database_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
