@@ -6,23 +6,29 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import core
+from bench import core, stream
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("names", nargs="*", default=["core"], choices=["core"])
+    parser.add_argument("names", nargs="*", default=["core", "stream"], choices=["core", "stream"])
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--scrapes", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--stream-seconds", type=float, default=30.0)
+    parser.add_argument("--client-processes", type=int, default=1)
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     for name in args.names:
         if name == "core":
             result = core.run(args.ticks, args.scrapes, args.idle_seconds)
             text = core.report(result)
+        elif name == "stream":
+            result = stream.run(args.clients, args.stream_seconds, args.client_processes)
+            text = stream.report(result)
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
         print(f"## {name}\n\n{text}\n")
 

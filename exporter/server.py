@@ -24,6 +24,9 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvi
         "ws_ping_interval": settings.ws_ping_interval_seconds,
         "ws_ping_timeout": settings.ws_ping_interval_seconds,
         "ws_max_queue": 4,
+        # Compression would deflate every snapshot once per client and hold a zlib state
+        # (~256 KiB) per connection; a snapshot is a few KiB a second.
+        "ws_per_message_deflate": False,
         "h11_max_incomplete_event_size": 16 * 1024,
     }
     options.update(overrides)

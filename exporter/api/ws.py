@@ -107,9 +107,10 @@ async def _send(
     while True:
         frame = await client.next()
         try:
-            await asyncio.wait_for(
-                websocket.send_text(frame.text), timeout=settings.ws_send_timeout_seconds
-            )
+            # asyncio.timeout, not wait_for: no extra task per message (measurable at 5,000
+            # clients).
+            async with asyncio.timeout(settings.ws_send_timeout_seconds):
+                await websocket.send_text(frame.text)
         except TimeoutError:
             raise Evicted from None
         broadcaster.sent_total += 1
