@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -198,3 +199,22 @@ def test_tokens_and_passwords_never_reach_the_log(tmp_path, server_env):
     assert signature not in log
     assert "password1" not in log
     assert "wrong-password" not in log
+
+
+@pytest.mark.e2e
+def test_watch_logs_in_and_prints_one_line_per_snapshot(tmp_path, server_env):
+    asyncio.run(add_user(server_env["PERFPULSE_DATABASE_URL"], "alice", "password1"))
+    with serve(tmp_path, "--interval", "0.2", env=server_env) as server:
+        args = ("watch", "--url", server.url, "--user", "alice", "--password-stdin")
+        watched = run_cli({}, *args, "--count", "3", stdin="password1\n")
+        raw = run_cli({}, *args, "--count", "1", "--json", stdin="password1\n")
+        refused = run_cli({}, *args, "--count", "1", stdin="nope-nope\n")
+    assert watched.returncode == 0, watched.stderr
+    lines = watched.stdout.splitlines()
+    assert len(lines) == 3
+    assert all(" cpu " in line and " mem " in line and "net rx" in line for line in lines)
+    seqs = [int(line.split()[1].lstrip("#")) for line in lines]
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
+    assert "cpu" in json.loads(raw.stdout)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "perfpulse: login failed (401): incorrect username or password"
