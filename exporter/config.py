@@ -94,6 +94,28 @@ class Settings(BaseSettings):
         20, gt=0, le=3600, description="Keepalive ping interval (and pong timeout)."
     )
 
+    batch_size: int = Field(10, ge=1, le=10_000, description="Snapshots per flush to PostgreSQL.")
+    batch_max_age_seconds: float = Field(
+        5.0, gt=0, le=3600, description="A snapshot waits at most this long before a flush."
+    )
+    writer_max_buffered: int = Field(
+        12_000,
+        ge=1,
+        le=10_000_000,
+        description="Snapshots kept while PostgreSQL is down (12,000 = 3 h 20 min at 1 s); "
+        "past it the oldest are dropped and counted.",
+    )
+    writer_drain_batch: int = Field(
+        1000, ge=1, le=100_000, description="Snapshots per transaction when draining a backlog."
+    )
+    writer_spool: bool = Field(
+        True, description="On shutdown during an outage, keep unwritten snapshots on disk."
+    )
+    shutdown_timeout_seconds: float = Field(
+        10, gt=0, le=600, description="How long shutdown may spend flushing pending snapshots."
+    )
+    retention_days: int = Field(30, ge=1, le=3650, description="Days of history kept.")
+
     @field_validator("jwt_secret")
     @classmethod
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:

@@ -68,6 +68,13 @@ class Subscription:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def drain(self) -> list[Snapshot]:
+        """Everything queued, without waiting."""
+        items = []
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        return items
+
     def close(self) -> None:
         self._on_close(self)
 
@@ -110,6 +117,7 @@ class Sampler:
         self._seq = first_seq - 1
         self.latest: Snapshot | None = None
         self.skipped_ticks = 0
+        self.taken = 0
 
     def subscribe(self, maxsize: int = 16) -> Subscription:
         """A queue that receives every snapshot from now on (drop-oldest when full)."""
@@ -127,6 +135,7 @@ class Sampler:
         self._seq += 1
         snapshot = Snapshot(self._seq, timestamp, self.host, {r.name: r for r in results})
         self.latest = snapshot
+        self.taken += 1
         for subscription in list(self._subscribers):
             subscription.offer(snapshot)
         return snapshot

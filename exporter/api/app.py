@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
-from exporter.api import auth, health, landing, metrics, ws
+from exporter.api import auth, health, history, landing, metrics, ws
 from exporter.auth import load_jwt_secret
 from exporter.bootstrap import create_initial_admin
 from exporter.collectors import build_collectors
@@ -23,6 +23,7 @@ from exporter.sampler import Sampler
 from exporter.storage.database import Database
 from exporter.stream import Broadcaster, StreamCollector
 from exporter.throttle import LoginThrottle
+from exporter.writer import BatchWriter, Retention, WriterCollector
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class State(TypedDict):
     broadcaster: Broadcaster
     jwt_secret: bytes
     login_throttle: LoginThrottle
+    writer: BatchWriter
 
 
 def create_app(settings: Settings, collectors: Sequence[Collector] | None = None) -> FastAPI:
@@ -56,10 +58,23 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
         registry.register(StreamCollector(broadcaster))
         database = Database(settings, on_ready=lambda pool: create_initial_admin(pool, settings))
         await database.start()
-        tasks = [
-            _task(sampler.run(), "sampler"),
+        writer = BatchWriter(
+            database,
+            batch_size=settings.batch_size,
+            max_age=settings.batch_max_age_seconds,
+            max_buffered=settings.writer_max_buffered,
+            drain_batch=settings.writer_drain_batch,
+            spool_path=settings.data_dir / "spool.jsonl" if settings.writer_spool else None,
+        )
+        registry.register(WriterCollector(writer))
+        # Subscribers first, so the first snapshot reaches them too.
+        consumers = [
             _task(broadcaster.run(sampler), "broadcaster"),
+            _task(writer.run(sampler), "writer"),
         ]
+        await asyncio.sleep(0)
+        sampling = _task(sampler.run(), "sampler")
+        retention = _task(Retention(database, settings.retention_days).run(), "retention")
         try:
             yield {
                 "settings": settings,
@@ -71,16 +86,23 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
                 "login_throttle": LoginThrottle(
                     settings.login_max_failures, settings.login_failure_window_seconds
                 ),
+                "writer": writer,
             }
         finally:
-            for task in tasks:
+            # Stop sampling first, then hand every snapshot taken to the writer, flush it
+            # (or spool it), and only then close the database.
+            for task in (sampling, *consumers, retention):
                 task.cancel()
-            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            log.info("sampler stopped after %d snapshots", sampler.taken)
+            await writer.stop(settings.shutdown_timeout_seconds)
+            log.info(
+                "writer stopped: %d snapshots written, %d dropped",
+                writer.written_total,
+                writer.dropped_total,
+            )
             await database.stop()
-            seq = sampler.latest.seq if sampler.latest else 0
-            log.info("sampler stopped after %d snapshots", seq)
 
     app = FastAPI(
         title="perfpulse",
@@ -92,6 +114,7 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(ws.router)
+    app.include_router(history.router)
     app.include_router(landing.router)
     return app
 

@@ -1,0 +1,113 @@
+"""GET /api/metrics/history (downsampled series) and GET /api/metrics/latest."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel
+
+from exporter.api.deps import CurrentUser, PoolDep, SettingsDep
+from exporter.storage import snapshots as store
+from exporter.storage.fields import FIELDS, METRIC_TYPES
+from exporter.timeparse import parse_time
+
+router = APIRouter(prefix="/api/metrics", tags=["history"])
+
+MAX_POINTS = 5000
+MAX_RANGE = timedelta(days=366)
+ROLLUP_SECONDS = 60
+
+
+class HistoryOut(BaseModel):
+    host: str
+    metric_type: str
+    start: datetime
+    end: datetime
+    resolution: str
+    bucket_seconds: float
+    fields: list[str]
+    timestamps: list[datetime]
+    samples: list[int]
+    avg: dict[str, list[float | None]]
+    max: dict[str, list[float | None]]
+
+
+def _invalid(parameter: str, message: str, value: object) -> HTTPException:
+    """The 422 FastAPI gives for a bad parameter, naming it and saying why."""
+    return HTTPException(
+        422,
+        [{"type": "value_error", "loc": ["query", parameter], "msg": message, "input": value}],
+    )
+
+
+def bucket_width(start: datetime, end: datetime, points: int) -> tuple[str, float]:
+    """("raw" | "1m", seconds): whole minutes from the rollups once a bucket spans a minute."""
+    seconds = max((end - start).total_seconds() / points, 0.001)
+    if seconds >= ROLLUP_SECONDS:
+        return "1m", float(math.ceil(seconds / ROLLUP_SECONDS) * ROLLUP_SECONDS)
+    return "raw", seconds
+
+
+@router.get("/history")
+async def history(
+    user: CurrentUser,
+    pool: PoolDep,
+    settings: SettingsDep,
+    metric_type: Annotated[str, Query(description=f"One of {', '.join(METRIC_TYPES)}.")],
+    start: Annotated[
+        str, Query(description="ISO-8601 or now-1h style; default now-1h.")
+    ] = "now-1h",
+    end: Annotated[str, Query(description="ISO-8601 or now-style; default now.")] = "now",
+    points: Annotated[int, Query(ge=1, le=MAX_POINTS, description="Most buckets returned.")] = 500,
+    host: Annotated[str | None, Query(max_length=255, description="Default: this host.")] = None,
+) -> HistoryOut:
+    if metric_type not in FIELDS:
+        raise _invalid("metric_type", f"must be one of {', '.join(METRIC_TYPES)}", metric_type)
+    now = datetime.now(UTC)
+    try:
+        begin = parse_time(start, now)
+    except ValueError as exc:
+        raise _invalid("start", str(exc), start) from None
+    try:
+        finish = parse_time(end, now)
+    except ValueError as exc:
+        raise _invalid("end", str(exc), end) from None
+    if begin >= finish:
+        raise _invalid("start", "must be before end", start)
+    if finish - begin > MAX_RANGE:
+        raise _invalid("end", f"the range may span at most {MAX_RANGE.days} days", end)
+    resolution, seconds = bucket_width(begin, finish, points)
+    query = store.history_rollup if resolution == "1m" else store.history_raw
+    target = host or settings.hostname
+    series = await query(pool, target, metric_type, begin, finish, seconds)
+    return HistoryOut(
+        host=target,
+        metric_type=metric_type,
+        start=begin,
+        end=finish,
+        resolution=series.resolution,
+        bucket_seconds=series.bucket_seconds,
+        fields=[name for name, _ in FIELDS[metric_type]],
+        timestamps=series.timestamps,
+        samples=series.samples,
+        avg=series.avg,
+        max=series.max,
+    )
+
+
+@router.get("/latest")
+async def latest(
+    user: CurrentUser,
+    pool: PoolDep,
+    settings: SettingsDep,
+    host: Annotated[str | None, Query(max_length=255, description="Default: this host.")] = None,
+) -> dict[str, Any]:
+    target = host or settings.hostname
+    found = await store.latest(pool, target)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stored snapshot for host {target!r}")
+    timestamp, sections = found
+    return {"timestamp": timestamp.isoformat(), "host": target, **sections}

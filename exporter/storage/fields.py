@@ -1,0 +1,61 @@
+"""The numeric fields of each snapshot section that charts plot, and their JSON paths.
+
+The order of each list is the position in metrics_rollup_1m's arrays: append new fields at
+the end, never reorder or remove (tests/test_history.py guards this).
+"""
+
+from __future__ import annotations
+
+FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "cpu": (
+        ("usage_percent", ("usage_percent",)),
+        ("iowait_percent", ("modes_percent", "iowait")),
+        ("steal_percent", ("modes_percent", "steal")),
+        ("load1", ("load_average", "1m")),
+        ("context_switches_per_second", ("context_switches_per_second",)),
+    ),
+    "memory": (
+        ("percent", ("percent",)),
+        ("used_bytes", ("used_bytes",)),
+        ("available_bytes", ("available_bytes",)),
+        ("cached_bytes", ("cached_bytes",)),
+        ("swap_percent", ("swap_percent",)),
+    ),
+    "network": (
+        ("receive_bytes_per_second", ("total", "receive_bytes_per_second")),
+        ("transmit_bytes_per_second", ("total", "transmit_bytes_per_second")),
+        ("receive_packets_per_second", ("total", "receive_packets_per_second")),
+        ("transmit_packets_per_second", ("total", "transmit_packets_per_second")),
+        ("receive_errors_per_second", ("total", "receive_errors_per_second")),
+        ("transmit_errors_per_second", ("total", "transmit_errors_per_second")),
+    ),
+    "disk": (
+        ("read_bytes_per_second", ("total", "read_bytes_per_second")),
+        ("written_bytes_per_second", ("total", "written_bytes_per_second")),
+        ("busy_percent", ("total", "busy_percent")),
+        ("reads_completed_per_second", ("total", "reads_completed_per_second")),
+        ("writes_completed_per_second", ("total", "writes_completed_per_second")),
+    ),
+    "perf_events": (
+        ("ipc", ("ipc",)),
+        ("cache_miss_ratio", ("cache_miss_ratio",)),
+        ("branch_miss_ratio", ("branch_miss_ratio",)),
+        ("task_clock_seconds_per_second", ("rates", "task-clock")),
+        ("context_switches_per_second", ("rates", "context-switches")),
+        ("page_faults_per_second", ("rates", "page-faults")),
+    ),
+    "memory_bandwidth": (
+        ("read_bytes_per_second", ("read_bytes_per_second",)),
+        ("write_bytes_per_second", ("write_bytes_per_second",)),
+        ("pgpgin_bytes_per_second", ("vmstat", "pgpgin_bytes_per_second")),
+        ("pgpgout_bytes_per_second", ("vmstat", "pgpgout_bytes_per_second")),
+        ("page_faults_per_second", ("vmstat", "page_faults_per_second")),
+    ),
+}
+
+METRIC_TYPES = tuple(FIELDS)
+
+
+def sql_path(path: tuple[str, ...]) -> str:
+    """A constant jsonb path literal ('{total,receive_bytes_per_second}'); paths are ours."""
+    return "'{" + ",".join(path) + "}'"
