@@ -1,0 +1,165 @@
+"""The history API: downsampling arithmetic on known data, and every 422."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import pytest
+
+from exporter.api.app import create_app
+from exporter.auth import issue_token
+from exporter.storage import snapshots as store
+from exporter.storage.fields import FIELDS
+from exporter.timeparse import parse_time
+from tests.conftest import TEST_SECRET
+from tests.servers import serve_in_thread
+from tests.test_writer import snapshot
+from tests.test_ws import add_user
+
+# Ten minutes of 1 s snapshots from 10:00:00: cpu usage_percent = i, memory percent = 2i.
+T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
+COUNT = 600
+
+
+@pytest.fixture
+def api(make_settings, clean_database_url) -> Iterator[httpx.Client]:
+    async def load() -> None:
+        await add_user(clean_database_url)
+        conn = await asyncpg.connect(clean_database_url)
+        try:
+            batch = [snapshot(i, host="h1") for i in range(COUNT)]
+            for start in range(0, COUNT, 100):
+                await store.write_batch(conn, batch[start : start + 100])
+        finally:
+            await conn.close()
+
+    asyncio.run(load())
+    settings = make_settings(hostname="h1")
+    token = issue_token(TEST_SECRET.encode(), "alice", timedelta(minutes=5)).token
+    headers = {"Authorization": f"Bearer {token}"}
+    with (
+        serve_in_thread(create_app(settings), settings) as url,
+        httpx.Client(base_url=url, headers=headers) as client,
+    ):
+        yield client
+
+
+def history(client: httpx.Client, **params: object) -> httpx.Response:
+    return client.get("/api/metrics/history", params=params)
+
+
+def test_raw_buckets_average_and_max_exactly(api):
+    body = history(
+        api, metric_type="cpu", start="2026-11-26T10:00:00Z", end="2026-11-26T10:01:00Z", points=6
+    ).json()
+    assert body["resolution"] == "raw"
+    assert body["bucket_seconds"] == 10.0
+    assert body["samples"] == [10] * 6
+    # Bucket k holds i = 10k .. 10k+9: average 10k + 4.5, max 10k + 9.
+    assert body["avg"]["usage_percent"] == [10 * k + 4.5 for k in range(6)]
+    assert body["max"]["usage_percent"] == [10 * k + 9 for k in range(6)]
+    assert body["timestamps"][1] == "2026-11-26T10:00:10Z"
+    assert body["avg"]["iowait_percent"] == [None] * 6  # not in the data: no value, not 0
+
+
+def test_long_ranges_come_from_minute_rollups_with_the_same_arithmetic(api):
+    body = history(
+        api,
+        metric_type="memory",
+        start="2026-11-26T10:00:00Z",
+        end="2026-11-26T10:10:00Z",
+        points=5,
+    ).json()
+    assert body["resolution"] == "1m"
+    assert body["bucket_seconds"] == 120.0
+    assert body["samples"] == [120] * 5
+    # Bucket k holds i = 120k .. 120k+119, memory percent = 2i.
+    assert body["avg"]["percent"] == [2 * (120 * k + 59.5) for k in range(5)]
+    assert body["max"]["percent"] == [2 * (120 * k + 119) for k in range(5)]
+
+
+def test_points_bound_the_number_of_buckets(api):
+    body = history(
+        api, metric_type="cpu", start="2026-11-26T09:00:00Z", end="2026-11-26T11:00:00Z", points=7
+    ).json()
+    assert len(body["timestamps"]) <= 7
+    assert sum(body["samples"]) == COUNT
+
+
+def test_latest_returns_the_newest_stored_snapshot(api):
+    body = api.get("/api/metrics/latest").json()
+    assert body["timestamp"] == (T0 + timedelta(seconds=COUNT - 1)).isoformat()
+    assert body["cpu"]["usage_percent"] == COUNT - 1
+    assert api.get("/api/metrics/latest", params={"host": "elsewhere"}).status_code == 404
+
+
+def test_history_needs_a_token(api):
+    response = httpx.get(str(api.base_url) + "/api/metrics/history", params={"metric_type": "cpu"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter", "message"),
+    [
+        ({"metric_type": "gpu"}, "metric_type", "must be one of cpu, memory"),
+        ({"metric_type": "cpu", "start": "yesterday"}, "start", "neither an ISO-8601 time"),
+        ({"metric_type": "cpu", "end": "2026-13-45"}, "end", "neither an ISO-8601 time"),
+        ({"metric_type": "cpu", "start": "now", "end": "now-1h"}, "start", "must be before end"),
+        ({"metric_type": "cpu", "start": "now-400d"}, "end", "at most 366 days"),
+        ({"metric_type": "cpu", "points": 5001}, "points", "less than or equal to 5000"),
+        ({"metric_type": "cpu", "points": 0}, "points", "greater than or equal to 1"),
+        ({}, "metric_type", "Field required"),
+    ],
+)
+def test_bad_parameters_are_422_naming_the_parameter(api, params, parameter, message):
+    response = history(api, **params)
+    assert response.status_code == 422
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["query", parameter]
+    assert message in detail["msg"]
+
+
+def test_relative_and_iso_times():
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    assert parse_time("now", now) == now
+    assert parse_time("now-90s", now) == now - timedelta(seconds=90)
+    assert parse_time("now-1.5h", now) == now - timedelta(minutes=90)
+    assert parse_time("now-7d", now) == now - timedelta(days=7)
+    assert parse_time("2026-11-26T10:00:00Z", now) == datetime(2026, 11, 26, 10, tzinfo=UTC)
+    assert parse_time("2026-11-26T11:00:00+01:00", now) == datetime(2026, 11, 26, 10, tzinfo=UTC)
+    assert parse_time("2026-11-26T10:00:00", now) == datetime(2026, 11, 26, 10, tzinfo=UTC)
+
+
+def test_rollup_field_order_only_grows():
+    # metrics_rollup_1m stores fields by position: existing positions must never move.
+    frozen = {
+        "cpu": [
+            "usage_percent",
+            "iowait_percent",
+            "steal_percent",
+            "load1",
+            "context_switches_per_second",
+        ],
+        "memory": ["percent", "used_bytes", "available_bytes", "cached_bytes", "swap_percent"],
+        "network": [
+            "receive_bytes_per_second",
+            "transmit_bytes_per_second",
+            "receive_packets_per_second",
+            "transmit_packets_per_second",
+            "receive_errors_per_second",
+            "transmit_errors_per_second",
+        ],
+        "disk": [
+            "read_bytes_per_second",
+            "written_bytes_per_second",
+            "busy_percent",
+            "reads_completed_per_second",
+            "writes_completed_per_second",
+        ],
+    }
+    for metric_type, names in frozen.items():
+        assert [name for name, _ in FIELDS[metric_type]][: len(names)] == names

@@ -1,0 +1,192 @@
+"""The batch writer against a real PostgreSQL: batches, idempotency, shutdown, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import orjson
+import pytest
+
+from exporter.config import load_settings
+from exporter.storage import snapshots as store
+from exporter.storage.database import Database
+from exporter.storage.snapshots import StoredSnapshot
+from exporter.writer import BatchWriter, Retention
+from tests.servers import serve
+
+T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
+
+
+def snapshot(i: int, host: str = "h1", start: datetime = T0, step: float = 1.0) -> StoredSnapshot:
+    """Snapshot i of a series with known values: cpu usage = i, memory percent = 2 * i."""
+    return StoredSnapshot(
+        start + timedelta(seconds=i * step),
+        host,
+        (
+            ("cpu", orjson.dumps({"available": True, "usage_percent": float(i)}).decode()),
+            ("memory", orjson.dumps({"available": True, "percent": 2.0 * i}).decode()),
+        ),
+    )
+
+
+async def started(url: str, **overrides: object) -> Database:
+    database = Database(load_settings(database_url=url, **overrides))
+    await database.start(wait=True)
+    return database
+
+
+async def test_batch_of_ten_is_written_in_one_transaction(clean_database_url):
+    database = await started(clean_database_url)
+    try:
+        writer = BatchWriter(database, batch_size=10, max_age=60)
+        for i in range(10):
+            writer.add(snapshot(i))
+        assert await writer.flush() == 10
+        rows = await database.pool.fetch(
+            "SELECT xmin::text AS tx, count(*) AS n FROM metrics_snapshots GROUP BY 1"
+        )
+        assert [(len(rows), rows[0]["n"])] == [(1, 20)]  # one transaction wrote all 20 rows
+        assert writer.buffered == 0
+        assert writer.written_total == 10
+    finally:
+        await database.stop()
+
+
+async def test_replaying_the_same_snapshots_writes_nothing_twice(clean_database_url):
+    database = await started(clean_database_url)
+    try:
+        async with database.pool.acquire() as conn:
+            batch = [snapshot(i) for i in range(30)]
+            assert await store.write_batch(conn, batch) == 60
+            rollups = await conn.fetch(
+                "SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket"
+            )
+            assert await store.write_batch(conn, batch) == 0
+            assert await store.write_batch(conn, batch[10:20]) == 0
+            assert await store.count_rows(conn) == 60
+            assert (
+                await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
+                == rollups
+            )
+    finally:
+        await database.stop()
+
+
+async def test_max_age_flushes_a_partial_batch(clean_database_url):
+    database = await started(clean_database_url)
+    writer = BatchWriter(database, batch_size=100, max_age=0.2)
+    try:
+        task = asyncio.create_task(writer._flush_loop())
+        writer.add(snapshot(1))
+        writer.add(snapshot(2))
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if writer.written_total:
+                break
+        task.cancel()
+        assert writer.written_total == 2
+        assert await store.count_rows(database.pool) == 4
+    finally:
+        await database.stop()
+
+
+async def test_shutdown_flushes_the_partial_batch(clean_database_url):
+    database = await started(clean_database_url)
+    try:
+        writer = BatchWriter(database, batch_size=10, max_age=3600)
+        for i in range(7):
+            writer.add(snapshot(i))
+        await writer.stop(5)
+        assert await store.count_rows(database.pool) == 14
+    finally:
+        await database.stop()
+
+
+async def test_full_buffer_drops_the_oldest_and_counts_them():
+    database = Database(load_settings(database_url="postgresql://nobody@127.0.0.1:1/none"))
+    writer = BatchWriter(database, batch_size=10, max_buffered=5)
+    for i in range(8):
+        writer.add(snapshot(i))
+    assert writer.buffered == 5
+    assert writer.dropped_total == 3
+    assert [p.snapshot.timestamp for p in writer._pending] == [
+        snapshot(i).timestamp for i in range(3, 8)
+    ]
+
+
+async def test_outage_at_shutdown_spools_and_next_start_writes_them(clean_database_url, tmp_path):
+    spool = tmp_path / "spool.jsonl"
+    down = Database(load_settings(database_url="postgresql://nobody@127.0.0.1:1/none"))
+    writer = BatchWriter(down, spool_path=spool)
+    for i in range(12):
+        writer.add(snapshot(i))
+    await writer.stop(0.5)
+    assert len(spool.read_bytes().splitlines()) == 12
+    database = await started(clean_database_url)
+    try:
+        restarted = BatchWriter(database, spool_path=spool)
+        assert restarted.load_spool() == 12
+        assert not spool.exists()
+        while restarted.buffered:
+            await restarted.flush()
+        assert await store.count_rows(database.pool) == 24
+    finally:
+        await database.stop()
+
+
+async def test_retention_drops_whole_old_partitions(clean_database_url):
+    database = await started(clean_database_url)
+    now = datetime.now(UTC)
+    try:
+        async with database.pool.acquire() as conn:
+            await store.write_batch(
+                conn, [snapshot(i, start=now - timedelta(days=40)) for i in range(3)]
+            )
+            await store.write_batch(
+                conn, [snapshot(i, start=now - timedelta(minutes=5)) for i in range(3)]
+            )
+        dropped = await Retention(database, days=30).enforce(now)
+        old_day = (now - timedelta(days=40)).date()
+        assert dropped == [f"metrics_snapshots_p{old_day:%Y%m%d}"]
+        assert await store.count_rows(database.pool) == 6
+        assert (
+            await database.pool.fetchval(
+                "SELECT count(*) FROM metrics_rollup_1m WHERE bucket < $1", now - timedelta(days=30)
+            )
+            == 0
+        )
+    finally:
+        await database.stop()
+
+
+@pytest.mark.e2e
+def test_sigterm_mid_batch_loses_nothing(tmp_path, server_env):
+    env = {**server_env, "PERFPULSE_BATCH_SIZE": "10", "PERFPULSE_BATCH_MAX_AGE_SECONDS": "3600"}
+    with serve(tmp_path, "--interval", "0.1", env=env) as server:
+        time.sleep(1.5)  # one or more full batches, then a partial one
+        assert server.stop(signal.SIGTERM) == 0
+        log = server.log()
+    taken = int(re.search(r"sampler stopped after (\d+) snapshots", log)[1])
+    assert taken >= 10
+
+    async def stored() -> int:
+        conn = await asyncpg.connect(server_env["PERFPULSE_DATABASE_URL"])
+        try:
+            value: int = await conn.fetchval(
+                'SELECT count(DISTINCT "timestamp") FROM metrics_snapshots'
+            )
+            return value
+        finally:
+            await conn.close()
+
+    assert asyncio.run(stored()) == taken
+    assert f"{taken} snapshots written" in log
+
+
+def test_partition_names_are_daily():
+    assert store.partition_name(T0.date()) == "metrics_snapshots_p20261126"
