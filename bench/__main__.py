@@ -6,20 +6,31 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import core, stream
+from bench import core, storage, stream
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("names", nargs="*", default=["core", "stream"], choices=["core", "stream"])
+    parser.add_argument(
+        "names",
+        nargs="*",
+        default=["core", "stream", "storage"],
+        choices=["core", "stream", "storage"],
+    )
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--scrapes", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--stream-seconds", type=float, default=30.0)
     parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument(
+        "--database-url", help="storage: an external PostgreSQL (default: embedded)"
+    )
+    parser.add_argument("--write-snapshots", type=int, default=20_000)
+    parser.add_argument("--history-days", type=int, default=30)
+    parser.add_argument("--query-runs", type=int, default=20)
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     for name in args.names:
@@ -29,6 +40,11 @@ def main() -> None:
         elif name == "stream":
             result = stream.run(args.clients, args.stream_seconds, args.client_processes)
             text = stream.report(result)
+        elif name == "storage":
+            result = storage.run(
+                args.database_url, args.write_snapshots, args.history_days, args.query_runs
+            )
+            text = storage.report(result)
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
         print(f"## {name}\n\n{text}\n")
 

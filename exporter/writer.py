@@ -27,7 +27,8 @@ from prometheus_client.registry import Collector
 from exporter.sampler import Sampler, Snapshot, Subscription
 from exporter.storage import snapshots as store
 from exporter.storage.database import Database, DatabaseUnavailable, describe
-from exporter.storage.snapshots import StoredSnapshot
+from exporter.storage.fields import FIELDS
+from exporter.storage.snapshots import StoredSnapshot, field_values
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,15 @@ RETRY_MAX_SECONDS = 30.0
 
 
 def to_stored(snapshot: Snapshot) -> StoredSnapshot:
-    """One row per collector: the same JSON the live stream carries for that key."""
-    rows = tuple(
-        (name, orjson.dumps(result.to_dict()).decode()) for name, result in snapshot.results.items()
-    )
-    return StoredSnapshot(snapshot.timestamp, snapshot.host, rows)
+    """One row per collector: the same JSON the live stream carries for that key, plus the
+    plotted fields picked out now, while the data is at hand (flushes then parse nothing)."""
+    rows, values = [], {}
+    for name, result in snapshot.results.items():
+        data = result.to_dict()
+        rows.append((name, orjson.dumps(data).decode()))
+        if name in FIELDS:
+            values[name] = field_values(name, data)
+    return StoredSnapshot(snapshot.timestamp, snapshot.host, tuple(rows), values)
 
 
 class DurationHistogram:

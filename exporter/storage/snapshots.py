@@ -21,19 +21,30 @@ PARTITION_LOCK_ID = 0x70657266_70617274  # "perfpart"
 
 @dataclass(frozen=True, slots=True)
 class StoredSnapshot:
-    """One snapshot as rows: (metric_type, JSON text) per collector."""
+    """One snapshot as rows: (metric_type, JSON text) per collector.
+
+    `values` holds each section's plotted fields (see `field_values`) when the caller
+    already had the data decoded; otherwise they are read from the JSON when rolled up.
+    """
 
     timestamp: datetime
     host: str
     rows: tuple[tuple[str, str], ...]
+    values: dict[str, list[float | None]] | None = None
+
+    def fields_of(self, metric_type: str, text: str) -> list[float | None]:
+        if self.values is not None and metric_type in self.values:
+            return self.values[metric_type]
+        return field_values(metric_type, orjson.loads(text))
 
 
 # --- writing -------------------------------------------------------------------------
 
 INSERT = """
 INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::jsonb[])
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::json[])
 ON CONFLICT DO NOTHING
+RETURNING "timestamp", host, metric_type
 """
 
 
@@ -72,8 +83,13 @@ async def ensure_partitions(conn: asyncpg.Connection, days: Iterable[date]) -> N
             )
 
 
-async def insert(conn: asyncpg.Connection, snapshots: Sequence[StoredSnapshot]) -> int:
-    """One statement for the whole batch; rows already stored are skipped. Returns rows added."""
+async def insert(
+    conn: asyncpg.Connection, snapshots: Sequence[StoredSnapshot]
+) -> set[tuple[datetime, str, str]]:
+    """One statement for the whole batch; rows already stored are skipped.
+
+    Returns (timestamp, host, metric_type) of the rows actually added.
+    """
     timestamps, hosts, types, data = [], [], [], []
     for snapshot in snapshots:
         for metric_type, text in snapshot.rows:
@@ -81,70 +97,103 @@ async def insert(conn: asyncpg.Connection, snapshots: Sequence[StoredSnapshot]) 
             hosts.append(snapshot.host)
             types.append(metric_type)
             data.append(text)
-    status = await conn.execute(INSERT, timestamps, hosts, types, data)
-    return int(status.rsplit(" ", 1)[1])
+    rows = await conn.fetch(INSERT, timestamps, hosts, types, data)
+    return {(row["timestamp"], row["host"], row["metric_type"]) for row in rows}
 
 
-def _rollup_sql(metric_type: str) -> str:
-    paths = [path for _, path in FIELDS[metric_type]]
-    values = ", ".join(
-        f"(metric_data #>> {sql_path(path)})::float8 AS f{i}" for i, path in enumerate(paths)
-    )
-    counts = ", ".join(f"count(f{i})" for i in range(len(paths)))
-    sums = ", ".join(f"sum(f{i})" for i in range(len(paths)))
-    maxes = ", ".join(f"max(f{i})" for i in range(len(paths)))
-    # Built only from the constant FIELDS table; every value is a bind parameter.
-    return f"""
-    INSERT INTO metrics_rollup_1m (host, metric_type, bucket, samples, counts, sums, maxes)
-    SELECT $1, $2, date_trunc('minute', "timestamp"), count(*),
-           ARRAY[{counts}], ARRAY[{sums}], ARRAY[{maxes}]
-    FROM (
-        SELECT "timestamp", {values}
-        FROM metrics_snapshots
-        WHERE host = $1 AND metric_type = $2 AND "timestamp" >= $3 AND "timestamp" < $4
-    ) AS rows
-    GROUP BY 3
-    ON CONFLICT (host, metric_type, bucket) DO UPDATE
-    SET samples = excluded.samples, counts = excluded.counts,
-        sums = excluded.sums, maxes = excluded.maxes
-    """
+# Adds one minute's aggregates into the stored ones, field by field (arrays may differ in
+# length when a type gained fields: the missing positions are NULL).
+ADD_ROLLUP = """
+INSERT INTO metrics_rollup_1m AS r (host, metric_type, bucket, samples, counts, sums, maxes)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (host, metric_type, bucket) DO UPDATE SET
+    samples = r.samples + excluded.samples,
+    counts = ARRAY(
+        SELECT coalesce(a, 0) + coalesce(b, 0)
+        FROM unnest(r.counts, excluded.counts) WITH ORDINALITY AS t(a, b, i) ORDER BY i),
+    sums = ARRAY(
+        SELECT CASE WHEN a IS NULL THEN b WHEN b IS NULL THEN a ELSE a + b END
+        FROM unnest(r.sums, excluded.sums) WITH ORDINALITY AS t(a, b, i) ORDER BY i),
+    maxes = ARRAY(
+        SELECT greatest(a, b)
+        FROM unnest(r.maxes, excluded.maxes) WITH ORDINALITY AS t(a, b, i) ORDER BY i)
+"""
 
 
-ROLLUP_SQL = {metric_type: _rollup_sql(metric_type) for metric_type in FIELDS}
+class _Accumulator:
+    __slots__ = ("counts", "maxes", "samples", "sums")
+
+    def __init__(self, width: int) -> None:
+        self.samples = 0
+        self.counts = [0] * width
+        self.sums: list[float | None] = [None] * width
+        self.maxes: list[float | None] = [None] * width
+
+    def add(self, values: list[float | None]) -> None:
+        self.samples += 1
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            self.counts[i] += 1
+            previous = self.sums[i]
+            self.sums[i] = value if previous is None else previous + value
+            peak = self.maxes[i]
+            self.maxes[i] = value if peak is None or value > peak else peak
+
+
+def field_values(metric_type: str, data: Any) -> list[float | None]:
+    """The plotted fields of one section, in rollup order (None where absent)."""
+    values: list[float | None] = []
+    for _, path in FIELDS[metric_type]:
+        node = data
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        values.append(
+            float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+        )
+    return values
+
+
+def minute_aggregates(
+    snapshots: Sequence[StoredSnapshot], added: set[tuple[datetime, str, str]]
+) -> list[tuple[Any, ...]]:
+    """ADD_ROLLUP rows for the added rows, one per (host, metric type, minute)."""
+    groups: dict[tuple[str, str, datetime], _Accumulator] = {}
+    for snapshot in snapshots:
+        minute = _minute(snapshot.timestamp)
+        for metric_type, text in snapshot.rows:
+            if (
+                metric_type not in FIELDS
+                or (snapshot.timestamp, snapshot.host, metric_type) not in added
+            ):
+                continue
+            key = (snapshot.host, metric_type, minute)
+            accumulator = groups.get(key)
+            if accumulator is None:
+                accumulator = groups[key] = _Accumulator(len(FIELDS[metric_type]))
+            accumulator.add(snapshot.fields_of(metric_type, text))
+    return [
+        (host, metric_type, minute, a.samples, a.counts, a.sums, a.maxes)
+        for (host, metric_type, minute), a in groups.items()
+    ]
 
 
 def _minute(ts: datetime) -> datetime:
     return ts.replace(second=0, microsecond=0)
 
 
-async def refresh_rollups(conn: asyncpg.Connection, snapshots: Sequence[StoredSnapshot]) -> None:
-    """Recompute the minute aggregates of every minute the snapshots fall in.
-
-    Recomputed from the stored rows, not added to: a replayed or late snapshot can never
-    be counted twice.
-    """
-    spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    for snapshot in snapshots:
-        minute = _minute(snapshot.timestamp)
-        for metric_type, _ in snapshot.rows:
-            if metric_type not in ROLLUP_SQL:
-                continue
-            key = (snapshot.host, metric_type)
-            low, high = spans.get(key, (minute, minute))
-            spans[key] = (min(low, minute), max(high, minute))
-    for (host, metric_type), (low, high) in spans.items():
-        await conn.execute(
-            ROLLUP_SQL[metric_type], host, metric_type, low, high + timedelta(minutes=1)
-        )
-
-
 async def write_batch(conn: asyncpg.Connection, snapshots: Sequence[StoredSnapshot]) -> int:
-    """Insert and roll up in one transaction; returns the rows actually added."""
+    """Insert and roll up in one transaction; returns the rows actually added.
+
+    Only the rows the insert really added reach the minute aggregates, so a replay (or a
+    batch retried after a lost commit acknowledgement) is never counted twice.
+    """
     await ensure_partitions(conn, (_day(s.timestamp) for s in snapshots))
     async with conn.transaction():
         added = await insert(conn, snapshots)
-        await refresh_rollups(conn, snapshots)
-    return added
+        if added:
+            await conn.executemany(ADD_ROLLUP, minute_aggregates(snapshots, added))
+    return len(added)
 
 
 # --- retention -----------------------------------------------------------------------

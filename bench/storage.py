@@ -1,0 +1,278 @@
+"""Storage: write throughput, history query latency over 30 days, backlog drain speed.
+
+Runs against perfpulse's embedded PostgreSQL in a temporary directory (the zero-config
+default), or against `--database-url` (a database in it is created and dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from bench.common import machine, percentile
+from exporter.api.history import bucket_width
+from exporter.collectors import build_collectors
+from exporter.config import load_settings
+from exporter.sampler import Sampler
+from exporter.storage import snapshots as store
+from exporter.storage.database import Database
+from exporter.storage.embedded import EmbeddedPostgres, url_for
+from exporter.storage.fields import FIELDS
+from exporter.storage.migrate import migrate
+from exporter.storage.snapshots import StoredSnapshot
+from exporter.writer import BatchWriter, to_stored
+
+SEED_INSERT = (
+    'INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data) '
+    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+)
+
+
+async def _real_snapshot() -> StoredSnapshot:
+    """One snapshot of this machine, for realistic row sizes."""
+    settings = load_settings()
+    sampler = Sampler(build_collectors(settings), interval=1.0, deadline=0.5, host="bench")
+    await sampler.sample_once()
+    await asyncio.sleep(0.2)
+    return to_stored(await sampler.sample_once())
+
+
+def _series(
+    template: StoredSnapshot, count: int, start: datetime, step: float
+) -> list[StoredSnapshot]:
+    return [
+        StoredSnapshot(
+            start + timedelta(seconds=i * step), template.host, template.rows, template.values
+        )
+        for i in range(count)
+    ]
+
+
+async def _fresh_database(admin_url: str, name: str) -> str:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = url_for(admin_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+async def _throughput(admin_url: str, template: StoredSnapshot, snapshots: int) -> dict[str, Any]:
+    """Rows per second for each way of writing, each into a fresh database."""
+    results: dict[str, Any] = {}
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = _series(template, snapshots, start, 1.0)
+    rows_per_snapshot = len(template.rows)
+
+    async def timed(name: str, chunk: int, write: Any, column: str = "json") -> None:
+        url = await _fresh_database(admin_url, "perfpulse_bench_write")
+        conn = await asyncpg.connect(url)
+        try:
+            if column != "json":
+                await conn.execute(
+                    f"ALTER TABLE metrics_snapshots ALTER COLUMN metric_data TYPE {column}"
+                )
+            await store.ensure_partitions(conn, {s.timestamp.date() for s in batch})
+            t0 = time.perf_counter()
+            for i in range(0, len(batch), chunk):
+                await write(conn, batch[i : i + chunk])
+            elapsed = time.perf_counter() - t0
+            stored = await store.count_rows(conn)
+        finally:
+            await conn.close()
+        assert stored == len(batch) * rows_per_snapshot, (name, stored)
+        results[name] = {
+            "rows_per_second": stored / elapsed,
+            "snapshots_per_second": len(batch) / elapsed,
+            "seconds": elapsed,
+        }
+
+    async def seed(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
+        # The original design: a batch of 10 snapshots, one INSERT per row.
+        async with conn.transaction():
+            await conn.executemany(
+                SEED_INSERT,
+                [(s.timestamp, s.host, t, d) for s in chunk for t, d in s.rows],
+            )
+
+    async def unnest_only(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
+        async with conn.transaction():
+            await store.insert(conn, chunk)
+
+    async def perfpulse(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
+        await store.write_batch(conn, chunk)
+
+    await timed("seed: executemany into jsonb, 10 snapshots per transaction", 10, seed, "jsonb")
+    await timed("seed: executemany into json, 10 snapshots per transaction", 10, seed)
+    await timed("unnest insert, 10 snapshots per transaction", 10, unnest_only)
+    await timed("write_batch (insert + rollups), 10 per transaction", 10, perfpulse)
+    await timed("unnest insert, 1000 snapshots per transaction", 1000, unnest_only)
+    await timed("write_batch (insert + rollups), 1000 per transaction", 1000, perfpulse)
+    return results
+
+
+def _synthetic(metric_type: str, i: int, rng: random.Random) -> str:
+    """The plotted fields with plausible values (what rollups and queries read)."""
+    data: dict[str, Any] = {"available": True}
+    for _, path in FIELDS[metric_type]:
+        node = data
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = round(rng.uniform(0, 100), 3)
+    return orjson.dumps(data).decode()
+
+
+async def _history(admin_url: str, days: int, interval: float, runs: int) -> dict[str, Any]:
+    url = await _fresh_database(admin_url, "perfpulse_bench_history")
+    end = datetime.now(UTC).replace(microsecond=0)
+    start = end - timedelta(days=days)
+    count = int(days * 86400 / interval)
+    rng = random.Random(42)
+    types = list(FIELDS)
+    conn = await asyncpg.connect(url)
+    t0 = time.perf_counter()
+    try:
+        chunk = 2000
+        for first in range(0, count, chunk):
+            batch = [
+                StoredSnapshot(
+                    start + timedelta(seconds=i * interval),
+                    "bench",
+                    tuple((t, _synthetic(t, i, rng)) for t in types),
+                )
+                for i in range(first, min(count, first + chunk))
+            ]
+            await store.write_batch(conn, batch)
+        load_seconds = time.perf_counter() - t0
+        await conn.execute("VACUUM ANALYZE")
+        latencies: dict[str, dict[str, float]] = {}
+        resolution, bucket = bucket_width(start, end, 1000)
+        assert resolution == "1m"
+        for metric_type in types:
+            samples = []
+            for _ in range(runs):
+                q0 = time.perf_counter()
+                series = await store.history_rollup(conn, "bench", metric_type, start, end, bucket)
+                samples.append(time.perf_counter() - q0)
+            assert 0 < len(series.timestamps) <= 1001, len(series.timestamps)
+            latencies[metric_type] = {
+                "p50_ms": statistics.median(samples) * 1e3,
+                "p95_ms": percentile(samples, 95) * 1e3,
+            }
+        raw = []
+        for _ in range(runs):
+            q0 = time.perf_counter()
+            await store.history_raw(conn, "bench", "cpu", end - timedelta(hours=1), end, 3.6)
+            raw.append(time.perf_counter() - q0)
+    finally:
+        await conn.close()
+    return {
+        "snapshots_per_type": count,
+        "load_seconds": load_seconds,
+        "rollup_queries_30d_1000_points": latencies,
+        "raw_query_1h_1000_points": {
+            "p50_ms": statistics.median(raw) * 1e3,
+            "p95_ms": percentile(raw, 95) * 1e3,
+        },
+    }
+
+
+async def _drain(admin_url: str, template: StoredSnapshot, backlog_seconds: int) -> dict[str, Any]:
+    """An hour of 1 s snapshots buffered during an outage, then drained."""
+    url = await _fresh_database(admin_url, "perfpulse_bench_drain")
+    with tempfile.TemporaryDirectory() as data_dir:
+        database = Database(load_settings(database_url=url, data_dir=Path(data_dir)))
+        writer = BatchWriter(database, max_buffered=backlog_seconds + 10)
+        start = datetime.now(UTC) - timedelta(seconds=backlog_seconds)
+        for snapshot in _series(template, backlog_seconds, start, 1.0):
+            writer.add(snapshot)
+        await database.start(wait=True)
+        t0 = time.perf_counter()
+        while writer.buffered:
+            await writer.flush()
+        elapsed = time.perf_counter() - t0
+        await database.stop()
+    return {
+        "backlog_seconds_of_data": backlog_seconds,
+        "drain_seconds": elapsed,
+        "times_real_time": backlog_seconds / elapsed,
+    }
+
+
+async def _run(database_url: str | None, snapshots: int, days: int, runs: int) -> dict[str, Any]:
+    template = await _real_snapshot()
+    embedded = None
+    if database_url is None:
+        directory = tempfile.mkdtemp(prefix="perfpulse-bench-")
+        embedded = EmbeddedPostgres(Path(directory))
+        admin_url = url_for(await embedded.start(), "postgres")
+    else:
+        admin_url = database_url
+    try:
+        return {
+            "machine": machine(),
+            "server": "embedded" if embedded else "external",
+            "snapshot_bytes": sum(len(d) for _, d in template.rows),
+            "write": await _throughput(admin_url, template, snapshots),
+            "history": await _history(admin_url, days, 5.0, runs),
+            "drain": await _drain(admin_url, template, 3600),
+        }
+    finally:
+        if embedded is not None:
+            await embedded.stop()
+
+
+def run(database_url: str | None, snapshots: int, days: int, runs: int) -> dict[str, Any]:
+    return asyncio.run(_run(database_url, snapshots, days, runs))
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = [
+        f"Machine: {result['machine']}; PostgreSQL: {result['server']}; "
+        f"one snapshot = {result['snapshot_bytes']} bytes of JSON in 6 rows",
+        "",
+        "| write path | rows/s | snapshots/s |",
+        "|---|---|---|",
+    ]
+    for name, r in result["write"].items():
+        lines.append(f"| {name} | {r['rows_per_second']:,.0f} | {r['snapshots_per_second']:,.0f} |")
+    h = result["history"]
+    lines += [
+        "",
+        f"History: {h['snapshots_per_type']:,} snapshots per type (30 days at 5 s), loaded in "
+        f"{h['load_seconds']:.0f} s.",
+        "",
+        "| query | p50 | p95 |",
+        "|---|---|---|",
+    ]
+    for metric_type, q in h["rollup_queries_30d_1000_points"].items():
+        lines.append(
+            f"| {metric_type}, 30 days, 1,000 points | {q['p50_ms']:.1f} ms | {q['p95_ms']:.1f} ms |"
+        )
+    raw = h["raw_query_1h_1000_points"]
+    lines.append(
+        f"| cpu, last hour, 1,000 points (raw rows) | {raw['p50_ms']:.1f} ms | {raw['p95_ms']:.1f} ms |"
+    )
+    d = result["drain"]
+    lines += [
+        "",
+        f"Drain: {d['backlog_seconds_of_data']} s of 1 s snapshots written in {d['drain_seconds']:.1f} s "
+        f"= {d['times_real_time']:.0f}x real time.",
+    ]
+    return "\n".join(lines)
