@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import signal
 import sys
@@ -129,21 +130,34 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
-    from exporter.collectors import build_collectors
+    from exporter.collectors import build_collectors, build_perf
     from exporter.sampler import Sampler
 
     configure_logging("warning")
+    perf = build_perf(settings)
     sampler = Sampler(
-        build_collectors(settings),
+        build_collectors(settings, perf),
         interval=settings.sampling_interval_seconds,
         deadline=settings.collector_deadline,
         host=settings.hostname,
     )
 
     async def take() -> dict[str, object]:
-        await sampler.sample_once()
-        await asyncio.sleep(settings.sampling_interval_seconds)
-        return (await sampler.sample_once()).to_dict()
+        perf_task = asyncio.create_task(perf.run()) if perf is not None else None
+        try:
+            await sampler.sample_once()
+            await asyncio.sleep(settings.sampling_interval_seconds)
+            if perf is not None:  # give perf's first interval a moment to arrive
+                for _ in range(20):
+                    if perf.state.intervals or perf.state.restarts:
+                        break
+                    await asyncio.sleep(0.05)
+            return (await sampler.sample_once()).to_dict()
+        finally:
+            if perf_task is not None:
+                perf_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await perf_task
 
     option = orjson.OPT_INDENT_2 if sys.stdout.isatty() else 0
     sys.stdout.buffer.write(orjson.dumps(asyncio.run(take()), option=option) + b"\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -46,6 +47,16 @@ class Settings(BaseSettings):
     sys_root: Path = Field(Path("/sys"), description="Where sysfs is mounted.")
     rootfs: Path = Field(
         Path("/"), description="Where the host's root filesystem is visible (for statvfs)."
+    )
+
+    perf_enabled: bool = Field(True, description="Run the perf child for hardware counters.")
+    perf_binary: str = Field("perf", min_length=1, description="The perf executable.")
+    perf_events: str = Field(
+        "cycles,instructions,cache-references,cache-misses,branch-instructions,branch-misses,"
+        "stalled-cycles-frontend,stalled-cycles-backend,"
+        "task-clock,context-switches,cpu-migrations,page-faults",
+        min_length=1,
+        description="Comma-separated perf events.",
     )
 
     data_dir: Path = Field(
@@ -122,6 +133,18 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
         return value
+
+    @field_validator("perf_events")
+    @classmethod
+    def _events_are_names(cls, value: str) -> str:
+        for event in value.split(","):
+            if not re.fullmatch(r"[A-Za-z0-9_.:/=\-]+", event.strip()):
+                raise ValueError(f"{event!r} is not a perf event name")
+        return value
+
+    @property
+    def perf_event_list(self) -> list[str]:
+        return [event.strip() for event in self.perf_events.split(",") if event.strip()]
 
     @property
     def origins(self) -> frozenset[str]:

@@ -112,8 +112,8 @@ async def test_collector_health_series_for_all_six():
         "memory": 1.0,
         "network": 1.0,
         "disk": 1.0,
-        "perf_events": 0.0,
-        "memory_bandwidth": 0.0,
+        "perf_events": 0.0,  # built without the perf child here: disabled
+        "memory_bandwidth": 1.0,
     }
     assert (
         registry.get_sample_value("perfpulse_collector_duration_seconds", {"collector": "cpu"}) >= 0

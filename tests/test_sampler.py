@@ -133,10 +133,12 @@ async def test_snapshot_shape_is_final_from_day_one():
     assert abs(data["seq"] - datetime.now(UTC).timestamp() * 1000) < 60_000
     assert data["host"] == "testhost"
     assert datetime.fromisoformat(data["timestamp"]).tzinfo == UTC
-    for name in ("cpu", "memory", "network", "disk"):
+    for name in ("cpu", "memory", "network", "disk", "memory_bandwidth"):
         assert data[name]["available"] is True, data[name]
-    for name in ("perf_events", "memory_bandwidth"):
-        assert data[name] == {"available": False, "error": "not implemented"}
+    assert data["perf_events"] == {
+        "available": False,
+        "error": "perf child not started",
+    }
 
 
 async def test_seq_counts_ticks_and_starts_from_the_start_time():

@@ -15,7 +15,7 @@ from exporter import __version__
 from exporter.api import auth, health, history, landing, metrics, ws
 from exporter.auth import load_jwt_secret
 from exporter.bootstrap import create_initial_admin
-from exporter.collectors import build_collectors
+from exporter.collectors import build_collectors, build_perf
 from exporter.collectors.base import Collector
 from exporter.config import Settings
 from exporter.metrics import build_registry
@@ -45,8 +45,9 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        perf = build_perf(settings) if collectors is None else None
         sampler = Sampler(
-            collectors if collectors is not None else build_collectors(settings),
+            collectors if collectors is not None else build_collectors(settings, perf),
             interval=settings.sampling_interval_seconds,
             deadline=settings.collector_deadline,
             host=settings.hostname,
@@ -74,6 +75,8 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
         ]
         await asyncio.sleep(0)
         sampling = _task(sampler.run(), "sampler")
+        # The perf child is reaped when this task is cancelled.
+        perf_task = _task(perf.run(), "perf") if perf is not None else None
         retention = _task(Retention(database, settings.retention_days).run(), "retention")
         try:
             yield {
@@ -91,7 +94,7 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
         finally:
             # Stop sampling first, then hand every snapshot taken to the writer, flush it
             # (or spool it), and only then close the database.
-            for task in (sampling, *consumers, retention):
+            for task in (sampling, *consumers, retention, *([perf_task] if perf_task else [])):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

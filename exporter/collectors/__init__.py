@@ -2,27 +2,64 @@
 
 from __future__ import annotations
 
-from exporter.collectors.base import Collector
+from typing import NoReturn
+
+from exporter.collectors.base import Collector, Unavailable
 from exporter.collectors.cpu import CpuCollector
 from exporter.collectors.disk import DiskCollector
 from exporter.collectors.memory import MemoryCollector
+from exporter.collectors.memory_bandwidth import MemoryBandwidthCollector
 from exporter.collectors.network import NetworkCollector
-from exporter.collectors.placeholder import NotImplementedCollector
+from exporter.collectors.perf_events import PerfEventsCollector
+from exporter.collectors.perfstat import PerfStat, imc_events
 from exporter.config import Settings
 
 COLLECTOR_NAMES = ("cpu", "memory", "network", "disk", "perf_events", "memory_bandwidth")
 
 
-def build_collectors(settings: Settings) -> list[Collector]:
+class DisabledCollector:
+    """A collector switched off by configuration: always unavailable, saying so."""
+
+    blocking = False
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def collect(self) -> NoReturn:
+        raise Unavailable(self.reason)
+
+
+def build_perf(settings: Settings) -> PerfStat | None:
+    """The perf child's supervisor (not started), or None when disabled."""
+    if not settings.perf_enabled:
+        return None
+    return PerfStat(
+        binary=settings.perf_binary,
+        events=settings.perf_event_list,
+        extra_events=imc_events(settings.sys_root),
+        interval=settings.sampling_interval_seconds,
+        sys_root=settings.sys_root,
+        proc_root=settings.proc_root,
+    )
+
+
+def build_collectors(settings: Settings, perf: PerfStat | None = None) -> list[Collector]:
     """One instance of each collector, reading the sources the settings point at."""
     proc, sys = settings.proc_root, settings.sys_root
+    if perf is not None:
+        perf_collector: Collector = PerfEventsCollector(perf)
+    elif not settings.perf_enabled:
+        perf_collector = DisabledCollector("perf_events", "disabled (PERFPULSE_PERF_ENABLED=false)")
+    else:
+        perf_collector = DisabledCollector("perf_events", "perf child not started")
     collectors: list[Collector] = [
         CpuCollector(proc, sys),
         MemoryCollector(proc),
         NetworkCollector(proc),
         DiskCollector(proc, sys, rootfs=settings.rootfs),
-        NotImplementedCollector("perf_events"),
-        NotImplementedCollector("memory_bandwidth"),
+        perf_collector,
+        MemoryBandwidthCollector(proc, sys, perf=perf),
     ]
     assert tuple(c.name for c in collectors) == COLLECTOR_NAMES
     return collectors
