@@ -16,8 +16,10 @@ from exporter.collectors.perfstat import IMC_EVENTS, EventState, PerfStat
 _SECONDS_PER_UNIT = {"msec": 1e-3}
 
 
-def _metric_name(event: str) -> str:
-    return "perfpulse_perf_" + event.replace("-", "_") + "_total"
+def _metric_name(event: str, unit: str) -> str:
+    """perfpulse_perf_<event>_total; task-clock, a time, becomes ..._seconds_total."""
+    suffix = "_seconds_total" if unit in _SECONDS_PER_UNIT else "_total"
+    return "perfpulse_perf_" + event.replace("-", "_") + suffix
 
 
 def _ratio(numerator: EventState | None, denominator: EventState | None) -> float | None:
@@ -64,7 +66,7 @@ class PerfSample:
         for name, state in self.events.items():
             if state.total or state.available:
                 yield CounterMetricFamily(
-                    _metric_name(name),
+                    _metric_name(name, state.unit),
                     f"perf event {name}, scaled for multiplexing"
                     + (" (seconds)" if state.unit == "msec" else "")
                     + ".",

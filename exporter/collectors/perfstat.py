@@ -239,12 +239,19 @@ class PerfStat:
         assert self.process.stderr is not None
         errors: list[str] = []
         self._pending, self._pending_time = {}, None
+        last_good = time.monotonic()
         try:
             while True:
+                # A child that prints nothing, or nothing we can read, counts as stalled.
+                remaining = self.stall_seconds - (time.monotonic() - last_good)
                 try:
-                    raw = await asyncio.wait_for(self.process.stderr.readline(), self.stall_seconds)
+                    raw = await asyncio.wait_for(
+                        self.process.stderr.readline(), max(0.0, remaining)
+                    )
                 except TimeoutError:
-                    return f"no output for {self.stall_seconds:.0f}s"
+                    return f"no usable output for {self.stall_seconds:.0f}s" + (
+                        f" (it printed: {errors[0][:200]})" if errors else ""
+                    )
                 if not raw:
                     break
                 line = raw.decode(errors="replace")
@@ -253,7 +260,7 @@ class PerfStat:
                     if line.strip() and len(errors) < 5:
                         errors.append(line.strip())
                     continue
-                self.state.last_line_at = time.monotonic()
+                last_good = self.state.last_line_at = time.monotonic()
                 self._take(parsed)
         finally:
             await self._reap()
