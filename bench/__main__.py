@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import core, storage, stream
+from bench import core, perf, storage, stream
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--write-snapshots", type=int, default=20_000)
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--query-runs", type=int, default=20)
+    parser.add_argument("--perf-seconds", type=float, default=60.0)
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     for name in args.names:
@@ -40,6 +41,9 @@ def main() -> None:
         elif name == "stream":
             result = stream.run(args.clients, args.stream_seconds, args.client_processes)
             text = stream.report(result)
+        elif name == "perf":
+            result = perf.run(args.perf_seconds)
+            text = perf.report(result)
         elif name == "storage":
             result = storage.run(
                 args.database_url, args.write_snapshots, args.history_days, args.query_runs
