@@ -16,8 +16,8 @@ def main() -> None:
     parser.add_argument(
         "names",
         nargs="*",
-        default=["core", "stream", "storage"],
-        choices=["core", "stream", "storage"],
+        default=["core", "perf", "stream", "storage"],
+        choices=["core", "perf", "stream", "storage"],
     )
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--scrapes", type=int, default=1000)

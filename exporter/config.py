@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         Path("/"), description="Where the host's root filesystem is visible (for statvfs)."
     )
 
+    web_config_file: Path | None = Field(
+        None,
+        description="exporter-toolkit web config: TLS for the server, basic auth for /metrics.",
+    )
     perf_enabled: bool = Field(True, description="Run the perf child for hardware counters.")
     perf_binary: str = Field("perf", min_length=1, description="The perf executable.")
     perf_events: str = Field(

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from exporter.config import Settings
 from exporter.logs import logging_config
+from exporter.webconfig import load_web_config
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvicorn.Config:
@@ -29,5 +30,10 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvi
         "ws_per_message_deflate": False,
         "h11_max_incomplete_event_size": 16 * 1024,
     }
+    if settings.web_config_file is not None:
+        web = load_web_config(settings.web_config_file)
+        if web.tls:
+            options["ssl_certfile"] = str(web.cert_file)
+            options["ssl_keyfile"] = str(web.key_file)
     options.update(overrides)
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]

@@ -20,10 +20,10 @@ from exporter.config import Settings
 from exporter.server import uvicorn_config
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, verify: object = True) -> bool:
     """A snapshot exists and the database is ready."""
     try:
-        body = httpx.get(url + "/healthz", timeout=1).json()
+        body = httpx.get(url + "/healthz", timeout=1, verify=verify).json()  # type: ignore[arg-type]
     except httpx.TransportError:
         return False
     return body.get("status") == "ok" and body.get("database") == "ready"
@@ -57,6 +57,8 @@ def serve(
     *args: str,
     env: Mapping[str, str] | None = None,
     timeout: float = 30,
+    scheme: str = "http",
+    verify: object = True,
 ) -> Iterator[Served]:
     """`perfpulse serve` on a free loopback port; waits for a snapshot and the database."""
     port = free_port()
@@ -70,13 +72,13 @@ def serve(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    served = Served(process, f"http://127.0.0.1:{port}", log_path)
+    served = Served(process, f"{scheme}://127.0.0.1:{port}", log_path)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"perfpulse exited early:\n{served.log()}")
-            if _ready(served.url):
+            if _ready(served.url, verify):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"perfpulse not ready after {timeout}s:\n{served.log()}")

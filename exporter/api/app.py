@@ -23,6 +23,7 @@ from exporter.sampler import Sampler
 from exporter.storage.database import Database
 from exporter.stream import Broadcaster, StreamCollector
 from exporter.throttle import LoginThrottle
+from exporter.webconfig import WebConfig, load_web_config
 from exporter.writer import BatchWriter, Retention, WriterCollector
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,15 @@ class State(TypedDict):
     jwt_secret: bytes
     login_throttle: LoginThrottle
     writer: BatchWriter
+    web_config: WebConfig
 
 
 def create_app(settings: Settings, collectors: Sequence[Collector] | None = None) -> FastAPI:
     """Build the app; sampling, streaming and the database start with the lifespan."""
     jwt_secret = load_jwt_secret(settings)  # a bad secret fails here, before serving
+    web_config = (
+        load_web_config(settings.web_config_file) if settings.web_config_file else WebConfig()
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
@@ -90,6 +95,7 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
                     settings.login_max_failures, settings.login_failure_window_seconds
                 ),
                 "writer": writer,
+                "web_config": web_config,
             }
         finally:
             # Stop sampling first, then hand every snapshot taken to the writer, flush it

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from exporter.api.deps import RegistryDep
+from exporter.webconfig import WebConfig
 
 router = APIRouter(tags=["metrics"])
 
 
+def _require_scrape_credentials(request: Request) -> None:
+    """Basic auth from PERFPULSE_WEB_CONFIG_FILE's basic_auth_users, when it has any."""
+    web: WebConfig = request.state.web_config
+    if not web.check(request.headers.get("authorization")):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "valid basic auth credentials required",
+            headers={"WWW-Authenticate": 'Basic realm="perfpulse"'},
+        )
+
+
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-async def metrics(registry: RegistryDep) -> Response:
+async def metrics(request: Request, registry: RegistryDep) -> Response:
+    _require_scrape_credentials(request)
     # Text format 0.0.4, as node_exporter serves: understood by every Prometheus release.
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
