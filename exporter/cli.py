@@ -75,6 +75,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     passwd.set_defaults(handler=_users_set_password)
 
+    grafana = commands.add_parser("grafana", help="Grafana dashboards: generate or push them")
+    grafana_commands = grafana.add_subparsers(
+        dest="grafana_command", required=True, metavar="ACTION"
+    )
+    generate = grafana_commands.add_parser(
+        "generate", help="write the dashboards' JSON from the panel spec (grafana/dashboards/)"
+    )
+    generate.add_argument("--dir", default="grafana/dashboards", help="output directory")
+    generate.set_defaults(handler=_grafana_generate)
+    push = grafana_commands.add_parser("push", help="push the dashboards to a running Grafana")
+    push.add_argument("--url", required=True, help="Grafana's base URL, e.g. http://grafana:3000")
+    who = push.add_mutually_exclusive_group(required=True)
+    who.add_argument("--token", help="a service account token (or PERFPULSE_GRAFANA_TOKEN)")
+    who.add_argument("--user", help="a user name; the password is prompted, or read from stdin")
+    push.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    push.add_argument("--folder", help="folder title (default perfpulse)")
+    push.add_argument(
+        "--dry-run", action="store_true", help="print what would be done, change nothing"
+    )
+    push.set_defaults(handler=_grafana_push)
+
     watch = commands.add_parser(
         "watch", help="log in and print the live stream, a line per snapshot"
     )
@@ -241,5 +262,38 @@ def _watch(settings: Settings, args: argparse.Namespace) -> int:
         token = login(base_url, args.user, password)
         asyncio.run(follow(base_url, token, raw=args.json, limit=args.count))
     except WatchError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+def _grafana_generate(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from exporter.dashboards import write_all
+
+    for path in write_all(Path(args.dir)):
+        print(f"wrote {path}")
+    return 0
+
+
+def _grafana_push(settings: Settings, args: argparse.Namespace) -> int:
+    from exporter.grafana_push import PushError, plan, push
+
+    target = plan(args.url, args.folder)
+    if args.dry_run:
+        print("\n".join(target.describe()))
+        return 0
+    credential: str | tuple[str, str]
+    if args.token is not None:
+        credential = args.token
+    else:
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass(f"Grafana password for {args.user}: ")
+        credential = (args.user, password)
+    try:
+        push(target, credential)
+    except PushError as exc:
         raise CommandError(str(exc)) from None
     return 0

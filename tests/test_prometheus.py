@@ -1,0 +1,237 @@
+"""The shipped Prometheus configuration, rules and compose file, checked by the real tools;
+the dashboards' queries run by a real Prometheus against a real perfpulse."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from exporter.dashboards import load_spec
+from tests.servers import free_port, serve
+
+ROOT = Path(__file__).parent.parent
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is missing: `make test` installs it (Debian packages)"
+    return path
+
+
+def run(
+    *argv: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_promtool_check_config():
+    result = run(tool("promtool"), "check", "config", "prometheus/prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_check_rules_with_all_lints():
+    result = run(tool("promtool"), "check", "rules", "--lint=all", "prometheus/rules/perfpulse.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 15 rules found" in result.stdout
+
+
+def test_promtool_rule_unit_tests():
+    result = run(
+        tool("promtool"), "test", "rules", "tests/perfpulse_test.yml", cwd=ROOT / "prometheus"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_recording_rules_follow_level_metric_operations():
+    groups = yaml.safe_load((ROOT / "prometheus/rules/perfpulse.yml").read_text())["groups"]
+    for group in groups:
+        for rule in group["rules"]:
+            if "record" in rule:
+                level, metric, operations = rule["record"].split(":")
+                assert level == "instance" and metric.startswith("perfpulse_") and operations
+            else:
+                assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+                assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+COMPOSE_ENV = {
+    "POSTGRES_PASSWORD": "example",
+    "GRAFANA_DB_READER_PASSWORD": "example",
+    "GF_ADMIN_PASSWORD": "example",
+    "PERFPULSE_JWT_SECRET": "x" * 40,
+}
+
+
+def test_compose_file_is_valid_for_a_real_compose_parser():
+    result = run(tool("docker-compose"), "-f", "compose.yaml", "config", env=COMPOSE_ENV)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert set(config["services"]) == {"perfpulse", "postgres", "prometheus", "grafana"}
+    for name, service in config["services"].items():
+        assert "healthcheck" in service, name
+        if "image" in service and name != "perfpulse":
+            assert ":" in service["image"] and not service["image"].endswith(":latest"), name
+    assert config["services"]["perfpulse"]["pid"] == "host"
+    assert set(config["volumes"]) >= {"postgres-data", "prometheus-data", "grafana-data"}
+
+
+def test_compose_parser_rejects_a_broken_file(tmp_path):
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(
+        (ROOT / "compose.yaml")
+        .read_text()
+        .replace("    pid: host\n", "    pid: host\n    cpus: lots\n")
+    )
+    result = run(tool("docker-compose"), "-f", str(broken), "config", "-q", env=COMPOSE_ENV)
+    assert result.returncode != 0
+
+
+def test_compose_refuses_to_start_without_secrets():
+    result = run(
+        tool("docker-compose"), "-f", "compose.yaml", "config", "-q", env={"POSTGRES_PASSWORD": ""}
+    )
+    assert result.returncode != 0
+    assert "set POSTGRES_PASSWORD" in result.stderr or "set " in result.stderr
+
+
+def _expand(expr: str, rate_interval: str) -> str:
+    return (
+        expr.replace("$__rate_interval", rate_interval)
+        .replace("$instance", ".+")
+        .replace("$job", "perfpulse")
+    )
+
+
+# Panel queries that cannot return data on these virtual machines: no hardware counters,
+# no memory-controller PMU, no resctrl. test_hardware_queries_on_synthetic_series proves
+# them on synthetic data instead.
+NO_DATA_HERE = {
+    ("Hardware counters", "{{instance}} IPC"),
+    ("Memory bandwidth", "{{instance}} DRAM read"),
+    ("Memory bandwidth", "{{instance}} DRAM write"),
+    ("Memory bandwidth", "{{instance}} DRAM read+write (resctrl)"),
+}
+
+
+@pytest.mark.e2e
+def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, server_env):
+    prometheus = tool("prometheus")
+    with serve(tmp_path, "--interval", "0.5", env=server_env) as server:
+        config = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
+        config["global"]["scrape_interval"] = "1s"
+        config["global"]["evaluation_interval"] = "1s"
+        config["rule_files"] = [str(ROOT / "prometheus/rules/perfpulse.yml")]
+        job = config["scrape_configs"][0]
+        job["scrape_interval"] = "1s"
+        job["scrape_timeout"] = "1s"
+        job["static_configs"] = [{"targets": [server.url.removeprefix("http://")]}]
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = free_port()
+        api = f"http://127.0.0.1:{port}/api/v1"
+        with (tmp_path / "prometheus.log").open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    prometheus,
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    up = httpx.get(
+                        f"{api}/query", params={"query": 'count_over_time(up{job="perfpulse"}[1m])'}
+                    ).json()
+                    if up["data"]["result"] and float(up["data"]["result"][0]["value"][1]) >= 6:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
+                assert time.monotonic() < deadline, "Prometheus never scraped perfpulse"
+                time.sleep(0.5)
+            results = {}
+            for panel in load_spec():
+                for target in panel["prometheus"]:
+                    body = httpx.get(
+                        f"{api}/query", params={"query": _expand(target["expr"], "5s")}
+                    ).json()
+                    assert body["status"] == "success", (panel["title"], body)
+                    results[(panel["title"], target["legend"])] = body["data"]["result"]
+            fleet = json.loads((ROOT / "grafana/dashboards/perfpulse-fleet.json").read_text())
+            for target in fleet["panels"][0]["targets"]:
+                body = httpx.get(
+                    f"{api}/query", params={"query": _expand(target["expr"], "5s")}
+                ).json()
+                assert body["status"] == "success", (target["legendFormat"], body)
+                results[("Fleet", target["legendFormat"])] = body["data"]["result"]
+        finally:
+            process.terminate()
+            process.wait(30)
+    empty = {key for key, result in results.items() if not result}
+    expected_empty = NO_DATA_HERE | {("Fleet", "IPC"), ("Fleet", "DRAM bandwidth")}
+    assert empty == expected_empty
+
+
+def test_hardware_queries_on_synthetic_series(tmp_path):
+    """The panels this machine cannot fill, evaluated by promtool on synthetic counters."""
+    labels = 'job="perfpulse", instance="h:8000"'
+    series = [
+        (f"perfpulse_perf_cycles_total{{{labels}}}", "0+3000000000x20"),
+        (f"perfpulse_perf_instructions_total{{{labels}}}", "0+4500000000x20"),
+        (f"perfpulse_memory_read_bytes_total{{{labels}}}", "0+6000000000x20"),
+        (f"perfpulse_memory_write_bytes_total{{{labels}}}", "0+1200000000x20"),
+        (f"perfpulse_memory_transfer_bytes_total{{{labels}}}", "0+9000000000x20"),
+    ]
+    expected = {
+        "{{instance}} IPC": 1.5,
+        "{{instance}} DRAM read": 100e6,
+        "{{instance}} DRAM write": 20e6,
+        "{{instance}} DRAM read+write (resctrl)": 150e6,
+    }
+    tests = []
+    for panel in load_spec():
+        for target in panel["prometheus"]:
+            if (panel["title"], target["legend"]) in NO_DATA_HERE:
+                tests.append(
+                    {
+                        "expr": _expand(target["expr"], "5m"),
+                        "eval_time": "10m",
+                        "exp_samples": [
+                            {"labels": '{instance="h:8000"}', "value": expected[target["legend"]]}
+                        ],
+                    }
+                )
+    assert len(tests) == len(NO_DATA_HERE)
+    spec = {
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "promql_expr_test": tests,
+            }
+        ]
+    }
+    path = tmp_path / "synthetic_test.yml"
+    path.write_text(yaml.safe_dump(spec))
+    result = run(tool("promtool"), "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
