@@ -4,13 +4,37 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: run test test-external-db lint check-python test-deps bench clean
+.PHONY: run test test-external-db lint check-python test-deps bench clean dashboard frontend-test check-npm
 
-run: $(VENV)/.run
+run: $(VENV)/.run dashboard
 	$(BIN)/perfpulse serve --port $(PORT)
 
-test: $(VENV)/.dev test-deps lint
+test: $(VENV)/.dev test-deps lint frontend-test
 	$(BIN)/pytest
+
+# --- the Vue dashboard (frontend/) ---------------------------------------------------
+FRONTEND_SRC := $(shell find frontend/src exporter/spec -type f -not -path '*/__tests__/*' 2>/dev/null) \
+	frontend/index.html frontend/vite.config.js
+
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json | check-npm
+	cd frontend && npm ci --no-audit --no-fund
+	@touch $@
+
+frontend/dist/index.html: frontend/node_modules/.installed $(FRONTEND_SRC)
+	cd frontend && npm run build
+
+# `make run` builds the dashboard when it can; without npm the API and /metrics still run.
+dashboard:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory frontend/dist/index.html; \
+	else echo "perfpulse: npm not found, so the dashboard is not built (install Node.js 20 and npm); the API and /metrics run without it"; fi
+
+frontend-test: frontend/node_modules/.installed
+	cd frontend && npm test
+	@$(MAKE) --no-print-directory frontend/dist/index.html
+	cd frontend && npm run size
+
+check-npm:
+	@command -v npm >/dev/null 2>&1 || { echo "perfpulse: npm is needed to build and test the dashboard; install Node.js 20 and npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
 
 # The database tests again, on an external PostgreSQL (the machine's own by default).
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
@@ -30,7 +54,8 @@ bench: $(VENV)/.dev test-deps
 # benchmark prometheus-node-exporter.
 test-deps:
 	@scripts/ensure-packages.sh promtool:prometheus prometheus:prometheus perf:linux-perf \
-		docker-compose:docker-compose prometheus-node-exporter:prometheus-node-exporter
+		docker-compose:docker-compose chromium:chromium \
+		prometheus-node-exporter:prometheus-node-exporter
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || \
@@ -48,4 +73,4 @@ $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 	@touch $@ $(VENV)/.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info frontend/node_modules frontend/dist artifacts

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
         Path("/"), description="Where the host's root filesystem is visible (for statvfs)."
     )
 
+    dashboard_dir: Path | None = Field(
+        None, description="The built dashboard (default: frontend/dist of this source tree)."
+    )
     web_config_file: Path | None = Field(
         None,
         description="exporter-toolkit web config: TLS for the server, basic auth for /metrics.",

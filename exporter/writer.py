@@ -123,8 +123,9 @@ class BatchWriter:
                     self.max_buffered,
                 )
                 self._drop_logged = True
-        if len(self._pending) >= self.batch_size:
-            self._wake.set()
+        # Wake the flush loop: it either has a full batch now, or must start timing the
+        # oldest snapshot's age.
+        self._wake.set()
 
     async def run(self, sampler: Sampler) -> None:
         """Take every snapshot from the sampler and keep flushing, until cancelled."""

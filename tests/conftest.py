@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -12,6 +11,7 @@ import pytest
 from exporter.config import Settings, load_settings
 from exporter.storage.embedded import EmbeddedPostgres, url_for
 from exporter.storage.migrate import migrate
+from tests.aio import run
 
 TEST_SECRET = "test-secret-" + "x" * 40
 
@@ -73,9 +73,9 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         yield url
         return
     embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
-    database_url = asyncio.run(embedded.start())
+    database_url = run(embedded.start())
     yield url_for(database_url, "postgres")
-    asyncio.run(embedded.stop())
+    run(embedded.stop())
 
 
 @pytest.fixture(scope="session")
@@ -102,9 +102,9 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    run(create())
     yield url_for(postgres_admin_url, name)
-    asyncio.run(drop())
+    run(drop())
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def clean_database_url(database_url: str) -> str:
         finally:
             await conn.close()
 
-    asyncio.run(truncate())
+    run(truncate())
     return database_url
 
 

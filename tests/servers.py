@@ -59,10 +59,12 @@ def serve(
     timeout: float = 30,
     scheme: str = "http",
     verify: object = True,
+    port: int | None = None,
 ) -> Iterator[Served]:
-    """`perfpulse serve` on a free loopback port; waits for a snapshot and the database."""
-    port = free_port()
-    log_path = tmp_path / f"perfpulse-{port}.log"
+    """`perfpulse serve` on a loopback port (a free one by default); waits for a snapshot
+    and the database."""
+    port = port or free_port()
+    log_path = tmp_path / f"perfpulse-{port}-{time.monotonic_ns()}.log"
     full_env = {**os.environ, "PERFPULSE_HOST": "127.0.0.1", "PERFPULSE_PORT": str(port)}
     full_env.update(env or {})
     with log_path.open("wb") as log:

@@ -82,6 +82,7 @@ async def test_max_age_flushes_a_partial_batch(clean_database_url):
     writer = BatchWriter(database, batch_size=100, max_age=0.2)
     try:
         task = asyncio.create_task(writer._flush_loop())
+        await asyncio.sleep(0.05)  # the loop is already waiting when the snapshots come
         writer.add(snapshot(1))
         writer.add(snapshot(2))
         for _ in range(50):

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.api import auth, health, history, landing, metrics, ws
+from exporter.api.dashboard import default_directory, mount_dashboard
 from exporter.auth import load_jwt_secret
 from exporter.bootstrap import create_initial_admin
 from exporter.collectors import build_collectors, build_perf
@@ -124,7 +125,12 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
     app.include_router(auth.router)
     app.include_router(ws.router)
     app.include_router(history.router)
-    app.include_router(landing.router)
+    dashboard = settings.dashboard_dir or default_directory()
+    if mount_dashboard(app, dashboard):
+        log.info("serving the dashboard from %s", dashboard)
+    else:
+        log.info("no built dashboard in %s (make run builds it); serving a landing page", dashboard)
+        app.include_router(landing.router)
     return app
 
 

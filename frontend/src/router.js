@@ -1,0 +1,25 @@
+import { createRouter, createWebHistory } from 'vue-router'
+import { useAuthStore } from '@/stores/auth'
+import DashboardView from '@/views/DashboardView.vue'
+import HistoryView from '@/views/HistoryView.vue'
+import LoginView from '@/views/LoginView.vue'
+
+export function makeRouter() {
+  const router = createRouter({
+    history: createWebHistory(),
+    routes: [
+      { path: '/', name: 'dashboard', component: DashboardView },
+      { path: '/history', name: 'history', component: HistoryView },
+      { path: '/login', name: 'login', component: LoginView, meta: { public: true } },
+      { path: '/:rest(.*)*', redirect: '/' },
+    ],
+  })
+  router.beforeEach((to) => {
+    const auth = useAuthStore()
+    if (!to.meta.public && !auth.isAuthenticated) {
+      return { path: '/login', query: { next: to.fullPath } }
+    }
+    return true
+  })
+  return router
+}

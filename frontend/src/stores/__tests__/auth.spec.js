@@ -1,0 +1,46 @@
+import { createPinia, setActivePinia } from 'pinia'
+import { beforeEach, describe, expect, it, vi } from 'vitest'
+import { useAuthStore } from '@/stores/auth'
+
+function response(status, body, headers = {}) {
+  return {
+    ok: status >= 200 && status < 300,
+    status,
+    json: async () => body,
+    headers: { get: (name) => headers[name] ?? null },
+  }
+}
+
+beforeEach(() => {
+  sessionStorage.clear()
+  setActivePinia(createPinia())
+})
+
+describe('auth store', () => {
+  it('logs in, keeps the token for the session, logs out', async () => {
+    const auth = useAuthStore()
+    const fetchImpl = vi.fn(async () => response(200, { access_token: 'abc', token_type: 'bearer', expires_in: 3600 }))
+    await auth.login('alice', 'pw', fetchImpl)
+    expect(fetchImpl).toHaveBeenCalledWith('/api/auth/login', expect.objectContaining({ method: 'POST' }))
+    expect(JSON.parse(fetchImpl.mock.calls[0][1].body)).toEqual({ username: 'alice', password: 'pw' })
+    expect(auth.isAuthenticated).toBe(true)
+    expect(sessionStorage.getItem('perfpulse.token')).toBe('abc')
+    setActivePinia(createPinia())
+    expect(useAuthStore().token).toBe('abc') // survives a reload within the session
+    useAuthStore().logout()
+    expect(sessionStorage.getItem('perfpulse.token')).toBeNull()
+  })
+
+  it('surfaces the server message on 401 and the wait on 429', async () => {
+    const auth = useAuthStore()
+    await expect(
+      auth.login('alice', 'bad', async () => response(401, { detail: 'incorrect username or password' })),
+    ).rejects.toThrow('incorrect username or password')
+    await expect(
+      auth.login('alice', 'bad', async () =>
+        response(429, { detail: 'too many failed logins; try again later' }, { 'Retry-After': '42' }),
+      ),
+    ).rejects.toThrow('too many failed logins; try again later (wait 42 s)')
+    expect(auth.isAuthenticated).toBe(false)
+  })
+})

@@ -1,0 +1,203 @@
+import { createPinia, setActivePinia } from 'pinia'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { useAuthStore } from '@/stores/auth'
+import {
+  BACKOFF_MAX_MS,
+  MAX_ATTEMPTS,
+  MAX_POINTS,
+  backoffDelay,
+  streamUrl,
+  useMetricsStore,
+} from '@/stores/metrics'
+
+/** A stand-in WebSocket the test drives by hand (jsdom has no server to talk to). */
+class FakeSocket {
+  static instances = []
+  constructor(url, protocols) {
+    this.url = url
+    this.protocols = protocols
+    this.sent = []
+    this.closed = null
+    FakeSocket.instances.push(this)
+  }
+  send(data) {
+    this.sent.push(data)
+  }
+  close(code, reason) {
+    this.closed = { code, reason }
+  }
+  open() {
+    this.onopen?.()
+  }
+  message(snapshot) {
+    this.onmessage?.({ data: JSON.stringify(snapshot) })
+  }
+  drop(code = 1006, reason = '') {
+    this.onclose?.({ code, reason })
+  }
+}
+
+function snapshot(seq, extra = {}) {
+  return {
+    seq,
+    timestamp: new Date(1_800_000_000_000 + seq * 1000).toISOString(),
+    host: 'h',
+    cpu: { available: true, usage_percent: 50, modes_percent: { iowait: 5 } },
+    memory: { available: true, used_bytes: 1024, cached_bytes: 2048, swap_used_bytes: 0 },
+    ...extra,
+  }
+}
+
+let store
+let unauthorized
+
+beforeEach(() => {
+  setActivePinia(createPinia())
+  vi.useFakeTimers()
+  FakeSocket.instances = []
+  sessionStorage.clear()
+  useAuthStore().token = 'token-123'
+  unauthorized = vi.fn()
+  store = useMetricsStore()
+  store.configure({
+    WebSocket: FakeSocket,
+    setTimeout,
+    clearTimeout,
+    url: () => 'ws://dash.example/api/ws/metrics',
+    onUnauthorized: unauthorized,
+  })
+})
+
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+const last = () => FakeSocket.instances.at(-1)
+
+describe('metrics store', () => {
+  it('connects with the token in the subprotocol, not the URL', () => {
+    store.connect()
+    expect(store.connectionState).toBe('connecting')
+    expect(last().url).toBe('ws://dash.example/api/ws/metrics')
+    expect(last().protocols).toEqual(['bearer', 'token-123'])
+    last().open()
+    expect(store.connectionState).toBe('connected')
+  })
+
+  it('derives the stream URL from the page location', () => {
+    expect(streamUrl({ protocol: 'https:', host: 'perf.example:8443' })).toBe(
+      'wss://perf.example:8443/api/ws/metrics',
+    )
+    expect(streamUrl({ protocol: 'http:', host: '10.0.0.5:8000' })).toBe('ws://10.0.0.5:8000/api/ws/metrics')
+  })
+
+  it('keeps currentMetrics, lastUpdateTime and bounded series', () => {
+    store.connect()
+    last().open()
+    for (let seq = 1; seq <= MAX_POINTS + 5; seq += 1) last().message(snapshot(seq))
+    expect(store.currentMetrics.seq).toBe(MAX_POINTS + 5)
+    expect(store.lastUpdateTime).toBeInstanceOf(Date)
+    expect(store.series.cpu.t).toHaveLength(MAX_POINTS)
+    expect(store.series.cpu.values[0].at(-1)).toBe(0.5) // usage_percent x 0.01
+    expect(store.series.perf_events.values[0].at(-1)).toBeNull() // absent: null, not 0
+  })
+
+  it('backs off 1 s, 2 s, 4 s ... capped at 30 s', () => {
+    expect(Array.from({ length: 8 }, (_, i) => backoffDelay(i))).toEqual([
+      1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000,
+    ])
+    expect(BACKOFF_MAX_MS).toBe(30000)
+  })
+
+  it('reconnects on that exact schedule and gives up after 10 attempts', () => {
+    store.connect()
+    last().open()
+    last().drop(1006)
+    const waits = []
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
+      const before = FakeSocket.instances.length
+      const delay = backoffDelay(attempt)
+      vi.advanceTimersByTime(delay - 1)
+      expect(FakeSocket.instances.length).toBe(before) // not a millisecond early
+      vi.advanceTimersByTime(1)
+      expect(FakeSocket.instances.length).toBe(before + 1)
+      expect(store.reconnecting).toBe(true)
+      waits.push(delay)
+      last().drop(1006)
+    }
+    expect(waits).toEqual([1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000, 30000])
+    expect(store.connectionState).toBe('error')
+    expect(store.errorMessage).toBe('Failed to reconnect')
+    vi.advanceTimersByTime(120_000)
+    expect(FakeSocket.instances).toHaveLength(1 + MAX_ATTEMPTS) // no eleventh attempt
+  })
+
+  it('resets the attempts after a successful reconnect', () => {
+    store.connect()
+    last().open()
+    last().drop()
+    vi.advanceTimersByTime(1000)
+    last().drop()
+    vi.advanceTimersByTime(2000)
+    expect(store.reconnectAttempts).toBe(2)
+    last().open()
+    expect(store.reconnectAttempts).toBe(0)
+    last().drop()
+    const before = FakeSocket.instances.length
+    vi.advanceTimersByTime(1000) // the first delay again, not 4 s
+    expect(FakeSocket.instances.length).toBe(before + 1)
+  })
+
+  it('resumes from the last seq after a reconnect', () => {
+    store.connect()
+    last().open()
+    last().message(snapshot(41))
+    last().message(snapshot(42))
+    last().drop()
+    vi.advanceTimersByTime(1000)
+    last().open()
+    expect(last().sent).toEqual([JSON.stringify({ resume_from: 42 })])
+    last().message(snapshot(42)) // a duplicate is ignored
+    expect(store.series.cpu.t).toHaveLength(2)
+  })
+
+  it('on 1008 clears the token and goes to login without retrying', () => {
+    store.connect()
+    last().open()
+    last().drop(1008, 'token expired')
+    expect(useAuthStore().token).toBeNull()
+    expect(unauthorized).toHaveBeenCalledWith('token expired')
+    vi.advanceTimersByTime(60_000)
+    expect(FakeSocket.instances).toHaveLength(1)
+    expect(store.connectionState).toBe('disconnected')
+  })
+
+  it('disconnect closes with 1000, clears the current metrics and stops retrying', () => {
+    store.connect()
+    last().open()
+    last().message(snapshot(1))
+    const socket = last()
+    store.disconnect()
+    expect(socket.closed.code).toBe(1000)
+    expect(store.currentMetrics).toBeNull()
+    expect(store.connectionState).toBe('disconnected')
+    socket.drop(1000)
+    vi.advanceTimersByTime(60_000)
+    expect(FakeSocket.instances).toHaveLength(1)
+  })
+
+  it('retry after giving up starts a new round of attempts', () => {
+    store.connect()
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
+      last().drop()
+      vi.advanceTimersByTime(backoffDelay(attempt))
+    }
+    last().drop()
+    expect(store.connectionState).toBe('error')
+    store.retry()
+    expect(store.reconnectAttempts).toBe(0)
+    expect(store.connectionState).toBe('connecting')
+    last().open()
+    expect(store.connectionState).toBe('connected')
+  })
+})

@@ -1,0 +1,48 @@
+import { defineStore } from 'pinia'
+import { computed, ref } from 'vue'
+
+const KEY = 'perfpulse.token'
+
+/** The access token, kept for the browser session (sessionStorage), and the login call. */
+export const useAuthStore = defineStore('auth', () => {
+  const token = ref(sessionStorage.getItem(KEY))
+  const username = ref(sessionStorage.getItem(`${KEY}.user`))
+  const isAuthenticated = computed(() => Boolean(token.value))
+
+  async function login(name, password, fetchImpl = fetch) {
+    const response = await fetchImpl('/api/auth/login', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username: name, password }),
+    })
+    if (!response.ok) {
+      let message = `Login failed (${response.status})`
+      try {
+        const body = await response.json()
+        if (typeof body.detail === 'string') message = body.detail
+        else if (Array.isArray(body.detail)) message = body.detail.map((d) => d.msg).join('; ')
+      } catch {
+        // keep the status message
+      }
+      if (response.status === 429) {
+        const wait = response.headers.get('Retry-After')
+        if (wait) message += ` (wait ${wait} s)`
+      }
+      throw new Error(message)
+    }
+    const body = await response.json()
+    token.value = body.access_token
+    username.value = name
+    sessionStorage.setItem(KEY, body.access_token)
+    sessionStorage.setItem(`${KEY}.user`, name)
+  }
+
+  function logout() {
+    token.value = null
+    username.value = null
+    sessionStorage.removeItem(KEY)
+    sessionStorage.removeItem(`${KEY}.user`)
+  }
+
+  return { token, username, isAuthenticated, login, logout }
+})
