@@ -3,6 +3,8 @@ import { formatValue } from '@/panels'
 /** Colours that read on both backgrounds; the axis and text colours come from the theme. */
 export const PALETTE = ['#3b82f6', '#f59e0b', '#10b981', '#ef4444', '#8b5cf6', '#06b6d4']
 
+const SYMBOLS_BELOW = 20
+
 export function theme(dark) {
   return dark
     ? { text: '#d1d5db', axis: '#4b5563', split: '#374151', background: 'transparent' }
@@ -17,7 +19,7 @@ function axisLabel(unit) {
  * ECharts options for one panel: time on x, the panel's unit on y, one line per series.
  * `lines` are [{ label, data: [[ms, value|null], ...] }]. Pure: no chart, no DOM.
  */
-export function panelOptions(panel, lines, colors) {
+export function panelOptions(panel, lines, colors, range = null) {
   const yAxis = {
     type: 'value',
     min: panel.min ?? null,
@@ -43,6 +45,8 @@ export function panelOptions(panel, lines, colors) {
     },
     xAxis: {
       type: 'time',
+      min: range?.start ?? null,
+      max: range?.end ?? null,
       axisLabel: { color: colors.text, hideOverlap: true },
       axisLine: { lineStyle: { color: colors.axis } },
     },
@@ -50,7 +54,8 @@ export function panelOptions(panel, lines, colors) {
     series: lines.map((line) => ({
       name: line.label,
       type: 'line',
-      showSymbol: false,
+      // A few points are dots, or nothing would show; a long series is a plain line.
+      showSymbol: line.data.length < SYMBOLS_BELOW,
       connectNulls: false,
       lineStyle: { width: 1.5 },
       data: line.data,

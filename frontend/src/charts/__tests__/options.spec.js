@@ -52,6 +52,10 @@ describe('chart options', () => {
     expect(options.series[0].data).toEqual([[1000, 0.5], [2000, null]])
     expect(options.series[0].connectNulls).toBe(false)
     expect(options.animation).toBe(false)
+    expect(options.series[0].showSymbol).toBe(true) // two points: dots, or nothing shows
+    expect(options.xAxis.min).toBeNull()
+    const ranged = panelOptions(cpu, lines, theme(false), { start: 0, end: 5000 })
+    expect([ranged.xAxis.min, ranged.xAxis.max]).toEqual([0, 5000])
     expect(panelOptions(memory, [], theme(true)).yAxis.max).toBeNull()
     expect(theme(true).text).not.toBe(theme(false).text)
   })
