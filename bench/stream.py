@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import psutil
-import websockets
 
 from bench.common import free_port, machine, percentile, perfpulse_argv, process
 
@@ -28,48 +27,91 @@ def _raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+class LeanClient(asyncio.Protocol):
+    """A minimal WebSocket client: handshake, unmasked server frames, pong to pings.
+
+    The load generator shares the machine's two cores with the server; a full client
+    library spends more CPU per message than the server does, and would measure itself.
+    """
+
+    def __init__(self, token: str, host: str, path: str, sink: Any) -> None:
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: bearer, {token}\r\n\r\n"
+        ).encode()
+        self.sink = sink
+        self.buffer = bytearray()
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        received = time.time()
+        self.buffer += data
+        if not self.upgraded.done():
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.buffer.startswith(b"HTTP/1.1 101"):
+                self.upgraded.set_exception(RuntimeError(bytes(self.buffer[:200]).decode()))
+                return
+            del self.buffer[: end + 4]
+            self.upgraded.set_result(None)
+        while len(self.buffer) >= 2:
+            opcode, length, offset = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F, 2
+            if length == 126:
+                if len(self.buffer) < 4:
+                    return
+                length, offset = int.from_bytes(self.buffer[2:4], "big"), 4
+            elif length == 127:
+                if len(self.buffer) < 10:
+                    return
+                length, offset = int.from_bytes(self.buffer[2:10], "big"), 10
+            if len(self.buffer) < offset + length:
+                return
+            payload = bytes(self.buffer[offset : offset + length])
+            del self.buffer[: offset + length]
+            if opcode == 0x1:
+                self.sink(payload, received)
+            elif opcode == 0x9 and self.transport is not None:  # ping: masked pong, zero key
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+
+
 async def _clients(url: str, token: str, count: int, seconds: float, out: Any) -> None:
     delays: list[float] = []
-    measuring = asyncio.Event()
-    stop = asyncio.Event()
+    measuring = False
 
-    async def read(ws: Any) -> None:
-        # Read from the moment of connecting, so no message waits in the client's buffer;
-        # record only once every client is connected.
-        while not stop.is_set():
-            message = await ws.recv()
-            received = time.time()
-            if measuring.is_set():
-                # Only the timestamp is needed: find it without parsing all of the JSON.
-                start = message.index('"timestamp":"') + 13
-                stamp = datetime.fromisoformat(message[start : message.index('"', start)])
-                delays.append(received - stamp.timestamp())
+    def sink(payload: bytes, received: float) -> None:
+        if measuring:
+            # Only the timestamp is needed: find it without parsing all of the JSON.
+            start = payload.index(b'"timestamp":"') + 13
+            stamp = datetime.fromisoformat(payload[start : payload.index(b'"', start)].decode())
+            delays.append(received - stamp.timestamp())
 
-    connections = []
-    readers = []
+    host, _, path = url.removeprefix("ws://").partition("/")
+    address, port = host.split(":")
+    loop = asyncio.get_running_loop()
+    transports = []
     for start in range(0, count, 200):
-        batch = [
-            websockets.connect(
-                url,
-                subprotocols=["bearer", token],
-                ping_interval=None,
-                max_queue=4,
-                compression=None,
-            )
-            for _ in range(start, min(count, start + 200))
-        ]
-        for ws in await asyncio.gather(*batch):
-            connections.append(ws)
-            readers.append(asyncio.create_task(read(ws)))
-    out.put(("connected", len(connections)))
+        batch = []
+        for _ in range(start, min(count, start + 200)):
+            protocol = LeanClient(token, host, "/" + path, sink)
+            batch.append(loop.create_connection(lambda p=protocol: p, address, int(port)))
+        for transport, protocol in await asyncio.gather(*batch):
+            await protocol.upgraded
+            transports.append(transport)
+    out.put(("connected", len(transports)))
     await asyncio.sleep(2)
-    measuring.set()
+    measuring = True
     await asyncio.sleep(seconds)
-    stop.set()
+    measuring = False
     out.put(("delays", delays))
-    for task in readers:
-        task.cancel()
-    await asyncio.gather(*(ws.close() for ws in connections), return_exceptions=True)
+    for transport in transports:
+        transport.close()
 
 
 def _client_process(url: str, token: str, count: int, seconds: float, out: Any) -> None:
