@@ -180,16 +180,49 @@ async def _history(admin_url: str, days: int, interval: float, runs: int) -> dic
             q0 = time.perf_counter()
             await store.history_raw(conn, "bench", "cpu", end - timedelta(hours=1), end, 3.6)
             raw.append(time.perf_counter() - q0)
+        retention = await _retention(conn, start)
     finally:
         await conn.close()
     return {
         "snapshots_per_type": count,
         "load_seconds": load_seconds,
         "rollup_queries_30d_1000_points": latencies,
+        "retention_one_day": retention,
         "raw_query_1h_1000_points": {
             "p50_ms": statistics.median(raw) * 1e3,
             "p95_ms": percentile(raw, 95) * 1e3,
         },
+    }
+
+
+async def _retention(conn: asyncpg.Connection, start: datetime) -> dict[str, Any]:
+    """One day of rows removed two ways: batched DELETE (day 2) vs DROP of a partition (day 3)."""
+    day2 = (start + timedelta(days=1)).date()
+    day3 = (start + timedelta(days=2)).date()
+
+    async def wal() -> int:
+        value: int = await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+        return value
+
+    partition = store.partition_name(day2)
+    rows = await conn.fetchval(f"SELECT count(*) FROM {partition}")
+    w0, t0 = await wal(), time.perf_counter()
+    while True:
+        status = await conn.execute(
+            f"DELETE FROM {partition} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {partition} LIMIT 10000))"
+        )
+        if int(status.rsplit(" ", 1)[1]) == 0:
+            break
+    delete_seconds, delete_wal = time.perf_counter() - t0, await wal() - w0
+    w0, t0 = await wal(), time.perf_counter()
+    await conn.execute(f"DROP TABLE {store.partition_name(day3)}")
+    drop_seconds, drop_wal = time.perf_counter() - t0, await wal() - w0
+    return {
+        "rows": rows,
+        "delete_seconds": delete_seconds,
+        "delete_wal_bytes": delete_wal,
+        "drop_seconds": drop_seconds,
+        "drop_wal_bytes": drop_wal,
     }
 
 
@@ -269,6 +302,13 @@ def report(result: dict[str, Any]) -> str:
     lines.append(
         f"| cpu, last hour, 1,000 points (raw rows) | {raw['p50_ms']:.1f} ms | {raw['p95_ms']:.1f} ms |"
     )
+    r = h["retention_one_day"]
+    lines += [
+        "",
+        f"Retention, one day ({r['rows']:,} rows): batched DELETE {r['delete_seconds'] * 1e3:,.0f} ms and "
+        f"{r['delete_wal_bytes'] / 2**20:,.1f} MiB of WAL; DROP of its partition {r['drop_seconds'] * 1e3:,.1f} ms "
+        f"and {r['drop_wal_bytes'] / 1024:,.1f} KiB of WAL.",
+    ]
     d = result["drain"]
     lines += [
         "",

@@ -171,8 +171,11 @@ class BatchWriter:
             else:
                 timeout = None
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the wait completes, and shutdown would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def flush(self) -> int:
         """Write the oldest pending snapshots (a batch, or a larger chunk when draining a

@@ -48,7 +48,12 @@ class Served:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(timeout=timeout)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"perfpulse did not exit within {timeout}s of signal {sig}:\n{self.log()}"
+            ) from None
 
 
 @contextmanager

@@ -191,3 +191,18 @@ def test_sigterm_mid_batch_loses_nothing(tmp_path, server_env):
 
 def test_partition_names_are_daily():
     assert store.partition_name(T0.date()) == "metrics_snapshots_p20261126"
+
+
+async def test_cancelling_the_flush_loop_always_stops_it():
+    # Shutdown cancels the loop wherever it is: waiting, just woken, or backing off.
+    down = Database(load_settings(database_url="postgresql://nobody@127.0.0.1:1/none"))
+    for steps in range(4):  # cancel 0 to 3 loop iterations after the wake-up
+        writer = BatchWriter(down, batch_size=1000, max_age=60)
+        task = asyncio.create_task(writer._flush_loop())
+        await asyncio.sleep(0)  # the loop now waits for a wake-up
+        writer.add(snapshot(1))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)

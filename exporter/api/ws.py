@@ -153,4 +153,5 @@ async def _receive(
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(websocket.close(code, reason), timeout=1.0)
+        async with asyncio.timeout(1.0):
+            await websocket.close(code, reason)

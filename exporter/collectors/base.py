@@ -166,7 +166,8 @@ class CollectorRunner:
     ) -> CollectorResult:
         remaining = deadline - (self._clock() - started)
         try:
-            sample = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, remaining))
+            async with asyncio.timeout(max(0.0, remaining)):
+                sample = await asyncio.shield(future)
         except TimeoutError:
             future.add_done_callback(_consume_exception)
             return self._fail(f"timed out after {deadline:g}s", self._clock() - started)

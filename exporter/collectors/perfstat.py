@@ -245,9 +245,10 @@ class PerfStat:
                 # A child that prints nothing, or nothing we can read, counts as stalled.
                 remaining = self.stall_seconds - (time.monotonic() - last_good)
                 try:
-                    raw = await asyncio.wait_for(
-                        self.process.stderr.readline(), max(0.0, remaining)
-                    )
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+                    # a cancellation that arrives as a line does, and shutdown would hang.
+                    async with asyncio.timeout(max(0.0, remaining)):
+                        raw = await self.process.stderr.readline()
                 except TimeoutError:
                     return f"no usable output for {self.stall_seconds:.0f}s" + (
                         f" (it printed: {errors[0][:200]})" if errors else ""
@@ -304,7 +305,8 @@ class PerfStat:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), 2)
+                async with asyncio.timeout(2):
+                    await process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
