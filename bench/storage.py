@@ -122,7 +122,14 @@ async def _throughput(admin_url: str, template: StoredSnapshot, snapshots: int) 
     await timed("seed: executemany into json, 10 snapshots per transaction", 10, seed)
     await timed("unnest insert, 10 snapshots per transaction", 10, unnest_only)
     await timed("write_batch (insert + rollups), 10 per transaction", 10, perfpulse)
+
+    async def copy_only(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
+        async with conn.transaction():
+            await store.copy_insert(conn, chunk)
+
+    await timed("COPY via staging, 10 snapshots per transaction", 10, copy_only)
     await timed("unnest insert, 1000 snapshots per transaction", 1000, unnest_only)
+    await timed("COPY via staging, 1000 snapshots per transaction", 1000, copy_only)
     await timed("write_batch (insert + rollups), 1000 per transaction", 1000, perfpulse)
     return results
 

@@ -77,6 +77,26 @@ async def test_replaying_the_same_snapshots_writes_nothing_twice(clean_database_
         await database.stop()
 
 
+async def test_large_batches_go_through_copy_and_replay_just_the_same(clean_database_url):
+    database = await started(clean_database_url)
+    try:
+        async with database.pool.acquire() as conn:
+            batch = [snapshot(i) for i in range(store.COPY_FROM_SNAPSHOTS + 50)]
+            assert await store.write_batch(conn, batch) == 2 * len(batch)
+            rollups = await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
+            assert await store.write_batch(conn, batch) == 0
+            assert await store.write_batch(conn, batch[:20]) == 0  # the unnest path too
+            assert await store.count_rows(conn) == 2 * len(batch)
+            assert await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket") == rollups
+            # 150 one-second snapshots from 10:00:00: minute buckets of 60, 60, 30.
+            samples = await conn.fetch(
+                "SELECT samples FROM metrics_rollup_1m WHERE metric_type = 'cpu' ORDER BY bucket"
+            )
+            assert [row["samples"] for row in samples] == [60, 60, 30]
+    finally:
+        await database.stop()
+
+
 async def test_max_age_flushes_a_partial_batch(clean_database_url):
     database = await started(clean_database_url)
     writer = BatchWriter(database, batch_size=100, max_age=0.2)

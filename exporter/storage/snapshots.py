@@ -86,7 +86,7 @@ async def ensure_partitions(conn: asyncpg.Connection, days: Iterable[date]) -> N
 async def insert(
     conn: asyncpg.Connection, snapshots: Sequence[StoredSnapshot]
 ) -> set[tuple[datetime, str, str]]:
-    """One statement for the whole batch; rows already stored are skipped.
+    """One INSERT for the whole batch (unnest of arrays); rows already stored are skipped.
 
     Returns (timestamp, host, metric_type) of the rows actually added.
     """
@@ -98,6 +98,36 @@ async def insert(
             types.append(metric_type)
             data.append(text)
     rows = await conn.fetch(INSERT, timestamps, hosts, types, data)
+    return {(row["timestamp"], row["host"], row["metric_type"]) for row in rows}
+
+
+# COPY cannot skip duplicates: rows go to a per-session staging table first, emptied at
+# commit, and one INSERT ... SELECT moves the new ones.
+STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS metrics_staging (
+    "timestamp" timestamptz, host text, metric_type text, metric_data text
+) ON COMMIT DELETE ROWS
+"""
+FROM_STAGING = """
+INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data)
+SELECT "timestamp", host, metric_type, metric_data::json FROM metrics_staging
+ON CONFLICT DO NOTHING
+RETURNING "timestamp", host, metric_type
+"""
+# Below this many snapshots the staging round trips cost more than COPY saves.
+COPY_FROM_SNAPSHOTS = 100
+
+
+async def copy_insert(
+    conn: asyncpg.Connection, snapshots: Sequence[StoredSnapshot]
+) -> set[tuple[datetime, str, str]]:
+    """Like `insert`, through COPY (binary) into the staging table; inside a transaction."""
+    await conn.execute(STAGING)
+    await conn.copy_records_to_table(
+        "metrics_staging",
+        records=[(s.timestamp, s.host, t, d) for s in snapshots for t, d in s.rows],
+    )
+    rows = await conn.fetch(FROM_STAGING)
     return {(row["timestamp"], row["host"], row["metric_type"]) for row in rows}
 
 
@@ -190,7 +220,10 @@ async def write_batch(conn: asyncpg.Connection, snapshots: Sequence[StoredSnapsh
     """
     await ensure_partitions(conn, (_day(s.timestamp) for s in snapshots))
     async with conn.transaction():
-        added = await insert(conn, snapshots)
+        if len(snapshots) >= COPY_FROM_SNAPSHOTS:
+            added = await copy_insert(conn, snapshots)
+        else:
+            added = await insert(conn, snapshots)
         if added:
             await conn.executemany(ADD_ROLLUP, minute_aggregates(snapshots, added))
     return len(added)
