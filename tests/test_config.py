@@ -58,3 +58,18 @@ def test_cli_fails_at_start_with_one_clear_line():
         "perfpulse: invalid configuration: PERFPULSE_SAMPLING_INTERVAL_SECONDS: "
         "Input should be greater than or equal to 0.1 (got 0.0)"
     ]
+
+
+def test_readme_configuration_table_lists_every_setting():
+    from pathlib import Path
+
+    from exporter.config import Settings
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        line.split("|")[1].strip().strip("`")
+        for line in table.splitlines()
+        if line.startswith("| `")
+    }
+    assert rows == {f"PERFPULSE_{name.upper()}" for name in Settings.model_fields}

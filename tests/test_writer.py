@@ -83,11 +83,16 @@ async def test_large_batches_go_through_copy_and_replay_just_the_same(clean_data
         async with database.pool.acquire() as conn:
             batch = [snapshot(i) for i in range(store.COPY_FROM_SNAPSHOTS + 50)]
             assert await store.write_batch(conn, batch) == 2 * len(batch)
-            rollups = await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
+            rollups = await conn.fetch(
+                "SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket"
+            )
             assert await store.write_batch(conn, batch) == 0
             assert await store.write_batch(conn, batch[:20]) == 0  # the unnest path too
             assert await store.count_rows(conn) == 2 * len(batch)
-            assert await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket") == rollups
+            assert (
+                await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
+                == rollups
+            )
             # 150 one-second snapshots from 10:00:00: minute buckets of 60, 60, 30.
             samples = await conn.fetch(
                 "SELECT samples FROM metrics_rollup_1m WHERE metric_type = 'cpu' ORDER BY bucket"
