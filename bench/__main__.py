@@ -49,7 +49,7 @@ def main() -> None:
                 args.database_url, args.write_snapshots, args.history_days, args.query_runs
             )
             text = storage.report(result)
-        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
         print(f"## {name}\n\n{text}\n")
 
 

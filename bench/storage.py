@@ -187,7 +187,7 @@ async def _history(admin_url: str, days: int, interval: float, runs: int) -> dic
             q0 = time.perf_counter()
             await store.history_raw(conn, "bench", "cpu", end - timedelta(hours=1), end, 3.6)
             raw.append(time.perf_counter() - q0)
-        retention = await _retention(conn, start)
+        retention = await _retention(conn, start) if days >= 3 else None
     finally:
         await conn.close()
     return {
@@ -208,7 +208,7 @@ async def _retention(conn: asyncpg.Connection, start: datetime) -> dict[str, Any
     day3 = (start + timedelta(days=2)).date()
 
     async def wal() -> int:
-        value: int = await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+        value: int = await conn.fetchval("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
         return value
 
     partition = store.partition_name(day2)
@@ -310,12 +310,16 @@ def report(result: dict[str, Any]) -> str:
         f"| cpu, last hour, 1,000 points (raw rows) | {raw['p50_ms']:.1f} ms | {raw['p95_ms']:.1f} ms |"
     )
     r = h["retention_one_day"]
-    lines += [
-        "",
-        f"Retention, one day ({r['rows']:,} rows): batched DELETE {r['delete_seconds'] * 1e3:,.0f} ms and "
-        f"{r['delete_wal_bytes'] / 2**20:,.1f} MiB of WAL; DROP of its partition {r['drop_seconds'] * 1e3:,.1f} ms "
-        f"and {r['drop_wal_bytes'] / 1024:,.1f} KiB of WAL.",
-    ]
+    lines += (
+        []
+        if r is None
+        else [
+            "",
+            f"Retention, one day ({r['rows']:,} rows): batched DELETE {r['delete_seconds'] * 1e3:,.0f} ms and "
+            f"{r['delete_wal_bytes'] / 2**20:,.1f} MiB of WAL; DROP of its partition {r['drop_seconds'] * 1e3:,.1f} ms "
+            f"and {r['drop_wal_bytes'] / 1024:,.1f} KiB of WAL.",
+        ]
+    )
     d = result["drain"]
     lines += [
         "",

@@ -131,11 +131,15 @@ async def copy_insert(
     return {(row["timestamp"], row["host"], row["metric_type"]) for row in rows}
 
 
-# Adds one minute's aggregates into the stored ones, field by field (arrays may differ in
-# length when a type gained fields: the missing positions are NULL).
-ADD_ROLLUP = """
+# Adds minute aggregates into the stored ones, field by field (arrays may differ in length
+# when a type gained fields: the missing positions are NULL). One statement for a whole
+# flush: the arrays travel as array literals, one per row, because unnest flattens
+# two-dimensional arrays.
+ADD_ROLLUPS = """
 INSERT INTO metrics_rollup_1m AS r (host, metric_type, bucket, samples, counts, sums, maxes)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+SELECT host, metric_type, bucket, samples, counts::integer[], sums::float8[], maxes::float8[]
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::integer[], $5::text[], $6::text[], $7::text[])
+    AS u(host, metric_type, bucket, samples, counts, sums, maxes)
 ON CONFLICT (host, metric_type, bucket) DO UPDATE SET
     samples = r.samples + excluded.samples,
     counts = ARRAY(
@@ -148,6 +152,10 @@ ON CONFLICT (host, metric_type, bucket) DO UPDATE SET
         SELECT greatest(a, b)
         FROM unnest(r.maxes, excluded.maxes) WITH ORDINALITY AS t(a, b, i) ORDER BY i)
 """
+
+
+def _array_literal(values: Sequence[float | int | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else repr(v) for v in values) + "}"
 
 
 class _Accumulator:
@@ -187,7 +195,8 @@ def field_values(metric_type: str, data: Any) -> list[float | None]:
 def minute_aggregates(
     snapshots: Sequence[StoredSnapshot], added: set[tuple[datetime, str, str]]
 ) -> list[tuple[Any, ...]]:
-    """ADD_ROLLUP rows for the added rows, one per (host, metric type, minute)."""
+    """(host, type, minute, samples, counts, sums, maxes) for the added rows, one per
+    (host, metric type, minute)."""
     groups: dict[tuple[str, str, datetime], _Accumulator] = {}
     for snapshot in snapshots:
         minute = _minute(snapshot.timestamp)
@@ -225,7 +234,17 @@ async def write_batch(conn: asyncpg.Connection, snapshots: Sequence[StoredSnapsh
         else:
             added = await insert(conn, snapshots)
         if added:
-            await conn.executemany(ADD_ROLLUP, minute_aggregates(snapshots, added))
+            groups = minute_aggregates(snapshots, added)
+            await conn.execute(
+                ADD_ROLLUPS,
+                [g[0] for g in groups],
+                [g[1] for g in groups],
+                [g[2] for g in groups],
+                [g[3] for g in groups],
+                [_array_literal(g[4]) for g in groups],
+                [_array_literal(g[5]) for g in groups],
+                [_array_literal(g[6]) for g in groups],
+            )
     return len(added)
 
 
