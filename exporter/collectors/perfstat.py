@@ -211,6 +211,7 @@ class PerfStat:
         for note in diagnose(self.binary, self.sys_root, self.proc_root):
             log.info("perf: %s", note)
         backoff = 1.0
+        last_reason: str | None = None
         try:
             while True:
                 started = time.monotonic()
@@ -219,7 +220,10 @@ class PerfStat:
                 self.state.restarts += 1
                 if time.monotonic() - started > 60:
                     backoff = 1.0  # it ran well for a while: start over gently
-                log.warning("perf stat stopped (%s); restarting in %.0fs", reason, backoff)
+                # The same failure again (no permission, say) is not news every minute.
+                level = logging.DEBUG if reason == last_reason else logging.WARNING
+                log.log(level, "perf stat stopped (%s); restarting in %.0fs", reason, backoff)
+                last_reason = reason
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
