@@ -270,3 +270,61 @@ async def test_send_that_stalls_past_the_timeout_evicts_the_client():
     with pytest.raises(Evicted):
         await _send(socket_, client, broadcaster, settings)  # type: ignore[arg-type]
     assert socket_.sent == 1
+
+
+class StandInWriter:
+    """Stand-in for a connection's direct writer: accepts frames, or refuses (paused)."""
+
+    def __init__(self, accept: bool) -> None:
+        self.accept = accept
+        self.frames: list[bytes] = []
+
+    def write(self, frame: bytes) -> bool:
+        if self.accept:
+            self.frames.append(frame)
+        return self.accept
+
+
+def test_direct_writes_while_the_client_keeps_up_queue_otherwise():
+    from exporter.stream import Broadcaster, Frame
+
+    broadcaster = Broadcaster(queue_size=4)
+    client = broadcaster.connect()
+    writer = StandInWriter(accept=True)
+    client.direct = writer  # type: ignore[assignment]
+    client.deliver(Frame(1, "{}", b"\x81\x02{}"))
+    assert writer.frames == [b"\x81\x02{}"]
+    assert broadcaster.sent_direct_total == 1
+    writer.accept = False  # paused: the frame waits in the queue
+    client.deliver(Frame(2, "{}", b"\x81\x02{}"))
+    writer.accept = True
+    client.deliver(Frame(3, "{}", b"\x81\x02{}"))  # must not overtake frame 2
+    assert [f.seq for f in client._queue] == [2, 3]
+    assert len(writer.frames) == 1
+
+
+def test_direct_writer_only_for_uvicorns_sansio_protocol():
+    from exporter.wire import DirectWriter, text_frame
+
+    async def plain_send(message: object) -> None:
+        pass
+
+    assert DirectWriter.for_send(plain_send) is None
+    assert DirectWriter.for_send(None) is None
+    frame = text_frame('{"a":1}')
+    assert frame == b"\x81\x07" + b'{"a":1}'
+    big = text_frame("x" * 300)
+    assert big[:4] == b"\x81\x7e\x01\x2c" and len(big) == 304
+
+
+async def test_clients_that_keep_up_get_the_prebuilt_frame(stream):
+    async with websockets.connect(f"{stream.ws}?token={stream.token()}") as ws:
+        for _ in range(3):
+            json.loads(await asyncio.wait_for(ws.recv(), 5))
+    text = httpx.get(stream.http + "/metrics").text
+    direct = next(
+        float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith('perfpulse_ws_messages_sent_total{path="direct"}')
+    )
+    assert direct >= 3

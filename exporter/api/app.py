@@ -25,6 +25,7 @@ from exporter.storage.database import Database
 from exporter.stream import Broadcaster, StreamCollector
 from exporter.throttle import LoginThrottle
 from exporter.webconfig import WebConfig, load_web_config
+from exporter.wire import RawSendCapture
 from exporter.writer import BatchWriter, Retention, WriterCollector
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
         summary="Host-performance exporter",
         lifespan=lifespan,
     )
+    app.add_middleware(RawSendCapture)
     app.include_router(metrics.router)
     app.include_router(health.router)
     app.include_router(auth.router)

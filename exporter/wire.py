@@ -1,0 +1,73 @@
+"""Writing a pre-built WebSocket frame straight to a connection, when the server allows.
+
+Every stream client receives the same bytes for a snapshot. Through ASGI, each send
+re-encodes the text and re-frames it per client; at thousands of clients that is most
+of the server's work (bench/README.md). Under uvicorn's websockets-sansio protocol the
+frame can be built once and written to each connection's transport. Anything else (another
+server, another protocol class, a paused or closing connection) takes the ASGI path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
+
+ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
+EXTENSION = "perfpulse.raw_send"
+
+
+def text_frame(text: str) -> bytes:
+    """An unmasked, unfragmented text frame (server to client), as RFC 6455 lays it out."""
+    return WsFrame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+class RawSendCapture:
+    """Plain ASGI middleware: hands WebSocket endpoints the server's own `send` callable
+    (Starlette wraps it) under scope["extensions"]["perfpulse.raw_send"]."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope = {**scope, "extensions": {**(scope.get("extensions") or {}), EXTENSION: send}}
+        await self.app(scope, receive, send)
+
+
+class DirectWriter:
+    """Writes frames to one connection's transport while it is open and not paused."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    @classmethod
+    def for_send(cls, send: Any) -> DirectWriter | None:
+        """A writer for the connection behind `send`, or None where that is not safe."""
+        protocol = getattr(send, "__self__", None)
+        needed = ("transport", "writable", "disconnected", "close_sent", "handshake_complete")
+        if protocol is None or not all(hasattr(protocol, name) for name in needed):
+            return None
+        if type(protocol).__name__ != "WebSocketsSansIOProtocol":
+            return None
+        return cls(protocol)
+
+    def write(self, frame: bytes) -> bool:
+        """True if written; False if the caller must queue it (paused, closing, closed)."""
+        p = self._protocol
+        if p.disconnected or p.close_sent or not p.handshake_complete or not p.writable.is_set():
+            return False
+        if p.transport.is_closing():
+            return False
+        p.transport.write(frame)
+        return True
+
+    def abort(self) -> None:
+        """Drop the connection at once (a client whose buffers never drain)."""
+        transport = self._protocol.transport
+        if not transport.is_closing():
+            transport.abort()
