@@ -159,10 +159,14 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, ser
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    up = httpx.get(
+                    response = httpx.get(
                         f"{api}/query", params={"query": 'count_over_time(up{job="perfpulse"}[1m])'}
-                    ).json()
-                    if up["data"]["result"] and float(up["data"]["result"][0]["value"][1]) >= 6:
+                    )
+                    # While its storage starts, Prometheus answers 503 in plain text.
+                    result = (
+                        response.json()["data"]["result"] if response.status_code == 200 else []
+                    )
+                    if result and float(result[0]["value"][1]) >= 6:
                         break
                 except httpx.TransportError:
                     pass
