@@ -103,7 +103,7 @@ async def _throughput(admin_url: str, template: StoredSnapshot, snapshots: int) 
             "seconds": elapsed,
         }
 
-    async def seed(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
+    async def baseline(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
         # The original design: a batch of 10 snapshots, one INSERT per row.
         async with conn.transaction():
             await conn.executemany(
@@ -118,8 +118,10 @@ async def _throughput(admin_url: str, template: StoredSnapshot, snapshots: int) 
     async def perfpulse(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
         await store.write_batch(conn, chunk)
 
-    await timed("seed: executemany into jsonb, 10 snapshots per transaction", 10, seed, "jsonb")
-    await timed("seed: executemany into json, 10 snapshots per transaction", 10, seed)
+    await timed(
+        "baseline: one INSERT per row into jsonb, 10 per transaction", 10, baseline, "jsonb"
+    )
+    await timed("baseline: one INSERT per row into json, 10 per transaction", 10, baseline)
     await timed("unnest insert, 10 snapshots per transaction", 10, unnest_only)
     await timed("write_batch (insert + rollups), 10 per transaction", 10, perfpulse)
 
