@@ -8,8 +8,10 @@ import contextlib
 import getpass
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
+import asyncpg
 import orjson
 
 from exporter import __version__
@@ -18,6 +20,8 @@ from exporter.config import ConfigError, Settings, load_settings
 from exporter.logs import configure_logging
 from exporter.storage import users
 from exporter.storage.database import DatabaseUnavailable, open_database
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,36 +206,37 @@ def _validate_username(username: str) -> None:
         raise CommandError("a user name is 1 to 64 printable characters, no surrounding spaces")
 
 
+def _with_database(settings: Settings, action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    """Run one database action with a migrated pool, then close it."""
+
+    async def run() -> T:
+        async with open_database(settings) as pool:
+            return await action(pool)
+
+    return asyncio.run(run())
+
+
 def _users_create(settings: Settings, args: argparse.Namespace) -> int:
     _validate_username(args.username)
     password = _read_password(args)
 
-    async def run() -> None:
-        async with open_database(settings) as pool:
-            if await users.create(pool, args.username, await hash_password(password)) is None:
-                raise CommandError(f"user {args.username!r} already exists")
+    async def create(pool: asyncpg.Pool) -> users.User | None:
+        return await users.create(pool, args.username, await hash_password(password))
 
-    asyncio.run(run())
+    if _with_database(settings, create) is None:
+        raise CommandError(f"user {args.username!r} already exists")
     print(f"created user {args.username!r}")
     return 0
 
 
 def _users_list(settings: Settings, args: argparse.Namespace) -> int:
-    async def run() -> list[users.User]:
-        async with open_database(settings) as pool:
-            return await users.list_all(pool)
-
-    for user in asyncio.run(run()):
+    for user in _with_database(settings, users.list_all):
         print(f"{user.username}\tcreated {user.created_at:%Y-%m-%d %H:%M:%S%z}")
     return 0
 
 
 def _users_delete(settings: Settings, args: argparse.Namespace) -> int:
-    async def run() -> bool:
-        async with open_database(settings) as pool:
-            return await users.delete(pool, args.username)
-
-    if not asyncio.run(run()):
+    if not _with_database(settings, lambda pool: users.delete(pool, args.username)):
         raise CommandError(f"no user {args.username!r}")
     print(f"deleted user {args.username!r}")
     return 0
@@ -240,11 +245,10 @@ def _users_delete(settings: Settings, args: argparse.Namespace) -> int:
 def _users_set_password(settings: Settings, args: argparse.Namespace) -> int:
     password = _read_password(args, "New password: ")
 
-    async def run() -> bool:
-        async with open_database(settings) as pool:
-            return await users.set_password(pool, args.username, await hash_password(password))
+    async def change(pool: asyncpg.Pool) -> bool:
+        return await users.set_password(pool, args.username, await hash_password(password))
 
-    if not asyncio.run(run()):
+    if not _with_database(settings, change):
         raise CommandError(f"no user {args.username!r}")
     print(f"password changed for {args.username!r}; its existing tokens no longer work")
     return 0

@@ -49,38 +49,29 @@ def _variables() -> list[dict[str, Any]]:
             "hide": 0,
             "refresh": 1,
         },
-        {
-            "name": "job",
-            "label": "Job",
-            "type": "query",
-            "datasource": DS,
-            "query": {"query": "label_values(perfpulse_build_info, job)", "refId": "job"},
-            "definition": "label_values(perfpulse_build_info, job)",
-            "refresh": 2,
-            "includeAll": True,
-            "multi": True,
-            "allValue": ".+",
-            "current": {"text": "All", "value": "$__all"},
-            "sort": 1,
-        },
-        {
-            "name": "instance",
-            "label": "Instance",
-            "type": "query",
-            "datasource": DS,
-            "query": {
-                "query": 'label_values(perfpulse_build_info{job=~"$job"}, instance)',
-                "refId": "instance",
-            },
-            "definition": 'label_values(perfpulse_build_info{job=~"$job"}, instance)',
-            "refresh": 2,
-            "includeAll": True,
-            "multi": True,
-            "allValue": ".+",
-            "current": {"text": "All", "value": "$__all"},
-            "sort": 1,
-        },
+        _query_variable("job", "Job", "label_values(perfpulse_build_info, job)"),
+        _query_variable(
+            "instance", "Instance", 'label_values(perfpulse_build_info{job=~"$job"}, instance)'
+        ),
     ]
+
+
+def _query_variable(name: str, label: str, query: str) -> dict[str, Any]:
+    """A multi-value label variable, refreshed on time range change ("All" matches any)."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".+",
+        "current": {"text": "All", "value": "$__all"},
+        "sort": 1,
+    }
 
 
 def _dashboard(

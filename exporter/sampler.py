@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
@@ -30,19 +30,38 @@ class Snapshot:
     timestamp: datetime
     host: str
     results: dict[str, CollectorResult]
+    _sections: dict[str, tuple[JSON, bytes]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
-    def to_dict(self) -> JSON:
-        data: JSON = {
+    def sections(self) -> dict[str, tuple[JSON, bytes]]:
+        """Each collector's part and its JSON, built once: the stream and the writer both
+        need them."""
+        if not self._sections:
+            for name, result in self.results.items():
+                data = result.to_dict()
+                self._sections[name] = (data, orjson.dumps(data))
+        return self._sections
+
+    def _header(self) -> JSON:
+        return {
             "seq": self.seq,
             "timestamp": self.timestamp.isoformat(timespec="microseconds"),
             "host": self.host,
         }
-        for name, result in self.results.items():
-            data[name] = result.to_dict()
+
+    def to_dict(self) -> JSON:
+        data = self._header()
+        data.update((name, part) for name, (part, _) in self.sections().items())
         return data
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        """The whole snapshot, from the parts' JSON (no second serialization)."""
+        parts = [orjson.dumps(self._header())[:-1]]  # without the closing brace
+        for name, (_, text) in self.sections().items():
+            parts += (b",", orjson.dumps(name), b":", text)
+        parts.append(b"}")
+        return b"".join(parts)
 
 
 class Subscription:
@@ -108,6 +127,8 @@ class Sampler:
         self.host = host
         self._wall_clock = wall_clock
         self.runners = [CollectorRunner(c) for c in collectors]
+        # Threaded collectors start first so they overlap with the inline ones.
+        self._start_order = sorted(self.runners, key=lambda runner: runner.inline)
         self._subscribers: list[Subscription] = []
         # seq grows by one per tick and keeps growing across restarts: it starts from the
         # start time in milliseconds, and ticks are at least 100 ms apart. A client that
@@ -128,9 +149,7 @@ class Sampler:
     async def sample_once(self) -> Snapshot:
         """Run every collector once, concurrently, each under the deadline."""
         timestamp = self._wall_clock()
-        # Threaded collectors start first so they overlap with the inline ones.
-        order = sorted(self.runners, key=lambda runner: runner.inline)
-        started = {runner.name: runner.start(self.deadline) for runner in order}
+        started = {runner.name: runner.start(self.deadline) for runner in self._start_order}
         results = [await started[runner.name] for runner in self.runners]
         self._seq += 1
         snapshot = Snapshot(self._seq, timestamp, self.host, {r.name: r for r in results})

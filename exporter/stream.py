@@ -33,10 +33,10 @@ class Frame:
 class Client:
     """One connected client's pending frames."""
 
-    def __init__(self, queue_size: int, on_drop: Broadcaster) -> None:
+    def __init__(self, queue_size: int, owner: Broadcaster) -> None:
         self._queue: deque[Frame] = deque(maxlen=queue_size)
         self._ready = asyncio.Event()
-        self._owner = on_drop
+        self._owner = owner  # keeps the counters
         self.dropped = 0
         self.direct: DirectWriter | None = None
         self.sending = False
@@ -100,8 +100,8 @@ class Broadcaster:
         self.clients.discard(client)
 
     def publish(self, snapshot: Snapshot) -> None:
-        text = snapshot.to_json().decode()
-        frame = Frame(snapshot.seq, text, text_frame(text))
+        payload = snapshot.to_json()
+        frame = Frame(snapshot.seq, payload.decode(), text_frame(payload))
         self._recent.append(frame)
         for client in self.clients:
             client.deliver(frame)

@@ -19,9 +19,9 @@ ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 EXTENSION = "perfpulse.raw_send"
 
 
-def text_frame(text: str) -> bytes:
-    """An unmasked, unfragmented text frame (server to client), as RFC 6455 lays it out."""
-    return WsFrame(Opcode.TEXT, text.encode()).serialize(mask=False)
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented text frame (server to client) around UTF-8 `payload`."""
+    return WsFrame(Opcode.TEXT, payload).serialize(mask=False)
 
 
 class RawSendCapture:

@@ -39,13 +39,12 @@ RETRY_MAX_SECONDS = 30.0
 def to_stored(snapshot: Snapshot) -> StoredSnapshot:
     """One row per collector: the same JSON the live stream carries for that key, plus the
     plotted fields picked out now, while the data is at hand (flushes then parse nothing)."""
-    rows, values = [], {}
-    for name, result in snapshot.results.items():
-        data = result.to_dict()
-        rows.append((name, orjson.dumps(data).decode()))
-        if name in FIELDS:
-            values[name] = field_values(name, data)
-    return StoredSnapshot(snapshot.timestamp, snapshot.host, tuple(rows), values)
+    sections = snapshot.sections()
+    rows = tuple((name, text.decode()) for name, (_, text) in sections.items())
+    values = {
+        name: field_values(name, data) for name, (data, _) in sections.items() if name in FIELDS
+    }
+    return StoredSnapshot(snapshot.timestamp, snapshot.host, rows, values)
 
 
 class DurationHistogram:

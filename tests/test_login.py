@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import asyncpg
 import httpx
 import pytest
 import websockets
@@ -19,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from exporter.api.app import create_app
 from exporter.throttle import LoginThrottle
 from tests.conftest import FakeClock
+from tests.db import fetchval
 from tests.servers import serve, serve_in_thread
 from tests.test_ws import add_user
 
@@ -139,23 +139,18 @@ def test_users_cli_create_list_set_password_delete(server_env):
     listed = run_cli(server_env, "users", "list")
     assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["bob"]
 
-    async def stored_hash() -> str:
-        conn = await asyncpg.connect(server_env["PERFPULSE_DATABASE_URL"])
-        try:
-            value: str = await conn.fetchval(
-                "SELECT password_hash FROM users WHERE username = 'bob'"
-            )
-            return value
-        finally:
-            await conn.close()
+    def stored_hash() -> str:
+        sql = "SELECT password_hash FROM users WHERE username = 'bob'"
+        value: str = asyncio.run(fetchval(server_env["PERFPULSE_DATABASE_URL"], sql))
+        return value
 
-    before = asyncio.run(stored_hash())
+    before = stored_hash()
     assert before.startswith("$argon2id$")
     changed = run_cli(
         server_env, "users", "set-password", "bob", "--password-stdin", stdin="another-pass\n"
     )
     assert changed.returncode == 0, changed.stderr
-    assert asyncio.run(stored_hash()) != before
+    assert stored_hash() != before
     assert run_cli(server_env, "users", "delete", "bob").returncode == 0
     missing = run_cli(server_env, "users", "delete", "bob")
     assert (missing.returncode, missing.stderr.strip()) == (1, "perfpulse: no user 'bob'")

@@ -6,9 +6,9 @@ import asyncio
 import re
 import signal
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import orjson
 import pytest
 
@@ -17,6 +17,7 @@ from exporter.storage import snapshots as store
 from exporter.storage.database import Database
 from exporter.storage.snapshots import StoredSnapshot
 from exporter.writer import BatchWriter, Retention
+from tests.db import fetchval
 from tests.servers import serve
 
 T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
@@ -40,97 +41,81 @@ async def started(url: str, **overrides: object) -> Database:
     return database
 
 
-async def test_batch_of_ten_is_written_in_one_transaction(clean_database_url):
-    database = await started(clean_database_url)
-    try:
-        writer = BatchWriter(database, batch_size=10, max_age=60)
-        for i in range(10):
-            writer.add(snapshot(i))
-        assert await writer.flush() == 10
-        rows = await database.pool.fetch(
-            "SELECT xmin::text AS tx, count(*) AS n FROM metrics_snapshots GROUP BY 1"
+@pytest.fixture
+async def database(clean_database_url: str) -> AsyncIterator[Database]:
+    """perfpulse's Database on the test run's emptied database."""
+    started_database = await started(clean_database_url)
+    yield started_database
+    await started_database.stop()
+
+
+async def test_batch_of_ten_is_written_in_one_transaction(database):
+    writer = BatchWriter(database, batch_size=10, max_age=60)
+    for i in range(10):
+        writer.add(snapshot(i))
+    assert await writer.flush() == 10
+    rows = await database.pool.fetch(
+        "SELECT xmin::text AS tx, count(*) AS n FROM metrics_snapshots GROUP BY 1"
+    )
+    assert [(len(rows), rows[0]["n"])] == [(1, 20)]  # one transaction wrote all 20 rows
+    assert writer.buffered == 0
+    assert writer.written_total == 10
+
+
+async def test_replaying_the_same_snapshots_writes_nothing_twice(database):
+    async with database.pool.acquire() as conn:
+        batch = [snapshot(i) for i in range(30)]
+        assert await store.write_batch(conn, batch) == 60
+        rollups = await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
+        assert await store.write_batch(conn, batch) == 0
+        assert await store.write_batch(conn, batch[10:20]) == 0
+        assert await store.count_rows(conn) == 60
+        assert (
+            await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
+            == rollups
         )
-        assert [(len(rows), rows[0]["n"])] == [(1, 20)]  # one transaction wrote all 20 rows
-        assert writer.buffered == 0
-        assert writer.written_total == 10
-    finally:
-        await database.stop()
 
 
-async def test_replaying_the_same_snapshots_writes_nothing_twice(clean_database_url):
-    database = await started(clean_database_url)
-    try:
-        async with database.pool.acquire() as conn:
-            batch = [snapshot(i) for i in range(30)]
-            assert await store.write_batch(conn, batch) == 60
-            rollups = await conn.fetch(
-                "SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket"
-            )
-            assert await store.write_batch(conn, batch) == 0
-            assert await store.write_batch(conn, batch[10:20]) == 0
-            assert await store.count_rows(conn) == 60
-            assert (
-                await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
-                == rollups
-            )
-    finally:
-        await database.stop()
+async def test_large_batches_go_through_copy_and_replay_just_the_same(database):
+    async with database.pool.acquire() as conn:
+        batch = [snapshot(i) for i in range(store.COPY_FROM_SNAPSHOTS + 50)]
+        assert await store.write_batch(conn, batch) == 2 * len(batch)
+        rollups = await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
+        assert await store.write_batch(conn, batch) == 0
+        assert await store.write_batch(conn, batch[:20]) == 0  # the unnest path too
+        assert await store.count_rows(conn) == 2 * len(batch)
+        assert (
+            await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
+            == rollups
+        )
+        # 150 one-second snapshots from 10:00:00: minute buckets of 60, 60, 30.
+        samples = await conn.fetch(
+            "SELECT samples FROM metrics_rollup_1m WHERE metric_type = 'cpu' ORDER BY bucket"
+        )
+        assert [row["samples"] for row in samples] == [60, 60, 30]
 
 
-async def test_large_batches_go_through_copy_and_replay_just_the_same(clean_database_url):
-    database = await started(clean_database_url)
-    try:
-        async with database.pool.acquire() as conn:
-            batch = [snapshot(i) for i in range(store.COPY_FROM_SNAPSHOTS + 50)]
-            assert await store.write_batch(conn, batch) == 2 * len(batch)
-            rollups = await conn.fetch(
-                "SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket"
-            )
-            assert await store.write_batch(conn, batch) == 0
-            assert await store.write_batch(conn, batch[:20]) == 0  # the unnest path too
-            assert await store.count_rows(conn) == 2 * len(batch)
-            assert (
-                await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
-                == rollups
-            )
-            # 150 one-second snapshots from 10:00:00: minute buckets of 60, 60, 30.
-            samples = await conn.fetch(
-                "SELECT samples FROM metrics_rollup_1m WHERE metric_type = 'cpu' ORDER BY bucket"
-            )
-            assert [row["samples"] for row in samples] == [60, 60, 30]
-    finally:
-        await database.stop()
-
-
-async def test_max_age_flushes_a_partial_batch(clean_database_url):
-    database = await started(clean_database_url)
+async def test_max_age_flushes_a_partial_batch(database):
     writer = BatchWriter(database, batch_size=100, max_age=0.2)
-    try:
-        task = asyncio.create_task(writer._flush_loop())
-        await asyncio.sleep(0.05)  # the loop is already waiting when the snapshots come
-        writer.add(snapshot(1))
-        writer.add(snapshot(2))
-        for _ in range(50):
-            await asyncio.sleep(0.05)
-            if writer.written_total:
-                break
-        task.cancel()
-        assert writer.written_total == 2
-        assert await store.count_rows(database.pool) == 4
-    finally:
-        await database.stop()
+    task = asyncio.create_task(writer._flush_loop())
+    await asyncio.sleep(0.05)  # the loop is already waiting when the snapshots come
+    writer.add(snapshot(1))
+    writer.add(snapshot(2))
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if writer.written_total:
+            break
+    task.cancel()
+    assert writer.written_total == 2
+    assert await store.count_rows(database.pool) == 4
 
 
-async def test_shutdown_flushes_the_partial_batch(clean_database_url):
-    database = await started(clean_database_url)
-    try:
-        writer = BatchWriter(database, batch_size=10, max_age=3600)
-        for i in range(7):
-            writer.add(snapshot(i))
-        await writer.stop(5)
-        assert await store.count_rows(database.pool) == 14
-    finally:
-        await database.stop()
+async def test_shutdown_flushes_the_partial_batch(database):
+    writer = BatchWriter(database, batch_size=10, max_age=3600)
+    for i in range(7):
+        writer.add(snapshot(i))
+    await writer.stop(5)
+    assert await store.count_rows(database.pool) == 14
 
 
 async def test_full_buffer_drops_the_oldest_and_counts_them():
@@ -165,29 +150,25 @@ async def test_outage_at_shutdown_spools_and_next_start_writes_them(clean_databa
         await database.stop()
 
 
-async def test_retention_drops_whole_old_partitions(clean_database_url):
-    database = await started(clean_database_url)
+async def test_retention_drops_whole_old_partitions(database):
     now = datetime.now(UTC)
-    try:
-        async with database.pool.acquire() as conn:
-            await store.write_batch(
-                conn, [snapshot(i, start=now - timedelta(days=40)) for i in range(3)]
-            )
-            await store.write_batch(
-                conn, [snapshot(i, start=now - timedelta(minutes=5)) for i in range(3)]
-            )
-        dropped = await Retention(database, days=30).enforce(now)
-        old_day = (now - timedelta(days=40)).date()
-        assert dropped == [f"metrics_snapshots_p{old_day:%Y%m%d}"]
-        assert await store.count_rows(database.pool) == 6
-        assert (
-            await database.pool.fetchval(
-                "SELECT count(*) FROM metrics_rollup_1m WHERE bucket < $1", now - timedelta(days=30)
-            )
-            == 0
+    async with database.pool.acquire() as conn:
+        await store.write_batch(
+            conn, [snapshot(i, start=now - timedelta(days=40)) for i in range(3)]
         )
-    finally:
-        await database.stop()
+        await store.write_batch(
+            conn, [snapshot(i, start=now - timedelta(minutes=5)) for i in range(3)]
+        )
+    dropped = await Retention(database, days=30).enforce(now)
+    old_day = (now - timedelta(days=40)).date()
+    assert dropped == [f"metrics_snapshots_p{old_day:%Y%m%d}"]
+    assert await store.count_rows(database.pool) == 6
+    assert (
+        await database.pool.fetchval(
+            "SELECT count(*) FROM metrics_rollup_1m WHERE bucket < $1", now - timedelta(days=30)
+        )
+        == 0
+    )
 
 
 @pytest.mark.e2e
@@ -200,17 +181,8 @@ def test_sigterm_mid_batch_loses_nothing(tmp_path, server_env):
     taken = int(re.search(r"sampler stopped after (\d+) snapshots", log)[1])
     assert taken >= 10
 
-    async def stored() -> int:
-        conn = await asyncpg.connect(server_env["PERFPULSE_DATABASE_URL"])
-        try:
-            value: int = await conn.fetchval(
-                'SELECT count(DISTINCT "timestamp") FROM metrics_snapshots'
-            )
-            return value
-        finally:
-            await conn.close()
-
-    assert asyncio.run(stored()) == taken
+    sql = 'SELECT count(DISTINCT "timestamp") FROM metrics_snapshots'
+    assert asyncio.run(fetchval(server_env["PERFPULSE_DATABASE_URL"], sql)) == taken
     assert f"{taken} snapshots written" in log
 
 

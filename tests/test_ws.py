@@ -311,9 +311,9 @@ def test_direct_writer_only_for_uvicorns_sansio_protocol():
 
     assert DirectWriter.for_send(plain_send) is None
     assert DirectWriter.for_send(None) is None
-    frame = text_frame('{"a":1}')
+    frame = text_frame(b'{"a":1}')
     assert frame == b"\x81\x07" + b'{"a":1}'
-    big = text_frame("x" * 300)
+    big = text_frame(b"x" * 300)
     assert big[:4] == b"\x81\x7e\x01\x2c" and len(big) == 304
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
+from starlette.requests import HTTPConnection
 
 from exporter.auth import TokenError, user_for_token
 from exporter.config import Settings
@@ -16,45 +18,29 @@ from exporter.storage.database import Database, DatabaseUnavailable
 from exporter.storage.users import User
 from exporter.stream import Broadcaster
 from exporter.throttle import LoginThrottle
+from exporter.webconfig import WebConfig
 
 
-def _sampler(request: Request) -> Sampler:
-    sampler: Sampler = request.state.sampler
-    return sampler
+def _state(name: str) -> Callable[[HTTPConnection], Any]:
+    """A dependency returning one resource from the lifespan state (HTTP and WebSocket)."""
+
+    def get(connection: HTTPConnection) -> Any:
+        return getattr(connection.state, name)
+
+    return get
 
 
-def _registry(request: Request) -> CollectorRegistry:
-    registry: CollectorRegistry = request.state.registry
-    return registry
+SamplerDep = Annotated[Sampler, Depends(_state("sampler"))]
+RegistryDep = Annotated[CollectorRegistry, Depends(_state("registry"))]
+SettingsDep = Annotated[Settings, Depends(_state("settings"))]
+SecretDep = Annotated[bytes, Depends(_state("jwt_secret"))]
+ThrottleDep = Annotated[LoginThrottle, Depends(_state("login_throttle"))]
+BroadcasterDep = Annotated[Broadcaster, Depends(_state("broadcaster"))]
+DatabaseDep = Annotated[Database, Depends(_state("database"))]
+WebConfigDep = Annotated[WebConfig, Depends(_state("web_config"))]
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.state.settings
-    return settings
-
-
-def _secret(request: Request) -> bytes:
-    secret: bytes = request.state.jwt_secret
-    return secret
-
-
-def _throttle(request: Request) -> LoginThrottle:
-    throttle: LoginThrottle = request.state.login_throttle
-    return throttle
-
-
-def _broadcaster(request: Request) -> Broadcaster:
-    broadcaster: Broadcaster = request.state.broadcaster
-    return broadcaster
-
-
-def _database(request: Request) -> Database:
-    database: Database = request.state.database
-    return database
-
-
-def _pool(request: Request) -> asyncpg.Pool:
-    database: Database = request.state.database
+def _pool(database: DatabaseDep) -> asyncpg.Pool:
     try:
         return database.pool
     except DatabaseUnavailable as exc:
@@ -63,14 +49,7 @@ def _pool(request: Request) -> asyncpg.Pool:
         ) from None
 
 
-SamplerDep = Annotated[Sampler, Depends(_sampler)]
-RegistryDep = Annotated[CollectorRegistry, Depends(_registry)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
-SecretDep = Annotated[bytes, Depends(_secret)]
-ThrottleDep = Annotated[LoginThrottle, Depends(_throttle)]
-BroadcasterDep = Annotated[Broadcaster, Depends(_broadcaster)]
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
-DatabaseDep = Annotated[Database, Depends(_database)]
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /api/auth/login")
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from exporter.api.deps import RegistryDep
-from exporter.webconfig import WebConfig
+from exporter.api.deps import RegistryDep, WebConfigDep
 
 router = APIRouter(tags=["metrics"])
 
 
-def _require_scrape_credentials(request: Request) -> None:
+def _require_scrape_credentials(request: Request, web: WebConfigDep) -> None:
     """Basic auth from PERFPULSE_WEB_CONFIG_FILE's basic_auth_users, when it has any."""
-    web: WebConfig = request.state.web_config
     if not web.check(request.headers.get("authorization")):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -23,8 +21,12 @@ def _require_scrape_credentials(request: Request) -> None:
         )
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-async def metrics(request: Request, registry: RegistryDep) -> Response:
-    _require_scrape_credentials(request)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    dependencies=[Depends(_require_scrape_credentials)],
+)
+async def metrics(registry: RegistryDep) -> Response:
     # Text format 0.0.4, as node_exporter serves: understood by every Prometheus release.
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -12,9 +12,10 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from exporter.api.deps import BroadcasterDep, DatabaseDep, SecretDep, SettingsDep
 from exporter.auth import TokenError, user_for_token
 from exporter.config import Settings
-from exporter.storage.database import Database, DatabaseUnavailable
+from exporter.storage.database import DatabaseUnavailable
 from exporter.stream import Broadcaster, Client
 from exporter.wire import EXTENSION, DirectWriter
 
@@ -58,12 +59,13 @@ def origin_allowed(websocket: WebSocket, allowed: frozenset[str]) -> bool:
 
 
 @router.websocket("/api/ws/metrics")
-async def metrics_stream(websocket: WebSocket) -> None:
-    state = websocket.state
-    settings: Settings = state.settings
-    database: Database = state.database
-    broadcaster: Broadcaster = state.broadcaster
-
+async def metrics_stream(
+    websocket: WebSocket,
+    settings: SettingsDep,
+    database: DatabaseDep,
+    broadcaster: BroadcasterDep,
+    secret: SecretDep,
+) -> None:
     token, subprotocol = token_from(websocket)
     # Accept first, then close with a reason: a close before accept reaches the browser as
     # 1006 with no reason, and the dashboard could not tell a bad token from a dead server.
@@ -75,7 +77,7 @@ async def metrics_stream(websocket: WebSocket) -> None:
         await websocket.close(POLICY_VIOLATION, "missing token")
         return
     try:
-        user = await user_for_token(database.pool, state.jwt_secret, token)
+        user = await user_for_token(database.pool, secret, token)
     except TokenError as exc:
         await websocket.close(POLICY_VIOLATION, str(exc))
         return

@@ -1,4 +1,5 @@
-"""What every collector shares: the protocol, rate arithmetic, and `safe_collect`."""
+"""What every collector shares: the protocol, rate arithmetic, and the runner that turns
+failures and timeouts into unavailable results (the design's `safe_collect`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client.metrics_core import Metric
 
@@ -102,6 +103,20 @@ def sum_rates(
     return total
 
 
+class LastReading(Generic[T]):
+    """The previous reading of a collector and when it was taken, for rates."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, T] | None = None
+
+    def swap(self, now: float, reading: T) -> tuple[T | None, float | None]:
+        """Keep `reading`; return the one before it and the seconds between (None first)."""
+        last, self._last = self._last, (now, reading)
+        if last is None:
+            return None, None
+        return last[1], now - last[0]
+
+
 def read_text(path: Path | str) -> str:
     """Read a kernel text file; a missing file means the source is unavailable here."""
     try:
@@ -171,21 +186,23 @@ class CollectorRunner:
         except TimeoutError:
             future.add_done_callback(_consume_exception)
             return self._fail(f"timed out after {deadline:g}s", self._clock() - started)
-        except Unavailable as exc:
-            return self._fail(str(exc), self._clock() - started, level=logging.DEBUG)
         except Exception as exc:
-            return self._fail(f"{type(exc).__name__}: {exc}", self._clock() - started)
+            return self._failed(exc, started)
         self._inflight = None
         return self._succeed(sample, started)
 
     def _run_inline(self, started: float) -> CollectorResult:
         try:
             sample = self.collector.collect()
-        except Unavailable as exc:
-            return self._fail(str(exc), self._clock() - started, level=logging.DEBUG)
         except Exception as exc:
-            return self._fail(f"{type(exc).__name__}: {exc}", self._clock() - started)
+            return self._failed(exc, started)
         return self._succeed(sample, started)
+
+    def _failed(self, exc: Exception, started: float) -> CollectorResult:
+        """ "No data here" is logged at debug; anything else is a warning."""
+        if isinstance(exc, Unavailable):
+            return self._fail(str(exc), self._clock() - started, level=logging.DEBUG)
+        return self._fail(f"{type(exc).__name__}: {exc}", self._clock() - started)
 
     def _succeed(self, sample: Sample, started: float) -> CollectorResult:
         if self._last_error is not None:
@@ -237,8 +254,3 @@ def _ready(result: CollectorResult) -> asyncio.Future[CollectorResult]:
 def _consume_exception(future: asyncio.Future[Sample]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-async def safe_collect(collector: Collector, deadline: float) -> CollectorResult:
-    """Collect once under `deadline`; failures become an unavailable result."""
-    return await CollectorRunner(collector).run(deadline)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, Unavailable, rate, read_text
+from exporter.collectors.base import JSON, Clock, LastReading, Unavailable, rate, read_text
 from exporter.collectors.families import counter, gauge, labeled_counter, labeled_gauge
 
 MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -213,7 +213,7 @@ class CpuCollector:
         self.sys_root = sys_root
         self.clock = clock
         self.ticks_per_second = ticks_per_second or float(os.sysconf("SC_CLK_TCK"))
-        self._previous: tuple[float, ProcStat] | None = None
+        self._last: LastReading[ProcStat] = LastReading()
         self._cpufreq: bool | None = None
         self._stat_path = str(proc_root / "stat")
         self._loadavg_path = str(proc_root / "loadavg")
@@ -222,11 +222,7 @@ class CpuCollector:
     def collect(self) -> CpuSample:
         now = self.clock()
         stat = parse_proc_stat(read_text(self._stat_path), self.ticks_per_second)
-        previous, elapsed = None, None
-        if self._previous is not None:
-            elapsed = now - self._previous[0]
-            previous = self._previous[1]
-        self._previous = (now, stat)
+        previous, elapsed = self._last.swap(now, stat)
         return CpuSample(stat, previous, elapsed, self._load(), self._frequency(stat))
 
     def _load(self) -> tuple[float, float, float] | None:

@@ -19,6 +19,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.collectors.base import (
     JSON,
     Clock,
+    LastReading,
     WorkerThread,
     rate,
     rates,
@@ -257,7 +258,7 @@ class DiskCollector:
         self.clock = clock
         self.statvfs = statvfs
         self.device_exclude = re.compile(device_exclude)
-        self._previous: tuple[float, dict[str, dict[str, float]]] | None = None
+        self._last: LastReading[dict[str, dict[str, float]]] = LastReading()
         self._diskstats_path = str(proc_root / "diskstats")
         self._stacked: tuple[frozenset[str], frozenset[str]] | None = None
         self._mounts: tuple[float, list[Mount]] | None = None
@@ -274,11 +275,7 @@ class DiskCollector:
             for name, row in parse_diskstats(read_text(self._diskstats_path)).items()
             if not self.device_exclude.search(name)
         }
-        previous, elapsed = None, None
-        if self._previous is not None:
-            elapsed = now - self._previous[0]
-            previous = self._previous[1]
-        self._previous = (now, devices)
+        previous, elapsed = self._last.swap(now, devices)
         total_devices = self._unstacked(frozenset(devices))
         return DiskSample(devices, previous, elapsed, total_devices, self._filesystems(now))
 

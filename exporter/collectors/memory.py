@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, rate, read_text
+from exporter.collectors.base import JSON, Clock, LastReading, rate, read_text
 from exporter.collectors.families import counter, gauge
 
 # /proc/meminfo field -> exported name (all in bytes).
@@ -129,7 +129,7 @@ class MemoryCollector:
         self.proc_root = proc_root
         self.clock = clock
         self.page_size = page_size or os.sysconf("SC_PAGE_SIZE")
-        self._previous: tuple[float, tuple[int, int]] | None = None
+        self._last: LastReading[tuple[int, int]] = LastReading()
         self._meminfo_path = str(proc_root / "meminfo")
         self._vmstat_path = str(proc_root / "vmstat")
 
@@ -144,9 +144,5 @@ class MemoryCollector:
             _counter(_SWAP_IN, vmstat) * self.page_size,
             _counter(_SWAP_OUT, vmstat) * self.page_size,
         )
-        previous, elapsed = None, None
-        if self._previous is not None:
-            elapsed = now - self._previous[0]
-            previous = self._previous[1]
-        self._previous = (now, swap)
+        previous, elapsed = self._last.swap(now, swap)
         return MemorySample(values, swap[0], swap[1], previous, elapsed)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, rate, read_text
+from exporter.collectors.base import JSON, Clock, LastReading, rate, read_text
 from exporter.collectors.families import counter, labeled_gauge
 from exporter.collectors.memory import parse_vmstat
 from exporter.collectors.perfstat import CACHE_LINE_BYTES, UNIT_BYTES, PerfStat
@@ -139,7 +139,7 @@ class MemoryBandwidthCollector:
         self.perf = perf
         self.clock = clock
         self._vmstat_path = str(proc_root / "vmstat")
-        self._previous: tuple[float, dict[str, float], int | None] | None = None
+        self._last: LastReading[tuple[dict[str, float], int | None]] = LastReading()
 
     def _imc(self) -> tuple[float | None, float | None, float | None, float | None]:
         """(read total, write total, read rate, write rate) in bytes from the perf child."""
@@ -163,11 +163,9 @@ class MemoryBandwidthCollector:
         now = self.clock()
         vmstat = vmstat_counters(read_text(self._vmstat_path))
         resctrl = resctrl_total_bytes(self.resctrl)
-        previous = self._previous
-        self._previous = (now, vmstat, resctrl)
-        elapsed = None if previous is None else now - previous[0]
+        previous, elapsed = self._last.swap(now, (vmstat, resctrl))
         vmstat_rates = {
-            name: rate(value, previous[1].get(name) if previous else None, elapsed)
+            name: rate(value, previous[0].get(name) if previous else None, elapsed)
             for name, value in vmstat.items()
         }
         read, write, read_rate, write_rate = self._imc()
@@ -185,7 +183,7 @@ class MemoryBandwidthCollector:
                 vmstat_rates,
             )
         if resctrl is not None:
-            before = None if previous is None else previous[2]
+            before = None if previous is None else previous[1]
             return BandwidthSample(
                 "resctrl",
                 None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, rates, read_text, sum_rates
+from exporter.collectors.base import JSON, Clock, LastReading, rates, read_text, sum_rates
 from exporter.collectors.families import labeled_counter
 
 # Column order of /proc/net/dev after the interface name.
@@ -113,15 +113,11 @@ class NetworkCollector:
         self.proc_root = proc_root
         self.clock = clock
         self.total_exclude = re.compile(total_exclude)
-        self._previous: tuple[float, dict[str, dict[str, int]]] | None = None
+        self._last: LastReading[dict[str, dict[str, int]]] = LastReading()
         self._net_dev_path = str(proc_root / "net/dev")
 
     def collect(self) -> NetworkSample:
         now = self.clock()
         interfaces = parse_net_dev(read_text(self._net_dev_path))
-        previous, elapsed = None, None
-        if self._previous is not None:
-            elapsed = now - self._previous[0]
-            previous = self._previous[1]
-        self._previous = (now, interfaces)
+        previous, elapsed = self._last.swap(now, interfaces)
         return NetworkSample(interfaces, previous, elapsed, self.total_exclude)

@@ -357,49 +357,49 @@ async def history_raw(
         f"(metric_data #>> {sql_path(path)})::float8 AS f{i}" for i, (_, path) in enumerate(fields)
     )
     aggregates = ", ".join(f"avg(f{i}) AS a{i}, max(f{i}) AS m{i}" for i in range(len(fields)))
-    rows = await db.fetch(  # SQL from the constant FIELDS table; values are parameters
-        f"""
+    sql = f"""
         SELECT date_bin($5::interval, "timestamp", $6) AS bucket, count(*) AS samples, {aggregates}
         FROM (
             SELECT "timestamp", {values} FROM metrics_snapshots
             WHERE host = $1 AND metric_type = $2 AND "timestamp" >= $3 AND "timestamp" < $4
         ) AS rows
         GROUP BY 1 ORDER BY 1
-        """,
-        host,
-        metric_type,
-        start,
-        end,
-        timedelta(seconds=bucket_seconds),
-        BUCKET_ORIGIN,
-    )
-    return _from_rows(rows, [name for name, _ in fields], "raw", bucket_seconds)
+    """
+    return await _buckets(db, sql, "raw", host, metric_type, start, end, bucket_seconds)
 
 
 async def history_rollup(
     db: Any, host: str, metric_type: str, start: datetime, end: datetime, bucket_seconds: float
 ) -> Series:
     """Buckets (whole minutes) re-aggregated from the minute rollups (long ranges)."""
-    fields = FIELDS[metric_type]
     aggregates = ", ".join(
         f"sum(sums[{i + 1}]) / nullif(sum(counts[{i + 1}]), 0) AS a{i}, max(maxes[{i + 1}]) AS m{i}"
-        for i in range(len(fields))
+        for i in range(len(FIELDS[metric_type]))
     )
-    rows = await db.fetch(  # SQL from the constant FIELDS table; values are parameters
-        f"""
+    sql = f"""
         SELECT date_bin($5::interval, bucket, $6) AS bucket, sum(samples)::int AS samples, {aggregates}
         FROM metrics_rollup_1m
         WHERE host = $1 AND metric_type = $2 AND bucket >= $3 AND bucket < $4
         GROUP BY 1 ORDER BY 1
-        """,
-        host,
-        metric_type,
-        start,
-        end,
-        timedelta(seconds=bucket_seconds),
-        BUCKET_ORIGIN,
+    """
+    return await _buckets(db, sql, "1m", host, metric_type, start, end, bucket_seconds)
+
+
+async def _buckets(
+    db: Any,
+    sql: str,
+    resolution: str,
+    host: str,
+    metric_type: str,
+    start: datetime,
+    end: datetime,
+    bucket_seconds: float,
+) -> Series:
+    """Run a bucketing query (SQL from the constant FIELDS table; values are parameters)."""
+    rows = await db.fetch(
+        sql, host, metric_type, start, end, timedelta(seconds=bucket_seconds), BUCKET_ORIGIN
     )
-    return _from_rows(rows, [name for name, _ in fields], "1m", bucket_seconds)
+    return _from_rows(rows, [name for name, _ in FIELDS[metric_type]], resolution, bucket_seconds)
 
 
 async def latest(db: Any, host: str) -> tuple[datetime, dict[str, Any]] | None:
@@ -425,9 +425,6 @@ async def latest(db: Any, host: str) -> tuple[datetime, dict[str, Any]] | None:
     return rows[0]["timestamp"], {row["metric_type"]: orjson.loads(row["data"]) for row in rows}
 
 
-async def count_rows(db: Any, host: str | None = None) -> int:
-    if host is None:
-        value: int = await db.fetchval("SELECT count(*) FROM metrics_snapshots")
-    else:
-        value = await db.fetchval("SELECT count(*) FROM metrics_snapshots WHERE host = $1", host)
+async def count_rows(db: Any) -> int:
+    value: int = await db.fetchval("SELECT count(*) FROM metrics_snapshots")
     return value
