@@ -17,7 +17,7 @@ import psutil
 from bench.common import free_port, machine, median, percentile, perfpulse_argv, process
 from exporter.collectors import build_collectors
 from exporter.config import load_settings
-from exporter.sampler import Sampler
+from exporter.runtime import Runtime
 
 NODE_EXPORTER = "prometheus-node-exporter"
 # node_exporter collectors that cover what perfpulse's four psutil-style collectors do.
@@ -30,9 +30,9 @@ DURATION = re.compile(r'^node_scrape_collector_duration_seconds\{collector="(\w+
 
 def tick_cost(ticks: int) -> dict[str, Any]:
     """CPU and wall time of one full tick (four collectors, threads, snapshot)."""
-    settings = load_settings()
+    settings = load_settings(sampling_interval_seconds=1.0, hostname="bench")
     collectors = [c for c in build_collectors(settings) if c.name in NODE_EQUIVALENTS]
-    sampler = Sampler(collectors, interval=1.0, deadline=0.5, host="bench")
+    sampler = Runtime(settings, collectors=collectors).sampler
 
     cpu: list[float] = []
     wall: list[float] = []

@@ -20,16 +20,15 @@ import orjson
 
 from bench.common import machine, percentile
 from exporter.api.history import bucket_width
-from exporter.collectors import build_collectors
 from exporter.config import load_settings
-from exporter.sampler import Sampler
-from exporter.storage import snapshots as store
-from exporter.storage.database import Database
+from exporter.runtime import Runtime
+from exporter.sinks.writer import to_stored
+from exporter.storage import history as reads
+from exporter.storage import ingest, partitions
 from exporter.storage.embedded import EmbeddedPostgres, url_for
 from exporter.storage.fields import FIELDS
+from exporter.storage.ingest import StoredSnapshot
 from exporter.storage.migrate import migrate
-from exporter.storage.snapshots import StoredSnapshot
-from exporter.writer import BatchWriter, to_stored
 
 SEED_INSERT = (
     'INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data) '
@@ -39,11 +38,11 @@ SEED_INSERT = (
 
 async def _real_snapshot() -> StoredSnapshot:
     """One snapshot of this machine, for realistic row sizes."""
-    settings = load_settings()
-    sampler = Sampler(build_collectors(settings), interval=1.0, deadline=0.5, host="bench")
-    await sampler.sample_once()
-    await asyncio.sleep(0.2)
-    return to_stored(await sampler.sample_once())
+    runtime = Runtime(load_settings(sampling_interval_seconds=1.0, hostname="bench"))
+    async with runtime.sampling_only() as sampler:
+        await sampler.sample_once()
+        await asyncio.sleep(0.2)
+        return to_stored(await sampler.sample_once())
 
 
 def _series(
@@ -88,12 +87,12 @@ async def _throughput(admin_url: str, template: StoredSnapshot, snapshots: int) 
                 await conn.execute(
                     f"ALTER TABLE metrics_snapshots ALTER COLUMN metric_data TYPE {column}"
                 )
-            await store.ensure_partitions(conn, {s.timestamp.date() for s in batch})
+            await partitions.ensure_partitions(conn, {s.timestamp.date() for s in batch})
             t0 = time.perf_counter()
             for i in range(0, len(batch), chunk):
                 await write(conn, batch[i : i + chunk])
             elapsed = time.perf_counter() - t0
-            stored = await store.count_rows(conn)
+            stored = await reads.count_rows(conn)
         finally:
             await conn.close()
         assert stored == len(batch) * rows_per_snapshot, (name, stored)
@@ -113,10 +112,10 @@ async def _throughput(admin_url: str, template: StoredSnapshot, snapshots: int) 
 
     async def unnest_only(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
         async with conn.transaction():
-            await store.insert(conn, chunk)
+            await ingest.insert(conn, chunk)
 
     async def perfpulse(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
-        await store.write_batch(conn, chunk)
+        await ingest.write_batch(conn, chunk)
 
     await timed(
         "baseline: one INSERT per row into jsonb, 10 per transaction", 10, baseline, "jsonb"
@@ -127,7 +126,7 @@ async def _throughput(admin_url: str, template: StoredSnapshot, snapshots: int) 
 
     async def copy_only(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
         async with conn.transaction():
-            await store.copy_insert(conn, chunk)
+            await ingest.copy_insert(conn, chunk)
 
     await timed("COPY via staging, 10 snapshots per transaction", 10, copy_only)
     await timed("unnest insert, 1000 snapshots per transaction", 1000, unnest_only)
@@ -167,7 +166,7 @@ async def _history(admin_url: str, days: int, interval: float, runs: int) -> dic
                 )
                 for i in range(first, min(count, first + chunk))
             ]
-            await store.write_batch(conn, batch)
+            await ingest.write_batch(conn, batch)
         load_seconds = time.perf_counter() - t0
         await conn.execute("VACUUM ANALYZE")
         latencies: dict[str, dict[str, float]] = {}
@@ -177,7 +176,7 @@ async def _history(admin_url: str, days: int, interval: float, runs: int) -> dic
             samples = []
             for _ in range(runs):
                 q0 = time.perf_counter()
-                series = await store.history_rollup(conn, "bench", metric_type, start, end, bucket)
+                series = await reads.history_rollup(conn, "bench", metric_type, start, end, bucket)
                 samples.append(time.perf_counter() - q0)
             assert 0 < len(series.timestamps) <= 1001, len(series.timestamps)
             latencies[metric_type] = {
@@ -187,7 +186,7 @@ async def _history(admin_url: str, days: int, interval: float, runs: int) -> dic
         raw = []
         for _ in range(runs):
             q0 = time.perf_counter()
-            await store.history_raw(conn, "bench", "cpu", end - timedelta(hours=1), end, 3.6)
+            await reads.history_raw(conn, "bench", "cpu", end - timedelta(hours=1), end, 3.6)
             raw.append(time.perf_counter() - q0)
         retention = await _retention(conn, start) if days >= 3 else None
     finally:
@@ -213,7 +212,7 @@ async def _retention(conn: asyncpg.Connection, start: datetime) -> dict[str, Any
         value: int = await conn.fetchval("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
         return value
 
-    partition = store.partition_name(day2)
+    partition = partitions.partition_name(day2)
     rows = await conn.fetchval(f"SELECT count(*) FROM {partition}")
     w0, t0 = await wal(), time.perf_counter()
     while True:
@@ -224,7 +223,7 @@ async def _retention(conn: asyncpg.Connection, start: datetime) -> dict[str, Any
             break
     delete_seconds, delete_wal = time.perf_counter() - t0, await wal() - w0
     w0, t0 = await wal(), time.perf_counter()
-    await conn.execute(f"DROP TABLE {store.partition_name(day3)}")
+    await conn.execute(f"DROP TABLE {partitions.partition_name(day3)}")
     drop_seconds, drop_wal = time.perf_counter() - t0, await wal() - w0
     return {
         "rows": rows,
@@ -239,8 +238,11 @@ async def _drain(admin_url: str, template: StoredSnapshot, backlog_seconds: int)
     """An hour of 1 s snapshots buffered during an outage, then drained."""
     url = await _fresh_database(admin_url, "perfpulse_bench_drain")
     with tempfile.TemporaryDirectory() as data_dir:
-        database = Database(load_settings(database_url=url, data_dir=Path(data_dir)))
-        writer = BatchWriter(database, max_buffered=backlog_seconds + 10)
+        settings = load_settings(
+            database_url=url, data_dir=Path(data_dir), writer_max_buffered=backlog_seconds + 10
+        )
+        runtime = Runtime(settings, collectors=[])
+        database, writer = runtime.database, runtime.writer
         start = datetime.now(UTC) - timedelta(seconds=backlog_seconds)
         for snapshot in _series(template, backlog_seconds, start, 1.0):
             writer.add(snapshot)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import signal
 import sys
@@ -15,7 +14,7 @@ import asyncpg
 import orjson
 
 from exporter import __version__
-from exporter.auth import hash_password
+from exporter.auth.passwords import hash_password
 from exporter.config import ConfigError, Settings, load_settings
 from exporter.logs import configure_logging
 from exporter.storage import users
@@ -155,34 +154,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
-    from exporter.collectors import build_collectors, build_perf
-    from exporter.sampler import Sampler
+    from exporter.runtime import Runtime
 
     configure_logging("warning")
-    perf = build_perf(settings)
-    sampler = Sampler(
-        build_collectors(settings, perf),
-        interval=settings.sampling_interval_seconds,
-        deadline=settings.collector_deadline,
-        host=settings.hostname,
-    )
 
     async def take() -> dict[str, object]:
-        perf_task = asyncio.create_task(perf.run()) if perf is not None else None
-        try:
+        runtime = Runtime(settings)
+        async with runtime.sampling_only() as sampler:
             await sampler.sample_once()
             await asyncio.sleep(settings.sampling_interval_seconds)
-            if perf is not None:  # give perf's first interval a moment to arrive
-                for _ in range(20):
-                    if perf.state.intervals or perf.state.restarts:
-                        break
-                    await asyncio.sleep(0.05)
+            await runtime.perf_reported(within=1.0)  # give perf's first interval a moment
             return (await sampler.sample_once()).to_dict()
-        finally:
-            if perf_task is not None:
-                perf_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await perf_task
 
     option = orjson.OPT_INDENT_2 if sys.stdout.isatty() else 0
     sys.stdout.buffer.write(orjson.dumps(asyncio.run(take()), option=option) + b"\n")
@@ -273,7 +255,7 @@ def _watch(settings: Settings, args: argparse.Namespace) -> int:
 def _grafana_generate(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from exporter.dashboards import write_all
+    from exporter.grafana.dashboards import write_all
 
     for path in write_all(Path(args.dir)):
         print(f"wrote {path}")
@@ -281,7 +263,7 @@ def _grafana_generate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _grafana_push(settings: Settings, args: argparse.Namespace) -> int:
-    from exporter.grafana_push import PushError, plan, push
+    from exporter.grafana.push import PushError, plan, push
 
     target = plan(args.url, args.folder)
     if args.dry_run:

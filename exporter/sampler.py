@@ -11,7 +11,13 @@ from datetime import UTC, datetime
 
 import orjson
 
-from exporter.collectors.base import JSON, Collector, CollectorResult, CollectorRunner
+from exporter.collectors.base import (
+    JSON,
+    Collector,
+    CollectorResult,
+    CollectorRunner,
+    TickReads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +44,15 @@ class Snapshot:
         """Each collector's part and its JSON, built once: the stream and the writer both
         need them."""
         if not self._sections:
+            parts = [r for r in self.results.values() if r.part_of is not None]
             for name, result in self.results.items():
+                if result.part_of is not None:
+                    continue
                 data = result.to_dict()
+                if result.ok:
+                    for part in parts:
+                        if part.part_of == name:
+                            data.update(part.part())
                 self._sections[name] = (data, orjson.dumps(data))
         return self._sections
 
@@ -121,11 +134,13 @@ class Sampler:
         host: str,
         wall_clock: WallClock = utc_now,
         first_seq: int | None = None,
+        tick_reads: TickReads | None = None,
     ) -> None:
         self.interval = interval
         self.deadline = deadline
         self.host = host
         self._wall_clock = wall_clock
+        self._tick_reads = tick_reads
         self.runners = [CollectorRunner(c) for c in collectors]
         # Threaded collectors start first so they overlap with the inline ones.
         self._start_order = sorted(self.runners, key=lambda runner: runner.inline)
@@ -149,6 +164,8 @@ class Sampler:
     async def sample_once(self) -> Snapshot:
         """Run every collector once, concurrently, each under the deadline."""
         timestamp = self._wall_clock()
+        if self._tick_reads is not None:
+            self._tick_reads.new_tick()
         started = {runner.name: runner.start(self.deadline) for runner in self._start_order}
         results = [await started[runner.name] for runner in self.runners]
         self._seq += 1

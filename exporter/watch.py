@@ -13,7 +13,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from exporter.api.ws import POLICY_VIOLATION, SUBPROTOCOL
+from exporter.sinks.protocol import PATH, POLICY_VIOLATION, SUBPROTOCOL
 
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -86,7 +86,7 @@ async def follow(
     limit: int | None = None,
 ) -> None:
     """Print snapshots until interrupted; reconnect with backoff and resume where it left off."""
-    ws_url = "ws" + base_url.removeprefix("http") + "/api/ws/metrics"
+    ws_url = "ws" + base_url.removeprefix("http") + PATH
     last_seq: int | None = None
     backoff = 1.0
     printed = 0

@@ -12,14 +12,8 @@ import pytest
 from argon2 import PasswordHasher
 from jose import jwt
 
-from exporter.auth import (
-    TokenError,
-    decode_token,
-    hash_password,
-    issue_token,
-    load_jwt_secret,
-    verify_password,
-)
+from exporter.auth.passwords import hash_password, verify_password
+from exporter.auth.tokens import TokenError, decode_token, issue_token, load_jwt_secret
 from exporter.config import ConfigError, load_settings
 
 SECRET = b"k" * 32

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.dashboards import SCHEMA_VERSION, all_dashboards, load_spec, render
+from exporter.grafana.dashboards import SCHEMA_VERSION, all_dashboards, load_spec, render
 from tests.promql import problems
 
 ROOT = Path(__file__).parent.parent

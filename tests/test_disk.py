@@ -1,17 +1,21 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
 
-from exporter.collectors.disk import (
-    DiskCollector,
-    parse_diskstats,
+from exporter.collectors.disk import DiskCollector, parse_diskstats
+from exporter.collectors.filesystem import (
+    FilesystemCollector,
     parse_mounts,
     parse_nodev_filesystems,
     real_filesystems,
 )
+from exporter.sampler import Sampler
 
 DISKSTATS_1 = """\
    7       0 loop0 10 0 80 1 0 0 0 0 0 2 1 0 0 0 0
@@ -98,9 +102,14 @@ def collector(proc, sys_tree, clock, tmp_path):
     (sys_tree.root / "block/dm-0/slaves").mkdir(parents=True)
     (sys_tree.root / "block/dm-0/slaves/vda1").touch()
     (sys_tree.root / "block/vda/slaves").mkdir(parents=True)
-    return DiskCollector(
-        proc.root, sys_tree.root, rootfs=tmp_path, clock=clock, statvfs=fake_statvfs
-    )
+    return DiskCollector(proc.root, sys_tree.root, clock=clock)
+
+
+@pytest.fixture
+def filesystems(proc, clock, tmp_path):
+    proc.write("self/mounts", MOUNTS)
+    proc.write("filesystems", FILESYSTEMS)
+    return FilesystemCollector(proc.root, rootfs=tmp_path, clock=clock, statvfs=fake_statvfs)
 
 
 def test_devices_exclude_partitions_and_loops(collector):
@@ -133,8 +142,8 @@ def test_rates_and_busy_percent(collector, proc, clock):
     assert data["total"]["busy_percent"] == pytest.approx(50.0)
 
 
-def test_filesystem_usage_like_df(collector):
-    filesystems = collector.collect().to_dict()["filesystems"]
+def test_filesystem_usage_like_df(filesystems):
+    filesystems = filesystems.collect().to_dict()["filesystems"]
     # /home's statvfs is refused: that mount is left out, the others stay.
     assert [fs["mountpoint"] for fs in filesystems] == ["/", "/mnt/my data"]
     root = filesystems[0]
@@ -144,10 +153,64 @@ def test_filesystem_usage_like_df(collector):
     assert root["percent"] == pytest.approx(100 * 131072 / (131072 + 104858))
 
 
-def test_real_statvfs_of_this_machine_root(proc, sys_tree, clock):
-    proc.write("diskstats", DISKSTATS_1)
+def test_real_statvfs_of_this_machine_root(proc, clock):
     proc.write("self/mounts", "/dev/root / ext4 rw 0 0\n")
     proc.write("filesystems", FILESYSTEMS)
-    data = DiskCollector(proc.root, sys_tree.root, clock=clock).collect().to_dict()
+    data = FilesystemCollector(proc.root, clock=clock).collect().to_dict()
     st = os.statvfs("/")
     assert data["filesystems"][0]["total_bytes"] == st.f_blocks * st.f_frsize
+
+
+class HangingStatvfs:
+    """Stand-in for a statvfs stuck on a dead NFS or FUSE server (fault injection: a real
+    one cannot be made to hang on demand here). Blocks until the test releases it."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __call__(self, path: str) -> SimpleNamespace:
+        self.calls += 1
+        self.release.wait(timeout=30)
+        return fake_statvfs(path)
+
+
+async def test_a_hanging_statvfs_never_blocks_the_sampling_loop(proc, sys_tree, clock, tmp_path):
+    proc.write("diskstats", DISKSTATS_1)
+    proc.write("self/mounts", MOUNTS)
+    proc.write("filesystems", FILESYSTEMS)
+    statvfs = HangingStatvfs()
+    collectors = [
+        DiskCollector(proc.root, sys_tree.root, clock=clock),
+        FilesystemCollector(proc.root, rootfs=tmp_path, clock=clock, statvfs=statvfs),
+    ]
+    sampler = Sampler(collectors, interval=1.0, deadline=0.3, host="h")
+    # A heartbeat on the same loop: any blocking call inside a tick shows as a gap.
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        first = (await sampler.sample_once()).to_dict()
+        started = time.monotonic()
+        second = (await sampler.sample_once()).to_dict()
+        second_took = time.monotonic() - started
+    finally:
+        beat.cancel()
+        statvfs.release.set()
+    assert statvfs.calls == 1  # the stuck call is not retried on a new thread every tick
+    assert max(gaps) < 0.2, max(gaps)
+    # Disk I/O is reported as usual; filesystem usage says why it is missing.
+    assert first["disk"]["available"] is True
+    assert sorted(first["disk"]["devices"]) == ["dm-0", "nvme0n1", "vda"]
+    assert first["disk"]["filesystems"] == []
+    assert first["disk"]["filesystem_error"] == "timed out after 0.3s"
+    assert second["disk"]["filesystem_error"].startswith("previous collection still running")
+    assert second_took < 0.2  # the second tick does not wait on the stuck call again

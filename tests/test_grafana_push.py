@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from exporter.dashboards import all_dashboards
+from exporter.grafana.dashboards import all_dashboards
 
 
 class StandInGrafana(ThreadingHTTPServer):

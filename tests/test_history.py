@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from exporter.api.app import create_app
-from exporter.auth import issue_token
-from exporter.storage import snapshots as store
+from exporter.api.timeparse import parse_time
+from exporter.auth.tokens import issue_token
+from exporter.storage import ingest
 from exporter.storage.fields import FIELDS
-from exporter.timeparse import parse_time
 from tests.conftest import TEST_SECRET
 from tests.servers import serve_in_thread
 from tests.test_writer import snapshot
@@ -33,7 +33,7 @@ def api(make_settings, clean_database_url) -> Iterator[httpx.Client]:
         try:
             batch = [snapshot(i, host="h1") for i in range(COUNT)]
             for start in range(0, COUNT, 100):
-                await store.write_batch(conn, batch[start : start + 100])
+                await ingest.write_batch(conn, batch[start : start + 100])
         finally:
             await conn.close()
 

@@ -16,7 +16,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from exporter.api.app import create_app
-from exporter.throttle import LoginThrottle
+from exporter.auth.throttle import LoginThrottle
 from tests.conftest import FakeClock
 from tests.db import fetchval
 from tests.servers import serve, serve_in_thread

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from exporter.collectors.base import TickReads
 from exporter.collectors.memory import MemoryCollector, parse_meminfo, parse_vmstat
+from exporter.collectors.memory_bandwidth import MemoryBandwidthCollector
+from exporter.sampler import Sampler
 
 MEMINFO = """\
 MemTotal:        8000000 kB
@@ -71,3 +74,22 @@ def test_kernel_without_memavailable_estimates_it(proc, clock):
     proc.write("vmstat", VMSTAT_1)
     data = MemoryCollector(proc.root, clock=clock, page_size=4096).collect().to_dict()
     assert data["available_bytes"] == (1000000 + 200000 + 3000000) * 1024
+
+
+async def test_vmstat_is_read_once_per_tick_for_both_memory_collectors(proc, sys_tree, clock):
+    proc.write("meminfo", MEMINFO)
+    proc.write("vmstat", VMSTAT_1)
+    reads = TickReads()
+    collectors = [
+        MemoryCollector(proc.root, clock=clock, page_size=4096, tick_reads=reads),
+        MemoryBandwidthCollector(proc.root, sys_tree.root, clock=clock, tick_reads=reads),
+    ]
+    sampler = Sampler(collectors, interval=1.0, deadline=0.5, host="h", tick_reads=reads)
+    await sampler.sample_once()
+    assert reads.reads == 1
+    proc.write("vmstat", VMSTAT_2)
+    clock.advance(1.0)
+    data = (await sampler.sample_once()).to_dict()
+    assert reads.reads == 2  # a new tick reads the file anew: both see the new counters
+    assert data["memory"]["swap_in_bytes_per_second"] == pytest.approx(50 * 4096)
+    assert data["memory_bandwidth"]["vmstat"]["page_faults_per_second"] == pytest.approx(1000)

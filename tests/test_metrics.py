@@ -5,8 +5,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.collectors import build_collectors
 from exporter.collectors.memory import MemoryCollector
 from exporter.config import load_settings
-from exporter.metrics import SnapshotCollector, build_registry
 from exporter.sampler import Sampler
+from exporter.sinks.prometheus import SnapshotCollector, build_registry
 from tests.test_memory import MEMINFO, VMSTAT_1
 
 

@@ -19,7 +19,7 @@ import pytest
 import websockets
 
 from exporter.api.app import create_app
-from exporter.auth import issue_token
+from exporter.auth.tokens import issue_token
 from exporter.config import load_settings
 from exporter.storage.embedded import url_for
 from tests.conftest import TEST_SECRET

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.collectors.base import Unavailable
 from exporter.collectors.memory_bandwidth import MemoryBandwidthCollector, resctrl_total_bytes
 from exporter.collectors.perf_events import PerfEventsCollector
 from exporter.collectors.perfstat import PerfStat, diagnose, imc_events, parse_perf_line, scaled
+from exporter.sampler import Sampler
+from exporter.sinks.prometheus import SnapshotCollector
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -73,6 +76,30 @@ def test_vm_fixture_hardware_unavailable_software_counted():
     assert data["events"]["context-switches"]["total"] == 6174 + 6059
     assert data["events"]["task-clock"]["total"] == pytest.approx((2003.45 + 2005.78) / 1000)
     assert data["rates"]["context-switches"] == pytest.approx(6059 / (2.003510187 - 1.001058049))
+
+
+async def test_a_snapshot_keeps_its_perf_interval_after_perf_reports_the_next():
+    perf = PerfStat(events=["cycles", "instructions", "task-clock", "context-switches"])
+    feed(perf, "perf-vm.txt")
+    sampler = Sampler([PerfEventsCollector(perf)], interval=1.0, deadline=0.5, host="h")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: snapshot, lambda: 0))
+    snapshot = await sampler.sample_once()  # taken now, serialized only below
+    # perf reports a third interval after the snapshot was taken.
+    for line in (
+        "     3.003510187,9999,,context-switches,1000000000,100.00,,",
+        "     3.003510187,1000.00,msec,task-clock,1000000000,100.00,,",
+    ):
+        parsed = parse_perf_line(line)
+        assert parsed is not None
+        perf._take(parsed)
+    perf._commit()
+    assert perf.state.events["context-switches"].total == 6174 + 6059 + 9999
+    section = snapshot.to_dict()["perf_events"]
+    assert section["events"]["context-switches"]["total"] == 6174 + 6059
+    assert section["rates"]["context-switches"] == pytest.approx(6059 / (2.003510187 - 1.001058049))
+    scraped = generate_latest(registry).decode()
+    assert "perfpulse_perf_context_switches_total 12233.0" in scraped
 
 
 def test_multiplexed_fixture_ratios_totals_and_uncore_bandwidth(tmp_path):

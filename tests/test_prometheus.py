@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from exporter.dashboards import load_spec
+from exporter.grafana.dashboards import load_spec
 from tests.servers import free_port, serve
 
 ROOT = Path(__file__).parent.parent

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from exporter.api.webconfig import load_web_config
 from exporter.config import ConfigError
-from exporter.webconfig import load_web_config
 from tests.servers import serve
 
 EXAMPLE = Path(__file__).parent.parent / "prometheus" / "web-config.example.yml"

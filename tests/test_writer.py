@@ -13,10 +13,12 @@ import orjson
 import pytest
 
 from exporter.config import load_settings
-from exporter.storage import snapshots as store
+from exporter.sinks.writer import BatchWriter
+from exporter.storage import history as reads
+from exporter.storage import ingest, partitions
 from exporter.storage.database import Database
-from exporter.storage.snapshots import StoredSnapshot
-from exporter.writer import BatchWriter, Retention
+from exporter.storage.ingest import StoredSnapshot
+from exporter.storage.retention import Retention
 from tests.db import fetchval
 from tests.servers import serve
 
@@ -65,11 +67,11 @@ async def test_batch_of_ten_is_written_in_one_transaction(database):
 async def test_replaying_the_same_snapshots_writes_nothing_twice(database):
     async with database.pool.acquire() as conn:
         batch = [snapshot(i) for i in range(30)]
-        assert await store.write_batch(conn, batch) == 60
+        assert await ingest.write_batch(conn, batch) == 60
         rollups = await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
-        assert await store.write_batch(conn, batch) == 0
-        assert await store.write_batch(conn, batch[10:20]) == 0
-        assert await store.count_rows(conn) == 60
+        assert await ingest.write_batch(conn, batch) == 0
+        assert await ingest.write_batch(conn, batch[10:20]) == 0
+        assert await reads.count_rows(conn) == 60
         assert (
             await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
             == rollups
@@ -78,12 +80,12 @@ async def test_replaying_the_same_snapshots_writes_nothing_twice(database):
 
 async def test_large_batches_go_through_copy_and_replay_just_the_same(database):
     async with database.pool.acquire() as conn:
-        batch = [snapshot(i) for i in range(store.COPY_FROM_SNAPSHOTS + 50)]
-        assert await store.write_batch(conn, batch) == 2 * len(batch)
+        batch = [snapshot(i) for i in range(ingest.COPY_FROM_SNAPSHOTS + 50)]
+        assert await ingest.write_batch(conn, batch) == 2 * len(batch)
         rollups = await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
-        assert await store.write_batch(conn, batch) == 0
-        assert await store.write_batch(conn, batch[:20]) == 0  # the unnest path too
-        assert await store.count_rows(conn) == 2 * len(batch)
+        assert await ingest.write_batch(conn, batch) == 0
+        assert await ingest.write_batch(conn, batch[:20]) == 0  # the unnest path too
+        assert await reads.count_rows(conn) == 2 * len(batch)
         assert (
             await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
             == rollups
@@ -107,7 +109,7 @@ async def test_max_age_flushes_a_partial_batch(database):
             break
     task.cancel()
     assert writer.written_total == 2
-    assert await store.count_rows(database.pool) == 4
+    assert await reads.count_rows(database.pool) == 4
 
 
 async def test_shutdown_flushes_the_partial_batch(database):
@@ -115,7 +117,7 @@ async def test_shutdown_flushes_the_partial_batch(database):
     for i in range(7):
         writer.add(snapshot(i))
     await writer.stop(5)
-    assert await store.count_rows(database.pool) == 14
+    assert await reads.count_rows(database.pool) == 14
 
 
 async def test_full_buffer_drops_the_oldest_and_counts_them():
@@ -145,7 +147,7 @@ async def test_outage_at_shutdown_spools_and_next_start_writes_them(clean_databa
         assert not spool.exists()
         while restarted.buffered:
             await restarted.flush()
-        assert await store.count_rows(database.pool) == 24
+        assert await reads.count_rows(database.pool) == 24
     finally:
         await database.stop()
 
@@ -153,16 +155,16 @@ async def test_outage_at_shutdown_spools_and_next_start_writes_them(clean_databa
 async def test_retention_drops_whole_old_partitions(database):
     now = datetime.now(UTC)
     async with database.pool.acquire() as conn:
-        await store.write_batch(
+        await ingest.write_batch(
             conn, [snapshot(i, start=now - timedelta(days=40)) for i in range(3)]
         )
-        await store.write_batch(
+        await ingest.write_batch(
             conn, [snapshot(i, start=now - timedelta(minutes=5)) for i in range(3)]
         )
     dropped = await Retention(database, days=30).enforce(now)
     old_day = (now - timedelta(days=40)).date()
     assert dropped == [f"metrics_snapshots_p{old_day:%Y%m%d}"]
-    assert await store.count_rows(database.pool) == 6
+    assert await reads.count_rows(database.pool) == 6
     assert (
         await database.pool.fetchval(
             "SELECT count(*) FROM metrics_rollup_1m WHERE bucket < $1", now - timedelta(days=30)
@@ -187,7 +189,7 @@ def test_sigterm_mid_batch_loses_nothing(tmp_path, server_env):
 
 
 def test_partition_names_are_daily():
-    assert store.partition_name(T0.date()) == "metrics_snapshots_p20261126"
+    assert partitions.partition_name(T0.date()) == "metrics_snapshots_p20261126"
 
 
 async def test_cancelling_the_flush_loop_always_stops_it():

@@ -19,7 +19,8 @@ from jose import jwt
 from websockets.exceptions import ConnectionClosed
 
 from exporter.api.app import create_app
-from exporter.auth import hash_password, issue_token
+from exporter.auth.passwords import hash_password
+from exporter.auth.tokens import issue_token
 from exporter.storage import users
 from tests.conftest import TEST_SECRET
 from tests.servers import serve_in_thread
@@ -258,17 +259,14 @@ class NeverCompletingSocket:
 
 
 async def test_send_that_stalls_past_the_timeout_evicts_the_client():
-    from exporter.api.ws import Evicted, _send
-    from exporter.config import load_settings
-    from exporter.stream import Broadcaster, Frame
+    from exporter.sinks.stream import Broadcaster, Evicted, Frame, send_queued
 
     broadcaster = Broadcaster(queue_size=2)
     client = broadcaster.connect()
     client.offer(Frame(1, "{}"))
-    settings = load_settings(ws_send_timeout_seconds=0.2)
     socket_ = NeverCompletingSocket()
     with pytest.raises(Evicted):
-        await _send(socket_, client, broadcaster, settings)  # type: ignore[arg-type]
+        await send_queued(socket_, client, send_timeout=0.2)  # type: ignore[arg-type]
     assert socket_.sent == 1
 
 
@@ -286,7 +284,7 @@ class StandInWriter:
 
 
 def test_direct_writes_while_the_client_keeps_up_queue_otherwise():
-    from exporter.stream import Broadcaster, Frame
+    from exporter.sinks.stream import Broadcaster, Frame
 
     broadcaster = Broadcaster(queue_size=4)
     client = broadcaster.connect()
@@ -304,7 +302,7 @@ def test_direct_writes_while_the_client_keeps_up_queue_otherwise():
 
 
 def test_direct_writer_only_for_uvicorns_sansio_protocol():
-    from exporter.wire import DirectWriter, text_frame
+    from exporter.sinks.wire import DirectWriter, text_frame
 
     async def plain_send(message: object) -> None:
         pass

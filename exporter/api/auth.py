@@ -9,7 +9,8 @@ from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from exporter.api.deps import CurrentUser, PoolDep, SecretDep, SettingsDep, ThrottleDep
-from exporter.auth import authenticate, issue_token
+from exporter.auth.passwords import authenticate
+from exporter.auth.tokens import issue_token
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 

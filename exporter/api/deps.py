@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, HTTPException, status
@@ -11,33 +11,81 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
-from exporter.auth import TokenError, user_for_token
+from exporter.api.webconfig import WebConfig
+from exporter.auth.throttle import LoginThrottle
+from exporter.auth.tokens import TokenError, user_for_token
 from exporter.config import Settings
+from exporter.runtime import Runtime
 from exporter.sampler import Sampler
+from exporter.sinks.stream import Broadcaster
 from exporter.storage.database import Database, DatabaseUnavailable
 from exporter.storage.users import User
-from exporter.stream import Broadcaster
-from exporter.throttle import LoginThrottle
-from exporter.webconfig import WebConfig
 
 
-def _state(name: str) -> Callable[[HTTPConnection], Any]:
-    """A dependency returning one resource from the lifespan state (HTTP and WebSocket)."""
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What guards the API: the token key, the login throttle, /metrics' web config."""
 
-    def get(connection: HTTPConnection) -> Any:
-        return getattr(connection.state, name)
+    jwt_secret: bytes
+    login_throttle: LoginThrottle
+    web_config: WebConfig
 
-    return get
+
+def _runtime(connection: HTTPConnection) -> Runtime:
+    """The running parts, from the lifespan state (HTTP and WebSocket routes alike)."""
+    runtime: Runtime = connection.state.runtime
+    return runtime
 
 
-SamplerDep = Annotated[Sampler, Depends(_state("sampler"))]
-RegistryDep = Annotated[CollectorRegistry, Depends(_state("registry"))]
-SettingsDep = Annotated[Settings, Depends(_state("settings"))]
-SecretDep = Annotated[bytes, Depends(_state("jwt_secret"))]
-ThrottleDep = Annotated[LoginThrottle, Depends(_state("login_throttle"))]
-BroadcasterDep = Annotated[Broadcaster, Depends(_state("broadcaster"))]
-DatabaseDep = Annotated[Database, Depends(_state("database"))]
-WebConfigDep = Annotated[WebConfig, Depends(_state("web_config"))]
+def _access(connection: HTTPConnection) -> Access:
+    access: Access = connection.state.access
+    return access
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+AccessDep = Annotated[Access, Depends(_access)]
+
+
+def _settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+def _sampler(runtime: RuntimeDep) -> Sampler:
+    return runtime.sampler
+
+
+def _registry(runtime: RuntimeDep) -> CollectorRegistry:
+    return runtime.registry
+
+
+def _database(runtime: RuntimeDep) -> Database:
+    return runtime.database
+
+
+def _broadcaster(runtime: RuntimeDep) -> Broadcaster:
+    return runtime.broadcaster
+
+
+def _secret(access: AccessDep) -> bytes:
+    return access.jwt_secret
+
+
+def _throttle(access: AccessDep) -> LoginThrottle:
+    return access.login_throttle
+
+
+def _web_config(access: AccessDep) -> WebConfig:
+    return access.web_config
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SamplerDep = Annotated[Sampler, Depends(_sampler)]
+RegistryDep = Annotated[CollectorRegistry, Depends(_registry)]
+DatabaseDep = Annotated[Database, Depends(_database)]
+BroadcasterDep = Annotated[Broadcaster, Depends(_broadcaster)]
+SecretDep = Annotated[bytes, Depends(_secret)]
+ThrottleDep = Annotated[LoginThrottle, Depends(_throttle)]
+WebConfigDep = Annotated[WebConfig, Depends(_web_config)]
 
 
 def _pool(database: DatabaseDep) -> asyncpg.Pool:

@@ -28,7 +28,9 @@ async def healthz(sampler: SamplerDep, database: DatabaseDep) -> JSONResponse:
         "status": "ok" if age <= limit else "stale",
         "seq": latest.seq,
         "last_snapshot_age_seconds": round(age, 3),
-        "collectors": {name: r.ok for name, r in latest.results.items()},
+        # The snapshot's sections; a part such as `filesystem` shows in /metrics'
+        # perfpulse_collector_success and in its section's `<name>_error`.
+        "collectors": {name: r.ok for name, r in latest.results.items() if r.part_of is None},
         "database": database.status,
     }
     return JSONResponse(body, status_code=200 if age <= limit else 503)

@@ -10,9 +10,9 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
 from exporter.api.deps import CurrentUser, PoolDep, SettingsDep
-from exporter.storage import snapshots as store
+from exporter.api.timeparse import parse_time
+from exporter.storage import history as reads
 from exporter.storage.fields import FIELDS, METRIC_TYPES
-from exporter.timeparse import parse_time
 
 router = APIRouter(prefix="/api/metrics", tags=["history"])
 
@@ -80,7 +80,7 @@ async def history(
     if finish - begin > MAX_RANGE:
         raise _invalid("end", f"the range may span at most {MAX_RANGE.days} days", end)
     resolution, seconds = bucket_width(begin, finish, points)
-    query = store.history_rollup if resolution == "1m" else store.history_raw
+    query = reads.history_rollup if resolution == "1m" else reads.history_raw
     target = host or settings.hostname
     series = await query(pool, target, metric_type, begin, finish, seconds)
     return HistoryOut(
@@ -106,7 +106,7 @@ async def latest(
     host: Annotated[str | None, Query(max_length=255, description="Default: this host.")] = None,
 ) -> dict[str, Any]:
     target = host or settings.hostname
-    found = await store.latest(pool, target)
+    found = await reads.latest(pool, target)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stored snapshot for host {target!r}")
     timestamp, sections = found

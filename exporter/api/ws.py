@@ -13,27 +13,23 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from exporter.api.deps import BroadcasterDep, DatabaseDep, SecretDep, SettingsDep
-from exporter.auth import TokenError, user_for_token
+from exporter.auth.tokens import TokenError, user_for_token
 from exporter.config import Settings
+from exporter.sinks.protocol import (
+    INVALID_PAYLOAD,
+    MESSAGE_TOO_BIG,
+    POLICY_VIOLATION,
+    SUBPROTOCOL,
+    TOO_MANY_MESSAGES,
+    TRY_AGAIN_LATER,
+)
+from exporter.sinks.stream import Broadcaster, Client, close_within, send_until_evicted
+from exporter.sinks.wire import EXTENSION, DirectWriter
 from exporter.storage.database import DatabaseUnavailable
-from exporter.stream import Broadcaster, Client
-from exporter.wire import EXTENSION, DirectWriter
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["stream"])
-
-SUBPROTOCOL = "bearer"
-# Close codes. 1008 means "your credentials are refused": the dashboard goes to login.
-POLICY_VIOLATION = 1008
-INVALID_PAYLOAD = 1007
-MESSAGE_TOO_BIG = 1009
-TRY_AGAIN_LATER = 1013
-TOO_MANY_MESSAGES = 4429
-
-
-class Evicted(Exception):
-    """The client stopped reading: a send did not complete within the send timeout."""
 
 
 def token_from(websocket: WebSocket) -> tuple[str | None, str | None]:
@@ -90,7 +86,9 @@ async def metrics_stream(
     log.debug("stream client connected: %s", user.username)
     # One extra task per client (the sender); receiving happens in this one. Every task
     # is a few KiB at thousands of clients.
-    sender = asyncio.create_task(_send_until_evicted(websocket, client, broadcaster, settings))
+    sender = asyncio.create_task(
+        send_until_evicted(websocket, client, settings.ws_send_timeout_seconds)
+    )
     try:
         await _receive(websocket, client, broadcaster, settings)
     finally:
@@ -98,37 +96,6 @@ async def metrics_stream(
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
-
-
-async def _send_until_evicted(
-    websocket: WebSocket, client: Client, broadcaster: Broadcaster, settings: Settings
-) -> None:
-    try:
-        await _send(websocket, client, broadcaster, settings)
-    except Evicted:
-        broadcaster.evictions_total += 1
-        log.info("stream client evicted: its sends stalled past the send timeout")
-        closed = await _close(websocket, TRY_AGAIN_LATER, "too slow: not reading")
-        if not closed and client.direct is not None:
-            client.direct.abort()  # the close frame could not get through a full buffer
-
-
-async def _send(
-    websocket: WebSocket, client: Client, broadcaster: Broadcaster, settings: Settings
-) -> None:
-    while True:
-        frame = await client.next()
-        client.sending = True
-        try:
-            # asyncio.timeout, not wait_for: no extra task per message (measurable at 5,000
-            # clients).
-            async with asyncio.timeout(settings.ws_send_timeout_seconds):
-                await websocket.send_text(frame.text)
-        except TimeoutError:
-            raise Evicted from None
-        finally:
-            client.sending = False
-        broadcaster.sent_total += 1
 
 
 async def _receive(
@@ -148,12 +115,12 @@ async def _receive(
             window_start, count = now, 0
         count += 1
         if count > settings.ws_max_messages_per_second:
-            await _close(websocket, TOO_MANY_MESSAGES, "too many messages")
+            await close_within(websocket, TOO_MANY_MESSAGES, "too many messages")
             return
         raw = message.get("text") or message.get("bytes") or b""
         # uvicorn refuses larger frames itself (ws_max_size); this holds under any server.
         if len(raw) > settings.ws_max_message_bytes:
-            await _close(websocket, MESSAGE_TOO_BIG, "message too big")
+            await close_within(websocket, MESSAGE_TOO_BIG, "message too big")
             return
         try:
             request = orjson.loads(raw)
@@ -161,16 +128,6 @@ async def _receive(
         except (orjson.JSONDecodeError, KeyError):
             resume_from = None
         if not isinstance(resume_from, int) or isinstance(resume_from, bool):
-            await _close(websocket, INVALID_PAYLOAD, 'expected {"resume_from": <seq>}')
+            await close_within(websocket, INVALID_PAYLOAD, 'expected {"resume_from": <seq>}')
             return
         client.resume(broadcaster.since(resume_from))
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> bool:
-    """Send a close frame within a second; False if it could not be sent."""
-    try:
-        async with asyncio.timeout(1.0):
-            await websocket.close(code, reason)
-    except Exception:
-        return False
-    return True

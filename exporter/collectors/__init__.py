@@ -1,12 +1,13 @@
-"""The six collectors, in snapshot order."""
+"""The six collectors, in snapshot order (plus `filesystem`, part of the disk section)."""
 
 from __future__ import annotations
 
 from typing import NoReturn
 
-from exporter.collectors.base import Collector, Unavailable
+from exporter.collectors.base import Collector, TickReads, Unavailable
 from exporter.collectors.cpu import CpuCollector
 from exporter.collectors.disk import DiskCollector
+from exporter.collectors.filesystem import FilesystemCollector
 from exporter.collectors.memory import MemoryCollector
 from exporter.collectors.memory_bandwidth import MemoryBandwidthCollector
 from exporter.collectors.network import NetworkCollector
@@ -44,8 +45,14 @@ def build_perf(settings: Settings) -> PerfStat | None:
     )
 
 
-def build_collectors(settings: Settings, perf: PerfStat | None = None) -> list[Collector]:
-    """One instance of each collector, reading the sources the settings point at."""
+def build_collectors(
+    settings: Settings, perf: PerfStat | None = None, tick_reads: TickReads | None = None
+) -> list[Collector]:
+    """One instance of each collector, reading the sources the settings point at.
+
+    With `tick_reads` (which the sampler renews every tick), files that two collectors
+    need are read once per tick.
+    """
     proc, sys = settings.proc_root, settings.sys_root
     if perf is not None:
         perf_collector: Collector = PerfEventsCollector(perf)
@@ -55,11 +62,13 @@ def build_collectors(settings: Settings, perf: PerfStat | None = None) -> list[C
         perf_collector = DisabledCollector("perf_events", "perf child not started")
     collectors: list[Collector] = [
         CpuCollector(proc, sys),
-        MemoryCollector(proc),
+        MemoryCollector(proc, tick_reads=tick_reads),
         NetworkCollector(proc),
-        DiskCollector(proc, sys, rootfs=settings.rootfs),
+        DiskCollector(proc, sys),
+        FilesystemCollector(proc, rootfs=settings.rootfs),
         perf_collector,
-        MemoryBandwidthCollector(proc, sys, perf=perf),
+        MemoryBandwidthCollector(proc, sys, perf=perf, tick_reads=tick_reads),
     ]
-    assert tuple(c.name for c in collectors) == COLLECTOR_NAMES
+    sections = tuple(c.name for c in collectors if getattr(c, "part_of", None) is None)
+    assert sections == COLLECTOR_NAMES
     return collectors

@@ -1,5 +1,12 @@
 """What every collector shares: the protocol, rate arithmetic, and the runner that turns
-failures and timeouts into unavailable results (the design's `safe_collect`)."""
+failures and timeouts into unavailable results (the design's `safe_collect`).
+
+The one concurrency story: a collector that only reads procfs or sysfs (answered from
+kernel memory, never waiting on a device) sets `blocking = False` and runs inline on the
+event loop. Anything that can wait on a device or a remote server (statvfs) is blocking:
+the runner calls it on its own worker thread and waits at most the collector deadline.
+No collector has a mechanism of its own.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +48,10 @@ class Collector(Protocol):
     A collector may set `blocking = False` when it only reads procfs, which the kernel
     answers from memory without waiting on any device: it then runs inline on the event
     loop, sparing a thread handoff per tick. Anything else runs on a worker thread.
+
+    A collector with `part_of = "<section>"` adds its figures to another collector's
+    section of the snapshot; when it has none, the section carries its `placeholder` and
+    `<name>_error` (a hung statvfs never hides disk I/O, nor the other way round).
     """
 
     name: str
@@ -56,6 +67,8 @@ class CollectorResult:
     sample: Sample | None
     error: str | None
     duration_seconds: float
+    part_of: str | None = None
+    placeholder: JSON | None = None
 
     @property
     def ok(self) -> bool:
@@ -65,6 +78,12 @@ class CollectorResult:
         if self.sample is None:
             return {"available": False, "error": self.error}
         return {"available": True, **self.sample.to_dict()}
+
+    def part(self) -> JSON:
+        """What this result adds to the section it is `part_of`."""
+        if self.sample is None:
+            return {**(self.placeholder or {}), f"{self.name}_error": self.error}
+        return self.sample.to_dict()
 
 
 def rate(current: float, previous: float | None, elapsed: float | None) -> float | None:
@@ -128,6 +147,29 @@ def read_text(path: Path | str) -> str:
         raise Unavailable(f"{path} is not readable (permission denied)") from None
 
 
+class TickReads:
+    """Kernel files that several inline collectors read in one tick, read once per tick.
+
+    /proc/vmstat is ~200 lines that both `memory` (swap traffic) and `memory_bandwidth`
+    (paging) need; the sampler calls `new_tick()` before each tick. Only for inline
+    collectors: they run one after another on the event loop, never concurrently.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+        self.reads = 0
+
+    def new_tick(self) -> None:
+        self._texts.clear()
+
+    def read(self, path: str) -> str:
+        text = self._texts.get(path)
+        if text is None:
+            text = self._texts[path] = read_text(path)
+            self.reads += 1
+        return text
+
+
 class CollectorRunner:
     """Runs one collector under a deadline, never raising.
 
@@ -150,6 +192,8 @@ class CollectorRunner:
         if self._executor is None and not self.inline:
             self._executor = WorkerThread(f"collector-{collector.name}")
         self.name = collector.name
+        self.part_of: str | None = getattr(collector, "part_of", None)
+        self.placeholder: JSON | None = getattr(collector, "placeholder", None)
         self._clock = clock
         self._inflight: asyncio.Future[Sample] | None = None
         self._inflight_since = 0.0
@@ -208,13 +252,15 @@ class CollectorRunner:
         if self._last_error is not None:
             log.info("collector %s recovered", self.name)
             self._last_error = None
-        return CollectorResult(self.name, sample, None, self._clock() - started)
+        return CollectorResult(
+            self.name, sample, None, self._clock() - started, self.part_of, self.placeholder
+        )
 
     def _fail(self, error: str, duration: float, level: int = logging.WARNING) -> CollectorResult:
         if error != self._last_error:
             log.log(level, "collector %s unavailable: %s", self.name, error)
             self._last_error = error
-        return CollectorResult(self.name, None, error, duration)
+        return CollectorResult(self.name, None, error, duration, self.part_of, self.placeholder)
 
 
 class WorkerThread(Executor):

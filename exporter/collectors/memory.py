@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, LastReading, rate, read_text
+from exporter.collectors.base import JSON, Clock, LastReading, TickReads, rate, read_text
 from exporter.collectors.families import counter, gauge
 
 # /proc/meminfo field -> exported name (all in bytes).
@@ -125,6 +125,7 @@ class MemoryCollector:
         *,
         clock: Clock = time.monotonic,
         page_size: int | None = None,
+        tick_reads: TickReads | None = None,
     ) -> None:
         self.proc_root = proc_root
         self.clock = clock
@@ -132,6 +133,7 @@ class MemoryCollector:
         self._last: LastReading[tuple[int, int]] = LastReading()
         self._meminfo_path = str(proc_root / "meminfo")
         self._vmstat_path = str(proc_root / "vmstat")
+        self._read_shared = tick_reads.read if tick_reads is not None else read_text
 
     def collect(self) -> MemorySample:
         now = self.clock()
@@ -139,7 +141,7 @@ class MemoryCollector:
         values = {name: meminfo.get(field, 0) for field, name in MEMINFO_FIELDS.items()}
         if "MemAvailable" not in meminfo:  # kernels before 3.14
             values["available"] = values["free"] + values["buffers"] + values["cached"]
-        vmstat = read_text(self._vmstat_path)
+        vmstat = self._read_shared(self._vmstat_path)
         swap = (
             _counter(_SWAP_IN, vmstat) * self.page_size,
             _counter(_SWAP_OUT, vmstat) * self.page_size,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, LastReading, rate, read_text
+from exporter.collectors.base import JSON, Clock, LastReading, TickReads, rate, read_text
 from exporter.collectors.families import counter, labeled_gauge
 from exporter.collectors.memory import parse_vmstat
 from exporter.collectors.perfstat import CACHE_LINE_BYTES, UNIT_BYTES, PerfStat
@@ -133,12 +133,14 @@ class MemoryBandwidthCollector:
         *,
         perf: PerfStat | None = None,
         clock: Clock = time.monotonic,
+        tick_reads: TickReads | None = None,
     ) -> None:
         self.proc_root = proc_root
         self.resctrl = sys_root / "fs/resctrl"
         self.perf = perf
         self.clock = clock
         self._vmstat_path = str(proc_root / "vmstat")
+        self._read_shared = tick_reads.read if tick_reads is not None else read_text
         self._last: LastReading[tuple[dict[str, float], int | None]] = LastReading()
 
     def _imc(self) -> tuple[float | None, float | None, float | None, float | None]:
@@ -161,7 +163,7 @@ class MemoryBandwidthCollector:
 
     def collect(self) -> BandwidthSample:
         now = self.clock()
-        vmstat = vmstat_counters(read_text(self._vmstat_path))
+        vmstat = vmstat_counters(self._read_shared(self._vmstat_path))
         resctrl = resctrl_total_bytes(self.resctrl)
         previous, elapsed = self._last.swap(now, (vmstat, resctrl))
         vmstat_rates = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily
@@ -35,7 +35,9 @@ def _ratio(numerator: EventState | None, denominator: EventState | None) -> floa
 
 @dataclass(frozen=True, slots=True)
 class PerfSample:
-    events: dict[str, EventState]
+    """One perf interval as it was when the tick read it (EventState values never change)."""
+
+    events: Mapping[str, EventState]
     interval: float | None
 
     def _base(self, event: EventState, value: float | None) -> float | None:

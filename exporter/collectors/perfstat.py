@@ -16,9 +16,10 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,11 @@ def scaled(line: PerfLine) -> float | None:
     return line.value / line.running_ratio
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class EventState:
-    """What is known about one event: cumulative scaled total and the last interval."""
+    """What is known about one event after an interval: cumulative scaled total and the
+    last interval. A value: each interval makes new ones, so a sample that holds them
+    never sees a later interval."""
 
     status: str = "pending"
     reason: str | None = None
@@ -111,9 +114,12 @@ class EventState:
 
 @dataclass
 class PerfState:
-    """The latest picture from the perf child, shared with the collectors."""
+    """The latest picture from the perf child, shared with the collectors.
 
-    events: dict[str, EventState] = field(default_factory=dict)
+    `events` is replaced, never changed in place: readers keep the mapping they took.
+    """
+
+    events: Mapping[str, EventState] = field(default_factory=dict)
     error: str | None = "perf has not reported yet"
     intervals: int = 0
     restarts: int = 0
@@ -286,17 +292,21 @@ class PerfStat:
             return
         length = self._pending_time - self._previous_time
         self._previous_time = self._pending_time
+        events = dict(self.state.events)
         for name, line in self._pending.items():
-            event = self.state.events.setdefault(name, EventState())
-            event.unit = line.unit
-            event.status = line.status
-            event.reason = None if line.status == "counted" else f"<{line.status}>"
-            event.running_ratio = line.running_ratio if line.status == "counted" else None
+            before = events.get(name, EventState())
+            counted = line.status == "counted"
             value = scaled(line)
-            event.last_value = value
-            event.last_interval = length if length > 0 else None
-            if value is not None:
-                event.total += value
+            events[name] = EventState(
+                status=line.status,
+                reason=None if counted else f"<{line.status}>",
+                total=before.total + (value or 0.0),
+                last_value=value,
+                last_interval=length if length > 0 else None,
+                running_ratio=line.running_ratio if counted else None,
+                unit=line.unit,
+            )
+        self.state.events = MappingProxyType(events)  # published whole, read-only
         self.state.intervals += 1
         self.state.error = None
         self._pending, self._pending_time = {}, None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.dashboards import FOLDER_UID, all_dashboards
+from exporter.grafana.dashboards import FOLDER_UID, all_dashboards
 
 FOLDER_TITLE = "perfpulse"
 

@@ -9,6 +9,7 @@ server, another protocol class, a paused or closing connection) takes the ASGI p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -17,6 +18,20 @@ from websockets.frames import Opcode
 
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 EXTENSION = "perfpulse.raw_send"
+# The uvicorn protocol (its `ws=` name and class) whose connections DirectWriter can write to.
+DIRECT_WS = "websockets-sansio"
+DIRECT_PROTOCOL_CLASS = "WebSocketsSansIOProtocol"
+_NEEDED = ("transport", "writable", "disconnected", "close_sent", "handshake_complete")
+
+log = logging.getLogger(__name__)
+_fallback_logged = False
+
+
+def describe_frame_path(ws: str) -> str:
+    """One line for the start-up log: which path stream frames take under uvicorn's `ws`."""
+    if ws == DIRECT_WS:
+        return f"frames built once per snapshot, written directly (uvicorn ws={ws})"
+    return f"frames sent per client through ASGI (uvicorn ws={ws}, not {DIRECT_WS})"
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -49,10 +64,12 @@ class DirectWriter:
     def for_send(cls, send: Any) -> DirectWriter | None:
         """A writer for the connection behind `send`, or None where that is not safe."""
         protocol = getattr(send, "__self__", None)
-        needed = ("transport", "writable", "disconnected", "close_sent", "handshake_complete")
-        if protocol is None or not all(hasattr(protocol, name) for name in needed):
-            return None
-        if type(protocol).__name__ != "WebSocketsSansIOProtocol":
+        if (
+            protocol is None
+            or type(protocol).__name__ != DIRECT_PROTOCOL_CLASS
+            or not all(hasattr(protocol, name) for name in _NEEDED)
+        ):
+            _log_fallback_once(protocol)
             return None
         return cls(protocol)
 
@@ -71,3 +88,20 @@ class DirectWriter:
         transport = self._protocol.transport
         if not transport.is_closing():
             transport.abort()
+
+
+def _log_fallback_once(protocol: object) -> None:
+    """A uvicorn upgrade that renames what DirectWriter needs slows the stream without
+    breaking it: say so once, at the first connection."""
+    global _fallback_logged
+    if not _fallback_logged and send_is_uvicorn(protocol):
+        _fallback_logged = True
+        log.warning(
+            "live stream: %s connections lack what direct frame writes need; "
+            "every frame goes through ASGI (slower with many clients)",
+            type(protocol).__name__,
+        )
+
+
+def send_is_uvicorn(protocol: object) -> bool:
+    return protocol is not None and type(protocol).__module__.startswith("uvicorn.")

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -25,10 +25,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter.sampler import Sampler, Snapshot, Subscription
-from exporter.storage import snapshots as store
+from exporter.storage import ingest
 from exporter.storage.database import Database, DatabaseUnavailable, describe
 from exporter.storage.fields import FIELDS
-from exporter.storage.snapshots import StoredSnapshot, field_values
+from exporter.storage.ingest import StoredSnapshot, field_values
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class BatchWriter:
         started = time.perf_counter()
         try:
             async with pool.acquire(timeout=10) as conn:
-                await store.write_batch(conn, [p.snapshot for p in chunk])
+                await ingest.write_batch(conn, [p.snapshot for p in chunk])
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(describe(exc)) from exc
         self.flush_seconds.observe(time.perf_counter() - started)
@@ -314,37 +314,3 @@ class WriterCollector(Collector):
             "perfpulse_writer_flush_duration_seconds",
             "Seconds one flush (a bulk insert and its rollups, one transaction) took.",
         )
-
-
-class Retention:
-    """Drops stored data older than the retention, hourly, without long locks."""
-
-    def __init__(self, database: Database, days: int, interval: float = 3600.0) -> None:
-        self.database = database
-        self.days = days
-        self.interval = interval
-
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(DatabaseUnavailable):
-                await self.enforce()
-            await asyncio.sleep(self.interval)
-
-    async def enforce(self, now: datetime | None = None) -> list[str]:
-        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.days)
-        pool = self.database.pool
-        try:
-            async with pool.acquire() as conn:
-                dropped = await store.drop_partitions_before(conn, cutoff)
-                rollups = await store.delete_rollups_before(conn, cutoff)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("retention skipped: %s", describe(exc))
-            return []
-        if dropped or rollups:
-            log.info(
-                "retention (%d days): dropped %s, %d minute aggregates",
-                self.days,
-                ", ".join(dropped) or "no partitions",
-                rollups,
-            )
-        return dropped

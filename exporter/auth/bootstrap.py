@@ -9,7 +9,7 @@ import sys
 
 import asyncpg
 
-from exporter.auth import hash_password
+from exporter.auth.passwords import hash_password
 from exporter.config import Settings
 from exporter.storage import users
 

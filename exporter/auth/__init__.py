@@ -1,0 +1,1 @@
+"""Accounts: passwords (argon2id), access tokens (JWT), login throttling, the first admin."""

@@ -1,0 +1,1 @@
+"""Grafana dashboards generated from the panel spec, and `perfpulse grafana push`."""

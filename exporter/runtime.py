@@ -1,0 +1,165 @@
+"""The running perfpulse: every part built from one `Settings`, started and stopped in order.
+
+    collectors ─► sampler ─┬─► Prometheus registry (reads the latest snapshot at scrape)
+      (perf child)         ├─► broadcaster ─► live stream clients
+                           └─► batch writer ─► PostgreSQL ◄── retention
+
+The HTTP app's lifespan, `perfpulse snapshot` and the benchmarks all use this one object,
+so the order below is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+from prometheus_client import CollectorRegistry
+
+from exporter.collectors import build_collectors, build_perf
+from exporter.collectors.base import Collector, TickReads
+from exporter.collectors.perfstat import PerfStat
+from exporter.config import Settings
+from exporter.sampler import Sampler
+from exporter.sinks.prometheus import build_registry
+from exporter.sinks.stream import Broadcaster, StreamCollector
+from exporter.sinks.writer import BatchWriter, WriterCollector
+from exporter.storage.database import Database
+from exporter.storage.retention import Retention
+
+log = logging.getLogger(__name__)
+
+OnDatabaseReady = Callable[[asyncpg.Pool], Awaitable[object]]
+# Sampling stops first, so every snapshot taken reaches the sinks before they stop.
+STOP_ORDER = ("sampler", "broadcaster", "writer", "retention", "perf")
+
+
+class Runtime:
+    """perfpulse's parts, wired: built now, started by `start()` (or `async with`).
+
+    `collectors` replaces the machine's collectors (tests, benchmarks); without it the
+    six collectors and the supervised perf child are built from the settings.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        collectors: Sequence[Collector] | None = None,
+        on_database_ready: OnDatabaseReady | None = None,
+    ) -> None:
+        self.settings = settings
+        self.perf: PerfStat | None = build_perf(settings) if collectors is None else None
+        tick_reads = TickReads()
+        self.sampler = Sampler(
+            (
+                collectors
+                if collectors is not None
+                else build_collectors(settings, self.perf, tick_reads)
+            ),
+            interval=settings.sampling_interval_seconds,
+            deadline=settings.collector_deadline,
+            host=settings.hostname,
+            tick_reads=tick_reads,
+        )
+        self.broadcaster = Broadcaster(
+            queue_size=settings.ws_queue_size, resume_buffer=settings.ws_resume_buffer
+        )
+        self.database = Database(settings, on_ready=on_database_ready)
+        self.writer = BatchWriter(
+            self.database,
+            batch_size=settings.batch_size,
+            max_age=settings.batch_max_age_seconds,
+            max_buffered=settings.writer_max_buffered,
+            drain_batch=settings.writer_drain_batch,
+            spool_path=settings.data_dir / "spool.jsonl" if settings.writer_spool else None,
+        )
+        self.retention = Retention(self.database, settings.retention_days)
+        self.registry: CollectorRegistry = build_registry(self.sampler)
+        self.registry.register(StreamCollector(self.broadcaster))
+        self.registry.register(WriterCollector(self.writer))
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        """The database (it connects in the background: nothing waits on it), the sinks,
+        then sampling and the perf child."""
+        await self.database.start()
+        self._spawn(self.broadcaster.run(self.sampler), "broadcaster")
+        self._spawn(self.writer.run(self.sampler), "writer")
+        # The sinks subscribe first, so the first snapshot reaches them too.
+        await asyncio.sleep(0)
+        self._spawn(self.sampler.run(), "sampler")
+        if self.perf is not None:
+            self._spawn(self.perf.run(), "perf")  # the child is reaped when this is cancelled
+        self._spawn(self.retention.run(), "retention")
+
+    async def stop(self) -> None:
+        """Stop sampling first, hand every snapshot taken to the writer, flush it (or spool
+        it), and only then close the database."""
+        await self._cancel_tasks()
+        log.info("sampler stopped after %d snapshots", self.sampler.taken)
+        await self.writer.stop(self.settings.shutdown_timeout_seconds)
+        log.info(
+            "writer stopped: %d snapshots written, %d dropped",
+            self.writer.written_total,
+            self.writer.dropped_total,
+        )
+        await self.database.stop()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @contextlib.asynccontextmanager
+    async def sampling_only(self) -> AsyncIterator[Sampler]:
+        """The sampler and its perf child, nothing else (no database, no sinks): for
+        one-off snapshots and benchmarks that drive `sample_once` themselves."""
+        if self.perf is not None:
+            self._spawn(self.perf.run(), "perf")
+        try:
+            yield self.sampler
+        finally:
+            await self._cancel_tasks()
+
+    async def perf_reported(self, within: float = 1.0) -> bool:
+        """Wait up to `within` seconds for the perf child's first interval (or failure)."""
+        if self.perf is None:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not (self.perf.state.intervals or self.perf.state.restarts):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(_report_crash)
+        self._tasks[name] = task
+
+    async def _cancel_tasks(self) -> None:
+        for name in STOP_ORDER:
+            task = self._tasks.pop(name, None)
+            if task is None:
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("%s stopped unexpectedly", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,1 @@
+"""The three sinks every snapshot feeds: Prometheus exposition, the live stream, the batch writer."""

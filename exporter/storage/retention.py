@@ -1,0 +1,69 @@
+"""Retention: stored data older than PERFPULSE_RETENTION_DAYS goes, hourly, without long locks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from exporter.storage.database import Database, DatabaseUnavailable, describe
+from exporter.storage.partitions import drop_partitions_before
+
+log = logging.getLogger(__name__)
+
+
+async def delete_rollups_before(
+    conn: asyncpg.Connection, cutoff: datetime, batch: int = 10_000
+) -> int:
+    """Delete old minute aggregates in small batches (short locks); returns rows deleted."""
+    total = 0
+    while True:
+        status = await conn.execute(
+            """
+            DELETE FROM metrics_rollup_1m WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM metrics_rollup_1m WHERE bucket < $1 LIMIT $2))
+            """,
+            cutoff,
+            batch,
+        )
+        deleted = int(status.rsplit(" ", 1)[1])
+        total += deleted
+        if deleted < batch:
+            return total
+
+
+class Retention:
+    """Drops stored data older than the retention, hourly, without long locks."""
+
+    def __init__(self, database: Database, days: int, interval: float = 3600.0) -> None:
+        self.database = database
+        self.days = days
+        self.interval = interval
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(DatabaseUnavailable):
+                await self.enforce()
+            await asyncio.sleep(self.interval)
+
+    async def enforce(self, now: datetime | None = None) -> list[str]:
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.days)
+        pool = self.database.pool
+        try:
+            async with pool.acquire() as conn:
+                dropped = await drop_partitions_before(conn, cutoff)
+                rollups = await delete_rollups_before(conn, cutoff)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("retention skipped: %s", describe(exc))
+            return []
+        if dropped or rollups:
+            log.info(
+                "retention (%d days): dropped %s, %d minute aggregates",
+                self.days,
+                ", ".join(dropped) or "no partitions",
+                rollups,
+            )
+        return dropped
