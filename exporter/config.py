@@ -11,6 +11,8 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from exporter.spec import HARDWARE_EVENTS, SOFTWARE_EVENTS
+
 ENV_PREFIX = "PERFPULSE_"
 
 MIN_SECRET_BYTES = 32
@@ -59,9 +61,7 @@ class Settings(BaseSettings):
     perf_enabled: bool = Field(True, description="Run the perf child for hardware counters.")
     perf_binary: str = Field("perf", min_length=1, description="The perf executable.")
     perf_events: str = Field(
-        "cycles,instructions,cache-references,cache-misses,branch-instructions,branch-misses,"
-        "stalled-cycles-frontend,stalled-cycles-backend,"
-        "task-clock,context-switches,cpu-migrations,page-faults",
+        ",".join(HARDWARE_EVENTS + SOFTWARE_EVENTS),
         min_length=1,
         description="Comma-separated perf events.",
     )

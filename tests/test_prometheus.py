@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from exporter.grafana.dashboards import load_spec
+from exporter.spec import load_panels
 from tests.servers import free_port, serve
 
 ROOT = Path(__file__).parent.parent
@@ -174,7 +174,7 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, ser
                 assert time.monotonic() < deadline, "Prometheus never scraped perfpulse"
                 time.sleep(0.5)
             results = {}
-            for panel in load_spec():
+            for panel in load_panels():
                 for target in panel["prometheus"]:
                     body = httpx.get(
                         f"{api}/query", params={"query": _expand(target["expr"], "5s")}
@@ -213,7 +213,7 @@ def test_hardware_queries_on_synthetic_series(tmp_path):
         "{{instance}} DRAM read+write (resctrl)": 150e6,
     }
     tests = []
-    for panel in load_spec():
+    for panel in load_panels():
         for target in panel["prometheus"]:
             if (panel["title"], target["legend"]) in NO_DATA_HERE:
                 tests.append(

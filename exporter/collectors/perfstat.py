@@ -21,19 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from exporter.spec import HARDWARE_EVENTS, SOFTWARE_EVENTS
+
 log = logging.getLogger(__name__)
 
-HARDWARE_EVENTS = (
-    "cycles",
-    "instructions",
-    "cache-references",
-    "cache-misses",
-    "branch-instructions",
-    "branch-misses",
-    "stalled-cycles-frontend",
-    "stalled-cycles-backend",
-)
-SOFTWARE_EVENTS = ("task-clock", "context-switches", "cpu-migrations", "page-faults")
 DEFAULT_EVENTS = HARDWARE_EVENTS + SOFTWARE_EVENTS
 # Intel integrated memory controller: 64 bytes per CAS command.
 IMC_EVENTS = ("cas_count_read", "cas_count_write")

@@ -8,9 +8,10 @@ when the committed files differ from what the spec gives.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from exporter.spec import load_panels
 
 SCHEMA_VERSION = 39  # Grafana 11
 PROMETHEUS_UID = "perfpulse-prometheus"
@@ -18,12 +19,6 @@ POSTGRES_UID = "perfpulse-postgres"
 FOLDER_UID = "perfpulse"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 PG = {"type": "grafana-postgresql-datasource", "uid": "${postgres}"}
-
-
-def load_spec() -> list[dict[str, Any]]:
-    text = resources.files("exporter.spec").joinpath("panels.json").read_text()
-    panels: list[dict[str, Any]] = json.loads(text)["panels"]
-    return panels
 
 
 def _grid(index: int, width: int = 12, height: int = 8) -> dict[str, int]:
@@ -100,7 +95,7 @@ def _dashboard(
 def host_dashboard() -> dict[str, Any]:
     """The six live panels, on Prometheus."""
     panels = []
-    for index, spec in enumerate(load_spec()):
+    for index, spec in enumerate(load_panels()):
         panels.append(
             {
                 "id": index + 1,
@@ -232,7 +227,7 @@ def history_dashboard() -> dict[str, Any]:
     from exporter.storage.fields import FIELDS
 
     panels = []
-    for index, spec in enumerate(load_spec()):
+    for index, spec in enumerate(load_panels()):
         history = spec["history"]
         positions = {name: i + 1 for i, (name, _) in enumerate(FIELDS[history["metric_type"]])}
         columns = ", ".join(

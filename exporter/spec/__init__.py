@@ -1,0 +1,26 @@
+"""The panel spec (panels.json): one source for the Vue dashboard, the Grafana dashboards
+and the perf event lists."""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from typing import Any
+
+
+@functools.cache
+def _spec() -> dict[str, Any]:
+    text = resources.files(__name__).joinpath("panels.json").read_text()
+    spec: dict[str, Any] = json.loads(text)
+    return spec
+
+
+def load_panels() -> list[dict[str, Any]]:
+    """The six panels, in dashboard order."""
+    panels: list[dict[str, Any]] = _spec()["panels"]
+    return panels
+
+
+HARDWARE_EVENTS: tuple[str, ...] = tuple(_spec()["perf_events"]["hardware"])
+SOFTWARE_EVENTS: tuple[str, ...] = tuple(_spec()["perf_events"]["software"])

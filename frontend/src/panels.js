@@ -3,6 +3,9 @@ import spec from '@spec/panels.json'
 /** The six panels, in order, from the spec the Grafana dashboards are generated from. */
 export const PANELS = spec.panels
 
+/** perf's hardware events (the Hardware counters panel says when none can be counted). */
+export const HARDWARE_EVENTS = spec.perf_events.hardware
+
 /** The value at `path` in a snapshot, times `scale`; null when absent or unavailable. */
 export function valueAt(snapshot, path, scale = 1) {
   let node = snapshot
