@@ -5,6 +5,9 @@ nearly free. The supervisor restarts the child with backoff when it dies, kills 
 it when it stops producing, and terminates and reaps it on shutdown (no zombie, no orphan).
 Readers (the perf_events and memory_bandwidth collectors) only look at its latest state,
 so the sampler never waits on perf.
+
+About 300 lines on purpose: the child's output format, its parser and its supervisor
+change together. The pure parsing functions come first and are tested alone.
 """
 
 from __future__ import annotations

@@ -9,22 +9,20 @@ import asyncio
 import bisect
 import contextlib
 import logging
-import os
 import random
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import asyncpg
-import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter.sampler import Sampler, Snapshot, Subscription
+from exporter.sinks.spool import Spool
 from exporter.storage import ingest
 from exporter.storage.database import Database, DatabaseUnavailable, describe
 from exporter.storage.fields import FIELDS
@@ -93,7 +91,7 @@ class BatchWriter:
         self.max_age = max_age
         self.max_buffered = max_buffered
         self.drain_batch = max(drain_batch, batch_size)
-        self.spool_path = spool_path
+        self._spool = Spool(spool_path) if spool_path is not None else None
         self._pending: deque[_Pending] = deque()
         self._next_id = 0
         self._wake = asyncio.Event()
@@ -229,55 +227,31 @@ class BatchWriter:
         if self._pending:
             self.spool()
 
-    # --- spool: survive a restart during an outage ---------------------------------------
-
     def spool(self) -> None:
-        if self.spool_path is None or not self._pending:
-            if self._pending:
-                log.error(
-                    "shutting down with %d snapshots unwritten (no spool)", len(self._pending)
-                )
+        """Keep what is still pending on disk (or say it is lost, without a spool)."""
+        if not self._pending:
             return
-        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.spool_path.with_suffix(".tmp")
-        with temporary.open("wb") as file:
-            for pending in self._pending:
-                s = pending.snapshot
-                file.write(
-                    orjson.dumps(
-                        {"timestamp": s.timestamp.isoformat(), "host": s.host, "rows": s.rows}
-                    )
-                    + b"\n"
-                )
-            file.flush()
-            os.fsync(file.fileno())
-        temporary.replace(self.spool_path)
+        if self._spool is None:
+            log.error("shutting down with %d snapshots unwritten (no spool)", len(self._pending))
+            return
+        self._spool.save([pending.snapshot for pending in self._pending])
         log.warning(
             "database unavailable at shutdown: spooled %d snapshots to %s",
             len(self._pending),
-            self.spool_path,
+            self._spool.path,
         )
         self._pending.clear()
 
     def load_spool(self) -> int:
-        if self.spool_path is None or not self.spool_path.exists():
+        """Queue the snapshots a previous run spooled; returns how many."""
+        if self._spool is None:
             return 0
-        loaded = 0
-        for line in self.spool_path.read_bytes().splitlines():
-            try:
-                item = orjson.loads(line)
-                stored = StoredSnapshot(
-                    datetime.fromisoformat(item["timestamp"]),
-                    item["host"],
-                    tuple((t, d) for t, d in item["rows"]),
-                )
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # a torn last line after a crash
+        snapshots = self._spool.take()
+        for stored in snapshots:
             self.add(stored)
-            loaded += 1
-        self.spool_path.unlink()
-        log.info("loaded %d spooled snapshots from %s", loaded, self.spool_path)
-        return loaded
+        if snapshots:
+            log.info("loaded %d spooled snapshots from %s", len(snapshots), self._spool.path)
+        return len(snapshots)
 
 
 class WriterCollector(Collector):
