@@ -52,28 +52,48 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}%"
 
 
+# What the summary line shows, by path into the snapshot (tests/test_sections.py walks
+# each through the declared section types and a real snapshot).
+SUMMARY_PATHS: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpu", "usage_percent"),
+    "mem": ("memory", "percent"),
+    "rx": ("network", "total", "receive_bytes_per_second"),
+    "tx": ("network", "total", "transmit_bytes_per_second"),
+    "read": ("disk", "total", "read_bytes_per_second"),
+    "written": ("disk", "total", "written_bytes_per_second"),
+    "busy": ("disk", "total", "busy_percent"),
+    "ipc": ("perf_events", "ipc"),
+}
+
+
+def _at(snapshot: dict[str, Any], name: str) -> Any:
+    node: Any = snapshot
+    for key in SUMMARY_PATHS[name]:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _available(snapshot: dict[str, Any], name: str) -> bool:
+    section = snapshot.get(SUMMARY_PATHS[name][0])
+    return isinstance(section, dict) and section.get("available") is True
+
+
 def summarize(snapshot: dict[str, Any]) -> str:
     """One line: time, CPU, memory, network and disk rates, hardware counters if any."""
     time = datetime.fromisoformat(snapshot["timestamp"]).astimezone().strftime("%H:%M:%S")
     parts = [f"{time} #{snapshot['seq']}"]
-    cpu, mem = snapshot.get("cpu", {}), snapshot.get("memory", {})
-    net = snapshot.get("network", {}).get("total", {})
-    disk = snapshot.get("disk", {}).get("total", {})
-    parts.append(f"cpu {_pct(cpu.get('usage_percent'))}" if cpu.get("available") else "cpu n/a")
-    parts.append(f"mem {_pct(mem.get('percent'))}" if mem.get("available") else "mem n/a")
-    if net:
+    parts.append(f"cpu {_pct(_at(snapshot, 'cpu'))}" if _available(snapshot, "cpu") else "cpu n/a")
+    parts.append(f"mem {_pct(_at(snapshot, 'mem'))}" if _available(snapshot, "mem") else "mem n/a")
+    if _available(snapshot, "rx"):
+        parts.append(f"net rx {_rate(_at(snapshot, 'rx'))} tx {_rate(_at(snapshot, 'tx'))}")
+    if _available(snapshot, "read"):
         parts.append(
-            f"net rx {_rate(net.get('receive_bytes_per_second'))} "
-            f"tx {_rate(net.get('transmit_bytes_per_second'))}"
+            f"disk r {_rate(_at(snapshot, 'read'))} w {_rate(_at(snapshot, 'written'))} "
+            f"busy {_pct(_at(snapshot, 'busy'))}"
         )
-    if disk:
-        parts.append(
-            f"disk r {_rate(disk.get('read_bytes_per_second'))} "
-            f"w {_rate(disk.get('written_bytes_per_second'))} busy {_pct(disk.get('busy_percent'))}"
-        )
-    perf = snapshot.get("perf_events", {})
-    if perf.get("available") and perf.get("ipc") is not None:
-        parts.append(f"ipc {perf['ipc']:.2f}")
+    ipc = _at(snapshot, "ipc")
+    if _available(snapshot, "ipc") and ipc is not None:
+        parts.append(f"ipc {ipc:.2f}")
     return "  ".join(parts)
 
 

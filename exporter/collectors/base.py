@@ -37,7 +37,7 @@ class Unavailable(Exception):
 class Sample(Protocol):
     """One reading of one collector: JSON for the live snapshot, raw families for /metrics."""
 
-    def to_dict(self) -> JSON: ...
+    def to_dict(self) -> Mapping[str, Any]: ...  # a section type (collectors/sections.py)
 
     def metrics(self) -> Iterable[Metric]: ...
 
@@ -83,7 +83,7 @@ class CollectorResult:
         """What this result adds to the section it is `part_of`."""
         if self.sample is None:
             return {**(self.placeholder or {}), f"{self.name}_error": self.error}
-        return self.sample.to_dict()
+        return dict(self.sample.to_dict())
 
 
 def rate(current: float, previous: float | None, elapsed: float | None) -> float | None:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, LastReading, Unavailable, rate, read_text
+from exporter.collectors.base import Clock, LastReading, Unavailable, rate, read_text
 from exporter.collectors.families import counter, gauge, labeled_counter, labeled_gauge
+from exporter.collectors.sections import CpuData, PerCpu
 
 MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 IDLE_MODES = ("idle", "iowait")
@@ -121,12 +122,12 @@ class CpuSample:
     load: tuple[float, float, float] | None
     frequency_hz: dict[str, float]
 
-    def to_dict(self) -> JSON:
+    def to_dict(self) -> CpuData:
         before = self.previous
         total_before = None if before is None else before.total
         ctxt_before = None if before is None else before.context_switches
         intr_before = None if before is None else before.interrupts
-        per_cpu = [
+        per_cpu: list[PerCpu] = [
             {
                 "cpu": cpu,
                 "usage_percent": usage_percent(

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from prometheus_client.metrics_core import Metric
 
@@ -21,6 +22,7 @@ from exporter.collectors.base import (
     sum_rates,
 )
 from exporter.collectors.families import labeled_counter, labeled_gauge
+from exporter.collectors.sections import DeviceData, DiskData
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ class DiskSample:
     elapsed: float | None
     total_devices: frozenset[str]
 
-    def to_dict(self) -> JSON:
+    def to_dict(self) -> DiskData:
         before = self.previous
         devices = {
             name: _device_view(row, before.get(name) if before else None, self.elapsed)
@@ -84,15 +86,14 @@ class DiskSample:
             total.update(dict.fromkeys(rate_keys))
             total["busy_percent"] = None
         else:
-            total.update(sum_rates(seen_twice, rate_keys))
+            total.update(sum_rates([cast(JSON, d) for d in seen_twice], rate_keys))
             busy = [d["busy_percent"] for d in seen_twice]
             # The busiest device: a saturated disk is not hidden by idle ones.
-            total["busy_percent"] = None if any(b is None for b in busy) else max(busy, default=0.0)
+            known = [b for b in busy if b is not None]
+            total["busy_percent"] = None if len(known) < len(busy) else max(known, default=0.0)
         total["io_in_progress"] = sum(self.devices[n]["io_in_progress"] for n in counted)
-        return {
-            "total": total,
-            "devices": devices,
-        }
+        # Keys from COUNTERS and RATE_COUNTERS; tests/test_sections.py checks them.
+        return {"total": cast(DeviceData, total), "devices": devices}
 
     def metrics(self) -> Iterator[Metric]:
         for key in COUNTERS:
@@ -123,7 +124,7 @@ _HELP = {
 
 def _device_view(
     row: dict[str, float], before: dict[str, float] | None, elapsed: float | None
-) -> JSON:
+) -> DeviceData:
     counters = {key: row[key] for key in COUNTERS}
     per_second = rates({key: row[key] for key in RATE_COUNTERS}, before, elapsed)
     busy_before = None if before is None else before["io_time_seconds"]
@@ -132,7 +133,7 @@ def _device_view(
     out.update({f"{key}_per_second": value for key, value in per_second.items()})
     out["busy_percent"] = None if busy is None else min(100.0, 100.0 * busy)
     out["io_in_progress"] = row["io_in_progress"]
-    return out
+    return cast(DeviceData, out)
 
 
 class DiskCollector:

@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import JSON, Clock
 from exporter.collectors.families import labeled_gauge
+from exporter.collectors.sections import FilesystemData, FilesystemUsageData
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class FilesystemUsage:
     files: int
     files_free: int
 
-    def to_dict(self) -> JSON:
+    def to_dict(self) -> FilesystemUsageData:
         used = self.size_bytes - self.free_bytes
         # Like df: the reserved blocks are neither used nor available to users.
         usable = used + self.avail_bytes
@@ -104,7 +105,7 @@ class FilesystemUsage:
 class FilesystemSample:
     filesystems: list[FilesystemUsage]
 
-    def to_dict(self) -> JSON:
+    def to_dict(self) -> FilesystemData:
         return {"filesystems": [fs.to_dict() for fs in self.filesystems]}
 
     def metrics(self) -> Iterator[Metric]:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, LastReading, TickReads, rate, read_text
+from exporter.collectors.base import Clock, LastReading, TickReads, rate, read_text
 from exporter.collectors.families import counter, gauge
+from exporter.collectors.sections import MemoryData
 
 # /proc/meminfo field -> exported name (all in bytes).
 MEMINFO_FIELDS = {
@@ -69,7 +70,7 @@ class MemorySample:
     previous_swap: tuple[int, int] | None
     elapsed: float | None
 
-    def to_dict(self) -> JSON:
+    def to_dict(self) -> MemoryData:
         v = self.values
         total, available = v["total"], v["available"]
         used = total - available

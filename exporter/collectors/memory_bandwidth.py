@@ -12,13 +12,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Clock, LastReading, TickReads, rate, read_text
+from exporter.collectors.base import Clock, LastReading, TickReads, rate, read_text
 from exporter.collectors.families import counter, labeled_gauge
 from exporter.collectors.memory import parse_vmstat
 from exporter.collectors.perfstat import CACHE_LINE_BYTES, UNIT_BYTES, PerfStat
+from exporter.collectors.sections import BandwidthSource, MemoryBandwidthData, VmstatRates
 
 # vmstat counter -> (exported name, multiplier to the exported unit)
 VMSTAT = {
@@ -64,7 +66,7 @@ def resctrl_total_bytes(root: Path) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class BandwidthSample:
-    source: str
+    source: BandwidthSource
     read_bytes: float | None
     write_bytes: float | None
     total_bytes: float | None
@@ -74,16 +76,20 @@ class BandwidthSample:
     vmstat: dict[str, float]
     vmstat_rates: dict[str, float | None]
 
-    def to_dict(self) -> JSON:
+    def to_dict(self) -> MemoryBandwidthData:
         return {
             "source": self.source,
             "read_bytes_per_second": self.read_rate,
             "write_bytes_per_second": self.write_rate,
             "total_bytes_per_second": self.total_rate,
-            "vmstat": {
-                "source": "vmstat",
-                **{f"{name}_per_second": value for name, value in self.vmstat_rates.items()},
-            },
+            # Keys from the VMSTAT table; tests/test_sections.py checks them.
+            "vmstat": cast(
+                VmstatRates,
+                {
+                    "source": "vmstat",
+                    **{f"{name}_per_second": value for name, value in self.vmstat_rates.items()},
+                },
+            ),
         }
 
     def metrics(self) -> Iterator[Metric]:

@@ -7,11 +7,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import JSON, Clock, LastReading, rates, read_text, sum_rates
 from exporter.collectors.families import labeled_counter
+from exporter.collectors.sections import InterfaceData, NetworkData
 
 # Column order of /proc/net/dev after the interface name.
 RECEIVE = ("bytes", "packets", "errors", "drops", "fifo", "frame", "compressed", "multicast")
@@ -59,7 +61,7 @@ class NetworkSample:
     elapsed: float | None
     total_exclude: re.Pattern[str]
 
-    def to_dict(self) -> JSON:
+    def to_dict(self) -> NetworkData:
         before = self.previous
         per_second = {
             name: rates(row, before.get(name) if before else None, self.elapsed)
@@ -91,10 +93,10 @@ class NetworkSample:
             )
 
 
-def _combine(row: dict[str, int], per_second: dict[str, float | None]) -> JSON:
+def _combine(row: dict[str, int], per_second: dict[str, float | None]) -> InterfaceData:
     out: JSON = {f"{key}_total": value for key, value in row.items()}
     out.update({f"{key}_per_second": value for key, value in per_second.items()})
-    return out
+    return cast(InterfaceData, out)  # keys from COUNTERS; tests/test_sections.py checks
 
 
 class NetworkCollector:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import JSON, Unavailable
+from exporter.collectors.base import Unavailable
 from exporter.collectors.families import labeled_gauge
 from exporter.collectors.perfstat import IMC_EVENTS, EventState, PerfStat
+from exporter.collectors.sections import PerfEventsData
 
 # perf reports task-clock in milliseconds; everything else is a count.
 _SECONDS_PER_UNIT = {"msec": 1e-3}
@@ -43,7 +44,7 @@ class PerfSample:
     def _base(self, event: EventState, value: float | None) -> float | None:
         return None if value is None else value * _SECONDS_PER_UNIT.get(event.unit, 1.0)
 
-    def to_dict(self) -> JSON:
+    def to_dict(self) -> PerfEventsData:
         e = self.events
         rates = {name: self._base(s, s.rate) for name, s in e.items() if s.available}
         return {

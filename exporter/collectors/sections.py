@@ -1,0 +1,202 @@
+"""The declared type of each snapshot section: the contract the live stream, the stored
+rows (`storage/fields.py`), the panel spec and `perfpulse watch` all read.
+
+A collector's `to_dict()` returns its section's type; the snapshot adds `"available":
+true` in front, or replaces the whole section with `Unavailable` when the collector has
+nothing. Maps keyed by what the machine has (CPUs' modes, interfaces, devices, perf
+events) are `dict[str, ...]`. tests/test_sections.py walks every path the spec, the stored
+fields and `watch` use through these types and through a real snapshot of this machine.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+Rate = float | None  # per second; None on the first reading or after a counter reset
+
+
+class Unavailable(TypedDict):
+    available: Literal[False]
+    error: str | None
+
+
+# --- cpu ---------------------------------------------------------------------------
+
+
+class PerCpu(TypedDict):
+    cpu: str
+    usage_percent: float | None
+
+
+LoadAverage = TypedDict("LoadAverage", {"1m": float, "5m": float, "15m": float})
+
+
+class CpuData(TypedDict):
+    count: int
+    usage_percent: float | None
+    modes_percent: dict[str, float | None]
+    per_cpu: list[PerCpu]
+    times_seconds: dict[str, float]
+    load_average: LoadAverage | None
+    frequency_mhz: float | None
+    context_switches_total: int
+    interrupts_total: int
+    context_switches_per_second: Rate
+    interrupts_per_second: Rate
+    procs_running: int
+    procs_blocked: int
+
+
+# --- memory ------------------------------------------------------------------------
+
+
+class MemoryData(TypedDict):
+    total_bytes: int
+    available_bytes: int
+    used_bytes: int
+    free_bytes: int
+    percent: float | None
+    buffers_bytes: int
+    cached_bytes: int
+    shared_bytes: int
+    swap_total_bytes: int
+    swap_used_bytes: int
+    swap_percent: float
+    swap_in_bytes_total: int
+    swap_out_bytes_total: int
+    swap_in_bytes_per_second: Rate
+    swap_out_bytes_per_second: Rate
+
+
+# --- network -----------------------------------------------------------------------
+
+
+class InterfaceData(TypedDict):
+    receive_bytes_total: int
+    receive_packets_total: int
+    receive_errors_total: int
+    receive_drops_total: int
+    transmit_bytes_total: int
+    transmit_packets_total: int
+    transmit_errors_total: int
+    transmit_drops_total: int
+    receive_bytes_per_second: Rate
+    receive_packets_per_second: Rate
+    receive_errors_per_second: Rate
+    receive_drops_per_second: Rate
+    transmit_bytes_per_second: Rate
+    transmit_packets_per_second: Rate
+    transmit_errors_per_second: Rate
+    transmit_drops_per_second: Rate
+
+
+class NetworkData(TypedDict):
+    total: InterfaceData  # every interface but loopback
+    interfaces: dict[str, InterfaceData]
+
+
+# --- disk and filesystem -----------------------------------------------------------
+
+
+class DeviceData(TypedDict):
+    reads_completed_total: float
+    writes_completed_total: float
+    read_bytes_total: float
+    written_bytes_total: float
+    read_time_seconds_total: float
+    write_time_seconds_total: float
+    io_time_seconds_total: float
+    reads_completed_per_second: Rate
+    writes_completed_per_second: Rate
+    read_bytes_per_second: Rate
+    written_bytes_per_second: Rate
+    busy_percent: float | None
+    io_in_progress: float
+
+
+class FilesystemUsageData(TypedDict):
+    mountpoint: str
+    device: str
+    fstype: str
+    total_bytes: int
+    used_bytes: int
+    available_bytes: int
+    percent: float | None
+
+
+class FilesystemData(TypedDict):
+    """What the `filesystem` collector adds to the disk section."""
+
+    filesystems: list[FilesystemUsageData]
+
+
+class DiskData(TypedDict):
+    total: DeviceData  # devices stacked on others (dm-*, md*) left out
+    devices: dict[str, DeviceData]
+
+
+class DiskSection(DiskData, total=False):
+    """The disk section as a snapshot carries it: its own figures plus the filesystem
+    collector's (`filesystem_error` instead when that one has nothing)."""
+
+    filesystems: list[FilesystemUsageData]
+    filesystem_error: str | None
+
+
+# --- perf_events -------------------------------------------------------------------
+
+
+class PerfEventData(TypedDict):
+    available: bool
+    reason: str | None
+    per_second: float | None  # base units: task-clock in seconds per second
+    total: float | None
+    running_ratio: float | None  # below 1: multiplexed
+
+
+class PerfEventsData(TypedDict):
+    interval_seconds: float | None
+    ipc: float | None
+    cache_miss_ratio: float | None
+    branch_miss_ratio: float | None
+    rates: dict[str, float | None]  # per counted event
+    events: dict[str, PerfEventData]
+
+
+# --- memory_bandwidth --------------------------------------------------------------
+
+
+class VmstatRates(TypedDict, total=False):
+    """Paging and faults from /proc/vmstat (keys the kernel has); not DRAM bandwidth."""
+
+    source: Literal["vmstat"]
+    pgpgin_bytes_per_second: Rate
+    pgpgout_bytes_per_second: Rate
+    pswpin_pages_per_second: Rate
+    pswpout_pages_per_second: Rate
+    page_faults_per_second: Rate
+    major_page_faults_per_second: Rate
+    numa_hit_per_second: Rate
+    numa_miss_per_second: Rate
+
+
+BandwidthSource = Literal["uncore_imc", "resctrl", "vmstat"]
+
+
+class MemoryBandwidthData(TypedDict):
+    source: BandwidthSource
+    read_bytes_per_second: Rate
+    write_bytes_per_second: Rate
+    total_bytes_per_second: Rate
+    vmstat: VmstatRates
+
+
+# Each section name and its declared type, in snapshot order.
+SECTION_TYPES: dict[str, type] = {
+    "cpu": CpuData,
+    "memory": MemoryData,
+    "network": NetworkData,
+    "disk": DiskSection,
+    "perf_events": PerfEventsData,
+    "memory_bandwidth": MemoryBandwidthData,
+}
