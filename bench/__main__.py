@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import core, perf, storage, stream
+from bench import abuse, core, perf, storage, stream
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -17,7 +17,7 @@ def main() -> None:
         "names",
         nargs="*",
         default=["core", "perf", "stream", "storage"],
-        choices=["core", "perf", "stream", "storage"],
+        choices=["core", "perf", "stream", "storage", "abuse"],
     )
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--scrapes", type=int, default=1000)
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--query-runs", type=int, default=20)
     parser.add_argument("--perf-seconds", type=float, default=60.0)
+    parser.add_argument("--hold-seconds", type=float, default=60.0)
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     for name in args.names:
@@ -44,6 +45,9 @@ def main() -> None:
         elif name == "perf":
             result = perf.run(args.perf_seconds)
             text = perf.report(result)
+        elif name == "abuse":
+            result = abuse.run(args.hold_seconds)
+            text = abuse.report(result)
         elif name == "storage":
             result = storage.run(
                 args.database_url, args.write_snapshots, args.history_days, args.query_runs

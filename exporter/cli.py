@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,12 +17,13 @@ import orjson
 
 from exporter import __version__
 from exporter.auth.passwords import hash_password
-from exporter.config import ConfigError, Settings, load_settings
+from exporter.config import ConfigError, Settings, StartError, load_settings
 from exporter.logs import configure_logging
 from exporter.storage import users
 from exporter.storage.database import DatabaseUnavailable, open_database
 
 T = TypeVar("T")
+log = logging.getLogger("exporter.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(**overrides)
         code: int = args.handler(settings, args)
-    except ConfigError as exc:
+    except (ConfigError, StartError) as exc:
         print(f"perfpulse: {exc}", file=sys.stderr)
         return 2
     except (DatabaseUnavailable, CommandError) as exc:
@@ -140,16 +143,27 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from exporter.api.app import create_app
-    from exporter.server import uvicorn_config
+    from exporter.datadir import DataDirLock
+    from exporter.server import bind, raise_open_file_limit, uvicorn_config
 
     configure_logging(settings.log_level)
+    # Before anything else starts: the data directory is this server's alone, and the
+    # port is free. A second instance exits here having touched nothing.
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    listening = bind(settings.host, settings.port)
+    files = raise_open_file_limit()
     config = uvicorn_config(create_app(settings), settings)
+    log.info("open-file limit %d", files)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
     # handler that was installed before it; make that a no-op so a requested shutdown
     # exits 0 instead of dying by the signal (or a KeyboardInterrupt traceback).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run(sockets=[listening])
+    finally:
+        lock.release()
     return 0
 
 
@@ -171,12 +185,24 @@ def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _prompt(prompt: str) -> str:
+    """A password typed at the terminal; a clear error where there is no terminal."""
+    if not sys.stdin.isatty():
+        raise CommandError(
+            "no terminal to ask for the password on; pipe it in with --password-stdin"
+        )
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        raise CommandError("no password given") from None
+
+
 def _read_password(args: argparse.Namespace, prompt: str = "Password: ") -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass(prompt)
-        if getpass.getpass("Repeat: ") != password:
+        password = _prompt(prompt)
+        if _prompt("Repeat: ") != password:
             raise CommandError("the passwords differ")
     if not 8 <= len(password) <= 1024:
         raise CommandError("a password must be 8 to 1024 characters")
@@ -221,6 +247,7 @@ def _users_delete(settings: Settings, args: argparse.Namespace) -> int:
     if not _with_database(settings, lambda pool: users.delete(pool, args.username)):
         raise CommandError(f"no user {args.username!r}")
     print(f"deleted user {args.username!r}")
+    _forget_initial_password(settings, args.username)
     return 0
 
 
@@ -233,7 +260,19 @@ def _users_set_password(settings: Settings, args: argparse.Namespace) -> int:
     if not _with_database(settings, change):
         raise CommandError(f"no user {args.username!r}")
     print(f"password changed for {args.username!r}; its existing tokens no longer work")
+    _forget_initial_password(settings, args.username)
     return 0
+
+
+def _forget_initial_password(settings: Settings, username: str) -> None:
+    """The generated first password is stale once the admin's password changes or the
+    admin goes: remove the file that holds it."""
+    from exporter.auth.bootstrap import ADMIN, PASSWORD_FILE
+
+    path = settings.data_dir / PASSWORD_FILE
+    if username == ADMIN and path.exists():
+        path.unlink()
+        print(f"removed {path}")
 
 
 def _watch(settings: Settings, args: argparse.Namespace) -> int:
@@ -242,13 +281,17 @@ def _watch(settings: Settings, args: argparse.Namespace) -> int:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass(f"Password for {args.user}: ")
+        password = _prompt(f"Password for {args.user}: ")
     base_url = args.url.rstrip("/")
     try:
         token = login(base_url, args.user, password)
         asyncio.run(follow(base_url, token, raw=args.json, limit=args.count))
     except WatchError as exc:
         raise CommandError(str(exc)) from None
+    except BrokenPipeError:
+        # The reader went away (`perfpulse watch | head -2`): stop quietly, and keep
+        # Python from reporting the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -276,7 +319,7 @@ def _grafana_push(settings: Settings, args: argparse.Namespace) -> int:
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
         else:
-            password = getpass.getpass(f"Grafana password for {args.user}: ")
+            password = _prompt(f"Grafana password for {args.user}: ")
         credential = (args.user, password)
     try:
         push(target, credential)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -22,6 +24,10 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 class ConfigError(Exception):
     """Raised when the configuration is invalid; the message names each bad variable."""
+
+
+class StartError(Exception):
+    """perfpulse cannot start as configured (port taken, data directory in use)."""
 
 
 class Settings(BaseSettings):
@@ -87,6 +93,43 @@ class Settings(BaseSettings):
     login_failure_window_seconds: float = Field(
         300, gt=0, le=86400, description="Window in which failed logins are counted."
     )
+    login_account_max_failures: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description="Failed logins to one account, from any address, before it must wait.",
+    )
+    login_queue_size: int = Field(
+        8, ge=1, le=1000, description="Logins waiting for a password check; more get a 503."
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated proxy addresses whose X-Forwarded-For is believed "
+        "(none by default: the peer's own address is the client).",
+    )
+    max_body_bytes: int = Field(
+        16 * 1024, ge=1024, le=1 << 24, description="Largest request body (413 above it)."
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=16,
+        le=1_000_000,
+        description="Open connections served at once; more are refused with a 503 "
+        "(default: from the open-file limit, at most 16,384).",
+    )
+    request_header_timeout_seconds: float = Field(
+        5, gt=0, le=300, description="A connection must send its request headers within this."
+    )
+    session_recheck_seconds: float = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="How often open streams are re-checked against their users (deleted, "
+        "password changed).",
+    )
+    api_docs: bool = Field(
+        False, description="Serve the OpenAPI pages (/docs, /redoc; Swagger UI from a CDN)."
+    )
 
     allowed_origins: str = Field(
         "",
@@ -140,6 +183,33 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        url = value.get_secret_value()
+        scheme = urlsplit(url).scheme if "://" in url else ""
+        if scheme not in ("postgres", "postgresql"):
+            shown = f"{scheme}://..." if scheme else "a value without a scheme"
+            raise ValueError(f"must be a postgresql://user:password@host/db URL, not {shown}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        for item in value.split(","):
+            if item.strip():
+                try:
+                    ipaddress.ip_network(item.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{item.strip()!r} is not an IP address or network") from None
+        return value
+
+    @property
+    def proxies(self) -> list[str]:
+        return [item.strip() for item in self.trusted_proxies.split(",") if item.strip()]
 
     @field_validator("perf_events")
     @classmethod

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import logging.config
 import re
+import time
 from typing import Any
+from urllib.parse import unquote_plus
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -18,10 +20,56 @@ _SECRETS = (
 )
 
 
+# A query string: every parameter whose name, percent-decoded, says token is redacted
+# (`?tok%65n=` reaches the app as `token` too).
+_QUERY = re.compile(r"\?([^\s\"'#]+)")
+_PERCENT_DOTS = re.compile(r"eyJ[\w-]*(?:\.|%2e)[\w-]*(?:\.|%2e)[\w-]*", re.I)
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    params = []
+    for param in match.group(1).split("&"):
+        name, eq, _ = param.partition("=")
+        if eq and "token" in unquote_plus(name).lower():
+            param = f"{name}=[REDACTED]"
+        params.append(param)
+    return "?" + "&".join(params)
+
+
 def redact(text: str) -> str:
+    text = _QUERY.sub(_redact_query, text)
+    text = _PERCENT_DOTS.sub("[REDACTED]", text)
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
+
+
+class OncePerMinute(logging.Filter):
+    """Lets a record whose message starts with `prefix` through at most once a minute.
+
+    asyncio logs "socket.accept() out of system resource" on every accept attempt while
+    the process is out of descriptors: hundreds of thousands of lines a minute.
+    """
+
+    def __init__(self, prefix: str, interval: float = 60.0) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.interval = interval
+        self._last = -interval
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(self.prefix):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self.suppressed += 1
+            return False
+        if self.suppressed:
+            record.msg = f"{record.msg} ({self.suppressed} more since the last report)"
+            record.args = None
+        self._last, self.suppressed = now, 0
+        return True
 
 
 class RedactingFormatter(logging.Formatter):
@@ -42,6 +90,12 @@ def logging_config(level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": {"()": RedactingFormatter, "format": FORMAT}},
+        "filters": {
+            "accept_errors": {
+                "()": OncePerMinute,
+                "prefix": "socket.accept() out of system resource",
+            }
+        },
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -56,6 +110,7 @@ def logging_config(level: str) -> dict[str, Any]:
             "uvicorn.access": {"level": "WARNING", "propagate": True},
             # The embedded server's library narrates every pg_ctl call at INFO.
             "pgserver": {"level": "WARNING", "propagate": True},
+            "asyncio": {"filters": ["accept_errors"], "propagate": True},
         },
     }
 

@@ -135,6 +135,8 @@ async def follow(
                     printed += 1
                     if limit is not None and printed >= limit:
                         return
+        except BrokenPipeError:
+            raise  # stdout is closed: nobody is reading any more
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == POLICY_VIOLATION:
                 raise WatchError(f"stream refused the token: {exc.rcvd.reason}") from None

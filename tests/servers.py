@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,16 +65,17 @@ def serve(
     scheme: str = "http",
     verify: object = True,
     port: int | None = None,
+    prefix: Sequence[str] = (),
 ) -> Iterator[Served]:
     """`perfpulse serve` on a loopback port (a free one by default); waits for a snapshot
-    and the database."""
+    and the database. `prefix` runs it under another command (prlimit, say)."""
     port = port or free_port()
     log_path = tmp_path / f"perfpulse-{port}-{time.monotonic_ns()}.log"
     full_env = {**os.environ, "PERFPULSE_HOST": "127.0.0.1", "PERFPULSE_PORT": str(port)}
     full_env.update(env or {})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "serve", *args],
+            [*prefix, sys.executable, "-m", "exporter", "serve", *args],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import stat
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -140,13 +141,16 @@ async def test_outage_at_shutdown_spools_and_next_start_writes_them(clean_databa
         writer.add(snapshot(i))
     await writer.stop(0.5)
     assert len(spool.read_bytes().splitlines()) == 12
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o600  # it holds this host's snapshots
     database = await started(clean_database_url)
     try:
         restarted = BatchWriter(database, spool_path=spool)
         assert restarted.load_spool() == 12
-        assert not spool.exists()
+        # Kept until its snapshots are stored: a crash now would lose nothing.
+        assert spool.exists()
         while restarted.buffered:
             await restarted.flush()
+        assert not spool.exists()
         assert await reads.count_rows(database.pool) == 24
     finally:
         await database.stop()

@@ -6,9 +6,9 @@ import math
 from datetime import datetime, timedelta
 
 from fastapi import APIRouter, HTTPException, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from exporter.api.deps import CurrentUser, PoolDep, SecretDep, SettingsDep, ThrottleDep
+from exporter.api.deps import CurrentUser, LoginGateDep, PoolDep, SecretDep, SettingsDep
 from exporter.auth.passwords import authenticate
 from exporter.auth.tokens import issue_token
 
@@ -21,6 +21,27 @@ WRONG_CREDENTIALS = "incorrect username or password"
 class Login(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+
+    @field_validator("username")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must be printable characters only")
+        return _utf8(value)
+
+    @field_validator("password")
+    @classmethod
+    def _encodable(cls, value: str) -> str:
+        return _utf8(value)
+
+
+def _utf8(value: str) -> str:
+    """JSON can carry lone surrogates, which no password or name can be made of."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
 
 
 class Token(BaseModel):
@@ -36,7 +57,11 @@ class Me(BaseModel):
 
 @router.post(
     "/login",
-    responses={401: {"description": WRONG_CREDENTIALS}, 429: {"description": "too many failures"}},
+    responses={
+        401: {"description": WRONG_CREDENTIALS},
+        429: {"description": "too many failures, or a login from this address in progress"},
+        503: {"description": "too many logins in progress"},
+    },
 )
 async def login(
     body: Login,
@@ -44,23 +69,27 @@ async def login(
     pool: PoolDep,
     secret: SecretDep,
     settings: SettingsDep,
-    throttle: ThrottleDep,
+    gate: LoginGateDep,
 ) -> Token:
-    client = request.client.host if request.client else "unknown"
-    wait = throttle.retry_after(client)
-    if wait > 0:
+    # request.client is the peer, or X-Forwarded-For's client from a trusted proxy only.
+    address = request.client.host if request.client else "unknown"
+    refusal = gate.refusal(address, body.username)
+    if refusal is not None:
+        gate.refused_total += 1
         raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many failed logins; try again later",
-            headers={"Retry-After": str(math.ceil(wait))},
+            refusal.status,
+            refusal.detail,
+            headers={"Retry-After": str(math.ceil(refusal.retry_after))},
         )
-    user = await authenticate(pool, body.username, body.password)
-    if user is None:
-        throttle.failed(client)
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, WRONG_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}
-        )
-    throttle.succeeded(client)
+    with gate.checking(address, body.username) as attempt:
+        user = await authenticate(pool, body.username, body.password)
+        if user is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                WRONG_CREDENTIALS,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        attempt.succeeded()
     issued = issue_token(
         secret, user.username, timedelta(minutes=settings.access_token_expire_minutes)
     )

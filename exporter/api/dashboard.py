@@ -29,7 +29,7 @@ def mount_dashboard(app: FastAPI, directory: Path) -> bool:
 
     @app.get("/{path:path}", include_in_schema=False)
     async def spa(path: str) -> FileResponse:
-        if path.startswith(RESERVED):
+        if path.startswith(RESERVED) or "\x00" in path:
             raise HTTPException(404)
         candidate = (root / path).resolve()
         if path and candidate.is_file() and candidate.is_relative_to(root):

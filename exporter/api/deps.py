@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
 from exporter.api.webconfig import WebConfig
-from exporter.auth.throttle import LoginThrottle
+from exporter.auth.sessions import Sessions
+from exporter.auth.throttle import LoginGate
 from exporter.auth.tokens import TokenError, user_for_token
 from exporter.config import Settings
 from exporter.runtime import Runtime
@@ -24,11 +25,12 @@ from exporter.storage.users import User
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """What guards the API: the token key, the login throttle, /metrics' web config."""
+    """What guards the API: the token key, the login gate, /metrics' web config."""
 
     jwt_secret: bytes
-    login_throttle: LoginThrottle
+    login_gate: LoginGate
     web_config: WebConfig
+    sessions: Sessions
 
 
 def _runtime(connection: HTTPConnection) -> Runtime:
@@ -70,8 +72,8 @@ def _secret(access: AccessDep) -> bytes:
     return access.jwt_secret
 
 
-def _throttle(access: AccessDep) -> LoginThrottle:
-    return access.login_throttle
+def _login_gate(access: AccessDep) -> LoginGate:
+    return access.login_gate
 
 
 def _web_config(access: AccessDep) -> WebConfig:
@@ -83,8 +85,15 @@ SamplerDep = Annotated[Sampler, Depends(_sampler)]
 RegistryDep = Annotated[CollectorRegistry, Depends(_registry)]
 DatabaseDep = Annotated[Database, Depends(_database)]
 BroadcasterDep = Annotated[Broadcaster, Depends(_broadcaster)]
+
+
+def _sessions(access: AccessDep) -> Sessions:
+    return access.sessions
+
+
 SecretDep = Annotated[bytes, Depends(_secret)]
-ThrottleDep = Annotated[LoginThrottle, Depends(_throttle)]
+SessionsDep = Annotated[Sessions, Depends(_sessions)]
+LoginGateDep = Annotated[LoginGate, Depends(_login_gate)]
 WebConfigDep = Annotated[WebConfig, Depends(_web_config)]
 
 

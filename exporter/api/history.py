@@ -19,6 +19,11 @@ router = APIRouter(prefix="/api/metrics", tags=["history"])
 MAX_POINTS = 5000
 MAX_RANGE = timedelta(days=366)
 ROLLUP_SECONDS = 60
+# A host name as stored: printable, no NUL (which PostgreSQL text cannot hold).
+HostQuery = Annotated[
+    str | None,
+    Query(max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$", description="Default: this host."),
+]
 
 
 class HistoryOut(BaseModel):
@@ -35,11 +40,10 @@ class HistoryOut(BaseModel):
     max: dict[str, list[float | None]]
 
 
-def _invalid(parameter: str, message: str, value: object) -> HTTPException:
+def _invalid(parameter: str, message: str) -> HTTPException:
     """The 422 FastAPI gives for a bad parameter, naming it and saying why."""
     return HTTPException(
-        422,
-        [{"type": "value_error", "loc": ["query", parameter], "msg": message, "input": value}],
+        422, [{"type": "value_error", "loc": ["query", parameter], "msg": message}]
     )
 
 
@@ -62,23 +66,23 @@ async def history(
     ] = "now-1h",
     end: Annotated[str, Query(description="ISO-8601 or now-style; default now.")] = "now",
     points: Annotated[int, Query(ge=1, le=MAX_POINTS, description="Most buckets returned.")] = 500,
-    host: Annotated[str | None, Query(max_length=255, description="Default: this host.")] = None,
+    host: HostQuery = None,
 ) -> HistoryOut:
     if metric_type not in FIELDS:
-        raise _invalid("metric_type", f"must be one of {', '.join(METRIC_TYPES)}", metric_type)
+        raise _invalid("metric_type", f"must be one of {', '.join(METRIC_TYPES)}")
     now = datetime.now(UTC)
     try:
         begin = parse_time(start, now)
     except ValueError as exc:
-        raise _invalid("start", str(exc), start) from None
+        raise _invalid("start", str(exc)) from None
     try:
         finish = parse_time(end, now)
     except ValueError as exc:
-        raise _invalid("end", str(exc), end) from None
+        raise _invalid("end", str(exc)) from None
     if begin >= finish:
-        raise _invalid("start", "must be before end", start)
+        raise _invalid("start", "must be before end")
     if finish - begin > MAX_RANGE:
-        raise _invalid("end", f"the range may span at most {MAX_RANGE.days} days", end)
+        raise _invalid("end", f"the range may span at most {MAX_RANGE.days} days")
     resolution, seconds = bucket_width(begin, finish, points)
     query = reads.history_rollup if resolution == "1m" else reads.history_raw
     target = host or settings.hostname
@@ -103,7 +107,7 @@ async def latest(
     user: CurrentUser,
     pool: PoolDep,
     settings: SettingsDep,
-    host: Annotated[str | None, Query(max_length=255, description="Default: this host.")] = None,
+    host: HostQuery = None,
 ) -> dict[str, Any]:
     target = host or settings.hostname
     found = await reads.latest(pool, target)

@@ -7,13 +7,19 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from exporter.api.deps import RegistryDep, WebConfigDep
+from exporter.api.webconfig import ScrapeRefused
 
 router = APIRouter(tags=["metrics"])
 
 
-def _require_scrape_credentials(request: Request, web: WebConfigDep) -> None:
+async def _require_scrape_credentials(request: Request, web: WebConfigDep) -> None:
     """Basic auth from PERFPULSE_WEB_CONFIG_FILE's basic_auth_users, when it has any."""
-    if not web.check(request.headers.get("authorization")):
+    client = request.client.host if request.client else ""
+    try:
+        ok = await web.check(request.headers.get("authorization"), client)
+    except ScrapeRefused as exc:
+        raise HTTPException(exc.status, str(exc), headers={"Retry-After": "5"}) from None
+    if not ok:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "valid basic auth credentials required",

@@ -14,9 +14,12 @@ have their own tokens).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import hashlib
-import hmac
+import secrets
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +27,24 @@ from typing import Any
 import bcrypt
 import yaml
 
+from exporter.auth.throttle import LoginThrottle
 from exporter.config import ConfigError
 
 KNOWN_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
+
+
+BCRYPT_MAX_BYTES = 72  # bcrypt ignores (newer releases refuse) anything longer
+CHECKS_AT_ONCE = 2  # bcrypt checks running at one time (each ~50-250 ms of a core)
+CHECKS_WAITING = 8  # more scrapes waiting than this are refused at once
+CACHE_SIZE = 64  # credentials recently verified
+
+
+class ScrapeRefused(Exception):
+    """Too many failed or waiting scrapes: answer 429 or 503 rather than check."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
 
 
 @dataclass
@@ -34,15 +52,24 @@ class WebConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     users: dict[str, bytes] = field(default_factory=dict)
-    # bcrypt costs ~50 ms a check: remember passwords already verified (their digests).
-    _verified: set[bytes] = field(default_factory=set)
+    # bcrypt costs ~50 ms a check: a scraper every second must not pay it each time.
+    _verified: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    _throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(10, 60.0))
+    _checks: asyncio.Semaphore | None = None
+    _waiting: int = 0
 
     @property
     def tls(self) -> bool:
         return self.cert_file is not None
 
-    def check(self, authorization: str | None) -> bool:
-        """True if no users are configured or the Basic credentials match one."""
+    async def check(self, authorization: str | None, client: str = "") -> bool:
+        """True if no users are configured or the Basic credentials match one.
+
+        bcrypt runs on a thread, two at a time; an unknown user costs a check against a
+        dummy hash like a wrong password does (the name does not leak by timing);
+        failures are throttled per client (ScrapeRefused 429) and a queue of waiting
+        checks is bounded (ScrapeRefused 503).
+        """
         if not self.users:
             return True
         if not authorization or not authorization.lower().startswith("basic "):
@@ -52,16 +79,54 @@ class WebConfig:
         except (ValueError, UnicodeDecodeError):
             return False
         username, sep, password = decoded.partition(":")
-        stored = self.users.get(username)
-        if not sep or stored is None:
+        if not sep:
             return False
-        digest = hashlib.sha256(stored + b"\0" + password.encode()).digest()
-        if any(hmac.compare_digest(digest, known) for known in self._verified):
-            return True
-        if bcrypt.checkpw(password.encode(), stored):
-            self._verified.add(digest)
+        stored = self.users.get(username)
+        secret = password.encode()
+        if stored is not None:
+            digest = hashlib.sha256(stored + b"\0" + secret).digest()
+            if digest in self._verified:
+                self._verified.move_to_end(digest)
+                return True
+        if self._throttle.retry_after(client) > 0:
+            raise ScrapeRefused(429, "too many failed scrapes; try again later")
+        if self._waiting >= CHECKS_WAITING:
+            raise ScrapeRefused(503, "too many scrapes waiting for a credential check")
+        self._throttle.failed(client)  # counted before the check, as logins are
+        ok = await self._bcrypt(secret, stored)
+        if ok and stored is not None:
+            self._throttle.forgive(client)
+            self._verified[digest] = None
+            while len(self._verified) > CACHE_SIZE:
+                self._verified.popitem(last=False)
             return True
         return False
+
+    async def _bcrypt(self, secret: bytes, stored: bytes | None) -> bool:
+        if self._checks is None:
+            self._checks = asyncio.Semaphore(CHECKS_AT_ONCE)
+        self._waiting += 1
+        try:
+            async with self._checks:
+                return await asyncio.to_thread(_checkpw, secret, stored)
+        finally:
+            self._waiting -= 1
+
+
+@functools.cache
+def _dummy_hash() -> bytes:
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(10))
+
+
+def _checkpw(secret: bytes, stored: bytes | None) -> bool:
+    """bcrypt, costing the same for an unknown user, and False for an over-long secret."""
+    target = stored if stored is not None else _dummy_hash()
+    too_long = len(secret) > BCRYPT_MAX_BYTES
+    try:
+        ok = bcrypt.checkpw(secret[:BCRYPT_MAX_BYTES], target)
+    except ValueError:
+        return False
+    return ok and stored is not None and not too_long
 
 
 def load_web_config(path: Path) -> WebConfig:

@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from exporter.api.deps import BroadcasterDep, DatabaseDep, SecretDep, SettingsDep
-from exporter.auth.tokens import TokenError, user_for_token
+from exporter.api.deps import BroadcasterDep, DatabaseDep, SecretDep, SessionsDep, SettingsDep
+from exporter.auth.tokens import Claims, TokenError, decode_token, user_for_token
 from exporter.config import Settings
 from exporter.sinks.protocol import (
     INVALID_PAYLOAD,
@@ -24,12 +25,15 @@ from exporter.sinks.protocol import (
     TRY_AGAIN_LATER,
 )
 from exporter.sinks.stream import Broadcaster, Client, close_within, send_until_evicted
-from exporter.sinks.wire import EXTENSION, DirectWriter
-from exporter.storage.database import DatabaseUnavailable
+from exporter.sinks.wire import EXTENSION, DirectWriter, abort_later
+from exporter.storage.database import DATABASE_ERRORS, Database, describe
+from exporter.storage.users import User
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["stream"])
+
+CLOSE_GRACE_SECONDS = 2.0
 
 
 def token_from(websocket: WebSocket) -> tuple[str | None, str | None]:
@@ -61,41 +65,90 @@ async def metrics_stream(
     database: DatabaseDep,
     broadcaster: BroadcasterDep,
     secret: SecretDep,
+    sessions: SessionsDep,
 ) -> None:
     token, subprotocol = token_from(websocket)
-    # Accept first, then close with a reason: a close before accept reaches the browser as
-    # 1006 with no reason, and the dashboard could not tell a bad token from a dead server.
-    await websocket.accept(subprotocol=subprotocol)
-    if not origin_allowed(websocket, settings.origins):
-        await websocket.close(POLICY_VIOLATION, "origin not allowed")
-        return
-    if not token:
-        await websocket.close(POLICY_VIOLATION, "missing token")
-        return
+    raw_send = websocket.scope.get("extensions", {}).get(EXTENSION)
     try:
-        user = await user_for_token(database.pool, secret, token)
-    except TokenError as exc:
-        await websocket.close(POLICY_VIOLATION, str(exc))
+        # Admission (accept, origin, token) has the same deadline as request headers: a
+        # client that stops reading cannot hold the handler here.
+        async with asyncio.timeout(settings.request_header_timeout_seconds):
+            admitted = await _admit(
+                websocket, raw_send, subprotocol, token, settings, database, secret
+            )
+    except TimeoutError:
+        abort_later(raw_send, 0)
         return
-    except DatabaseUnavailable:
-        await websocket.close(TRY_AGAIN_LATER, "database unavailable, try again later")
+    if admitted is None:
         return
+    user, claims = admitted
 
     client = broadcaster.connect()
-    client.direct = DirectWriter.for_send(websocket.scope.get("extensions", {}).get(EXTENSION))
+    client.direct = DirectWriter.for_send(raw_send)
+    closing: set[asyncio.Task[None]] = set()
+
+    def close_session(reason: str) -> None:
+        """Called by the session sweeper: the user is gone or changed password."""
+        task = asyncio.create_task(_refuse(websocket, raw_send, POLICY_VIOLATION, reason))
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
+    session = sessions.open(user.username, claims.issued_at, close_session)
     log.debug("stream client connected: %s", user.username)
     # One extra task per client (the sender); receiving happens in this one. Every task
     # is a few KiB at thousands of clients.
     sender = asyncio.create_task(
         send_until_evicted(websocket, client, settings.ws_send_timeout_seconds)
     )
+    expires_in = (claims.expires_at - datetime.now(UTC)).total_seconds()
     try:
-        await _receive(websocket, client, broadcaster, settings)
+        async with asyncio.timeout(max(0.0, expires_in)):
+            await _receive(websocket, client, broadcaster, settings)
+    except TimeoutError:
+        await _refuse(websocket, raw_send, POLICY_VIOLATION, "token expired")
     finally:
+        sessions.end(session)
         broadcaster.disconnect(client)
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
+
+
+async def _admit(
+    websocket: WebSocket,
+    raw_send: object,
+    subprotocol: str | None,
+    token: str | None,
+    settings: Settings,
+    database: Database,
+    secret: bytes,
+) -> tuple[User, Claims] | None:
+    """Accept, then check origin and token; None (closed with the reason) if refused."""
+    # Accept first, then close with a reason: a close before accept reaches the browser as
+    # 1006 with no reason, and the dashboard could not tell a bad token from a dead server.
+    await websocket.accept(subprotocol=subprotocol)
+    if not origin_allowed(websocket, settings.origins):
+        await _refuse(websocket, raw_send, POLICY_VIOLATION, "origin not allowed")
+        return None
+    if not token:
+        await _refuse(websocket, raw_send, POLICY_VIOLATION, "missing token")
+        return None
+    try:
+        user = await user_for_token(database.pool, secret, token)
+        return user, decode_token(secret, token)
+    except TokenError as exc:
+        await _refuse(websocket, raw_send, POLICY_VIOLATION, str(exc))
+    except DATABASE_ERRORS as exc:
+        database.note_failure(describe(exc))
+        await _refuse(websocket, raw_send, TRY_AGAIN_LATER, "database unavailable, try again later")
+    return None
+
+
+async def _refuse(websocket: WebSocket, raw_send: object, code: int, reason: str) -> None:
+    """Close with `code` and `reason`; a client that does not answer the close within
+    CLOSE_GRACE_SECONDS (it may not be reading at all) is dropped."""
+    await close_within(websocket, code, reason)
+    abort_later(raw_send, CLOSE_GRACE_SECONDS)
 
 
 async def _receive(
@@ -103,6 +156,7 @@ async def _receive(
 ) -> None:
     """Handle `{"resume_from": seq}`; anything too fast or malformed ends the connection."""
     window_start, count = time.monotonic(), 0
+    resumed = False
     while True:
         try:
             message = await websocket.receive()
@@ -130,4 +184,9 @@ async def _receive(
         if not isinstance(resume_from, int) or isinstance(resume_from, bool):
             await close_within(websocket, INVALID_PAYLOAD, 'expected {"resume_from": <seq>}')
             return
+        if resumed:
+            # A replay can be the whole resume buffer: one per connection.
+            await close_within(websocket, TOO_MANY_MESSAGES, "one resume_from per connection")
+            return
+        resumed = True
         client.resume(broadcaster.since(resume_from))

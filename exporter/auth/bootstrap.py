@@ -11,6 +11,7 @@ import asyncpg
 
 from exporter.auth.passwords import hash_password
 from exporter.config import Settings
+from exporter.datadir import ensure_private
 from exporter.storage import users
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ async def create_initial_admin(pool: asyncpg.Pool, settings: Settings) -> str | 
     if await users.create_first(pool, ADMIN, await hash_password(password)) is None:
         return None
     path = settings.data_dir / PASSWORD_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_private(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(password + "\n")

@@ -12,6 +12,7 @@ import asyncpg
 from jose import ExpiredSignatureError, JWTError, jwt
 
 from exporter.config import MIN_SECRET_BYTES, ConfigError, Settings
+from exporter.datadir import ensure_private
 from exporter.storage import users
 from exporter.storage.users import User
 
@@ -99,7 +100,7 @@ def load_jwt_secret(settings: Settings) -> bytes:
 
 
 def _read_or_create_secret(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_private(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -10,19 +10,22 @@ from pathlib import Path
 
 import orjson
 
+from exporter.datadir import ensure_private
 from exporter.storage.ingest import StoredSnapshot
 
 
 class Spool:
-    """One file; `save` replaces it atomically (written, fsynced, renamed)."""
+    """One file (0600); `save` replaces it atomically (written, fsynced, renamed)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def save(self, snapshots: Sequence[StoredSnapshot]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private(self.path.parent)
         temporary = self.path.with_suffix(".tmp")
-        with temporary.open("wb") as file:
+        # 0600: the spool holds this host's snapshots.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
             for s in snapshots:
                 file.write(
                     orjson.dumps(
@@ -34,8 +37,10 @@ class Spool:
             os.fsync(file.fileno())
         temporary.replace(self.path)
 
-    def take(self) -> list[StoredSnapshot]:
-        """The spooled snapshots, and the file removed; none when there is no file."""
+    def read(self) -> list[StoredSnapshot]:
+        """The spooled snapshots (none when there is no file). The file stays until
+        `remove()`: a crash before they are stored loses nothing (writing twice is
+        harmless, the insert skips what is stored)."""
         if not self.path.exists():
             return []
         snapshots = []
@@ -51,5 +56,7 @@ class Spool:
                 )
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # a torn last line after a crash
-        self.path.unlink()
         return snapshots
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

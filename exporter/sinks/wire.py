@@ -9,6 +9,7 @@ server, another protocol class, a paused or closing connection) takes the ASGI p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -66,7 +67,7 @@ class DirectWriter:
         protocol = getattr(send, "__self__", None)
         if (
             protocol is None
-            or type(protocol).__name__ != DIRECT_PROTOCOL_CLASS
+            or DIRECT_PROTOCOL_CLASS not in (k.__name__ for k in type(protocol).__mro__)
             or not all(hasattr(protocol, name) for name in _NEEDED)
         ):
             _log_fallback_once(protocol)
@@ -88,6 +89,24 @@ class DirectWriter:
         transport = self._protocol.transport
         if not transport.is_closing():
             transport.abort()
+
+    def unsent_bytes(self) -> int:
+        """What waits in this process for the client to read (frames, pongs)."""
+        size: int = self._protocol.transport.get_write_buffer_size()
+        return size
+
+
+def abort_later(send: Any, seconds: float) -> None:
+    """Drop the connection behind `send` in `seconds` unless it has closed by then."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        return
+
+    def abort() -> None:
+        if not transport.is_closing():
+            transport.abort()
+
+    asyncio.get_running_loop().call_later(seconds, abort)
 
 
 def _log_fallback_once(protocol: object) -> None:

@@ -92,6 +92,7 @@ class BatchWriter:
         self.max_buffered = max_buffered
         self.drain_batch = max(drain_batch, batch_size)
         self._spool = Spool(spool_path) if spool_path is not None else None
+        self._spooled_until: int | None = None  # id of the last snapshot read from the spool
         self._pending: deque[_Pending] = deque()
         self._next_id = 0
         self._wake = asyncio.Event()
@@ -188,11 +189,17 @@ class BatchWriter:
             async with pool.acquire(timeout=10) as conn:
                 await ingest.write_batch(conn, [p.snapshot for p in chunk])
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.database.note_failure(describe(exc))
             raise DatabaseUnavailable(describe(exc)) from exc
+        self.database.note_success()
         self.flush_seconds.observe(time.perf_counter() - started)
         last_id = chunk[-1].id
         while self._pending and self._pending[0].id <= last_id:
             self._pending.popleft()
+        if self._spooled_until is not None and last_id >= self._spooled_until:
+            assert self._spool is not None
+            self._spool.remove()
+            self._spooled_until = None
         self.written_total += len(chunk)
         self.last_success = time.time()
         if self._failing_since is not None:
@@ -246,9 +253,13 @@ class BatchWriter:
         """Queue the snapshots a previous run spooled; returns how many."""
         if self._spool is None:
             return 0
-        snapshots = self._spool.take()
+        snapshots = self._spool.read()
         for stored in snapshots:
             self.add(stored)
+        # The file goes once the last of them is stored (see flush).
+        self._spooled_until = self._next_id - 1 if snapshots else None
+        if not snapshots:
+            self._spool.remove()
         if snapshots:
             log.info("loaded %d spooled snapshots from %s", len(snapshots), self._spool.path)
         return len(snapshots)

@@ -29,6 +29,32 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL cannot be reached (yet); the message says why."""
 
 
+# What asyncpg raises when the server is gone, refusing, restarting or full: the request
+# cannot be served now, but nothing is wrong with it (HTTP 503, WebSocket 1013).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    DatabaseUnavailable,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+def from_database(exc: BaseException) -> bool:
+    """Whether `exc` means the database is unreachable: an asyncpg connection error, or
+    an OSError or timeout raised from inside asyncpg (not, say, a missing file)."""
+    if not isinstance(exc, (OSError, TimeoutError)):
+        return isinstance(exc, DATABASE_ERRORS)
+    traceback = exc.__traceback__
+    while traceback is not None:
+        if traceback.tb_frame.f_globals.get("__name__", "").startswith("asyncpg"):
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
 def describe(exc: BaseException) -> str:
     """A one-line reason that never includes the URL (it may carry a password)."""
     text = str(exc).splitlines()[0] if str(exc) else ""
@@ -51,6 +77,7 @@ class Database:
         self._embedded: EmbeddedPostgres | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_error = "connecting"
+        self._failing: str | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -60,8 +87,22 @@ class Database:
 
     @property
     def status(self) -> str:
-        """ "ready", or why not (never the URL)."""
-        return "ready" if self.ready.is_set() else f"unavailable: {self._last_error}"
+        """ "ready", or why not (never the URL): the last connection attempt, query or
+        flush that failed, until one succeeds again."""
+        if self.ready.is_set() and self._failing is None:
+            return "ready"
+        return f"unavailable: {self._failing or self._last_error}"
+
+    def note_failure(self, reason: str) -> None:
+        """A query or flush failed for a database reason: readiness says so."""
+        if self._failing is None:
+            log.warning("database unavailable: %s", reason)
+        self._failing = reason
+
+    def note_success(self) -> None:
+        if self._failing is not None:
+            log.info("database available again")
+        self._failing = None
 
     async def start(self, *, wait: bool = False) -> None:
         """Begin connecting; with `wait`, return only when ready or raise the reason."""

@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 import asyncpg
 
+from exporter.datadir import ensure_private
+
 log = logging.getLogger(__name__)
 
 DATABASE = "perfpulse"
@@ -35,7 +37,7 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             from pgserver.postgres_server import get_server  # imported only when embedded
 
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private(self.pgdata.parent)
         log.info("starting embedded PostgreSQL in %s", self.pgdata)
         self._server = await asyncio.to_thread(get_server, self.pgdata, cleanup_mode="stop")
         admin_url = self._server.get_uri()

@@ -68,6 +68,29 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                 )
             log.info("applied migration %04d_%s", migration.version, migration.name)
             applied_now.append(migration.version)
+        await grant_reader(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_ID)
     return applied_now
+
+
+# The read-only role Grafana connects as (deploy/postgres/10-grafana-reader.sh creates
+# it): SELECT on the metrics tables, nothing else (never the users' password hashes).
+READER_ROLE = "grafana_reader"
+READABLE_TABLES = ("metrics_snapshots", "metrics_rollup_1m")
+PRIVATE_TABLES = ("users", "schema_migrations")
+
+
+async def grant_reader(conn: asyncpg.Connection) -> bool:
+    """Give the reader role exactly its grants, when it exists; at every start, so a role
+    created later is served too. Returns whether the role exists."""
+    if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", READER_ROLE):
+        return False
+    # Names are constants, never input.
+    await conn.execute(f"GRANT SELECT ON {', '.join(READABLE_TABLES)} TO {READER_ROLE}")
+    await conn.execute(f"REVOKE ALL ON {', '.join(PRIVATE_TABLES)} FROM {READER_ROLE}")
+    # Earlier versions of the init script granted SELECT on every future table.
+    await conn.execute(
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM {READER_ROLE}"
+    )
+    return True

@@ -1,0 +1,406 @@
+"""Faults and misuse, each against a real `perfpulse` process and a real PostgreSQL: a
+database that goes away, a Grafana role that must not read password hashes, /metrics
+credential checks, streams that outlive their token or user, a second instance, bad
+settings, and the CLI without a terminal or a reader."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import bcrypt
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from exporter.auth.tokens import issue_token
+from exporter.storage.embedded import url_for
+from exporter.storage.migrate import READER_ROLE, migrate
+from tests.conftest import TEST_SECRET
+from tests.servers import free_port, serve
+from tests.test_login import run_cli
+from tests.test_ws import add_user
+
+pytestmark = pytest.mark.e2e
+
+
+def token_for(username: str = "alice", lifetime: timedelta = timedelta(minutes=10)) -> str:
+    return issue_token(TEST_SECRET.encode(), username, lifetime).token
+
+
+async def closed_with(ws_url: str, token: str, within: float) -> tuple[int | None, str | None]:
+    """Connect, read until the server closes; the close code and reason."""
+    async with websockets.connect(ws_url, subprotocols=["bearer", token]) as ws:
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    await ws.recv()
+        except ConnectionClosed as exc:
+            return (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, None)
+    return None, None
+
+
+# --- 4. the database goes away after the first connect ---------------------------------------
+
+
+def _pgserver(pgdata: Path):  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver.postgres_server import get_server
+    return get_server(pgdata, cleanup_mode="stop")
+
+
+def test_a_database_outage_is_503_and_1013_and_readiness_says_so(tmp_path):
+    """A PostgreSQL of this test's own (never a shared one) is stopped under a running
+    perfpulse, and started again whatever happens."""
+    pgdata = tmp_path / "pgdata"
+    server = _pgserver(pgdata)
+    try:
+        admin_url = server.get_uri()
+        asyncio.run(_create_database(admin_url, "outage"))
+        url = url_for(admin_url, "outage")
+        asyncio.run(add_user(url))
+        env = {
+            "PERFPULSE_DATA_DIR": str(tmp_path / "data"),
+            "PERFPULSE_DATABASE_URL": url,
+            "PERFPULSE_JWT_SECRET": TEST_SECRET,
+            "PERFPULSE_BATCH_SIZE": "1",
+        }
+        with serve(tmp_path, "--interval", "0.2", env=env) as perfpulse:
+            auth = {"Authorization": f"Bearer {token_for()}"}
+            ws_url = perfpulse.url.replace("http", "ws") + "/api/ws/metrics"
+            server.cleanup()  # PostgreSQL stops
+            try:
+                time.sleep(2)
+                health = httpx.get(perfpulse.url + "/healthz").json()
+                login = httpx.post(
+                    perfpulse.url + "/api/auth/login",
+                    json={"username": "alice", "password": "password1"},
+                )
+                me = httpx.get(perfpulse.url + "/api/auth/me", headers=auth)
+                latest = httpx.get(perfpulse.url + "/api/metrics/latest", headers=auth)
+                code, reason = asyncio.run(closed_with(ws_url, token_for(), 10))
+            finally:
+                server = _pgserver(pgdata)  # and comes back
+            deadline = time.monotonic() + 30
+            while httpx.get(perfpulse.url + "/healthz").json()["database"] != "ready":
+                assert time.monotonic() < deadline, "readiness never came back"
+                time.sleep(0.2)
+            after = httpx.get(perfpulse.url + "/api/auth/me", headers=auth)
+    finally:
+        server.cleanup()
+    assert health["database"].startswith("unavailable: ")
+    assert health["status"] == "ok"  # sampling goes on: liveness is not readiness
+    for response in (login, me, latest):
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "5"
+    assert code == 1013, reason
+    assert after.status_code == 200
+
+
+async def _create_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(url_for(admin_url, name))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+# --- 5. the Grafana reader ----------------------------------------------------------------
+
+
+async def test_the_grafana_reader_reads_metrics_and_never_users(database_url):
+    conn = await asyncpg.connect(database_url)
+    created = not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", READER_ROLE)
+    if created:
+        await conn.execute(f"CREATE ROLE {READER_ROLE} LOGIN")
+    try:
+        # What an earlier init script left: SELECT on every table, and on future ones.
+        await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER_ROLE}")
+        await migrate(conn)  # perfpulse starting
+        reader = await asyncpg.connect(database_url, user=READER_ROLE)
+        try:
+            assert await reader.fetchval("SELECT count(*) FROM metrics_snapshots") >= 0
+            assert await reader.fetchval("SELECT count(*) FROM metrics_rollup_1m") >= 0
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await reader.fetch("SELECT password_hash FROM users")
+        finally:
+            await reader.close()
+    finally:
+        await conn.execute(f"DROP OWNED BY {READER_ROLE}")  # its grants in this database
+        if created:
+            await conn.execute(f"DROP ROLE {READER_ROLE}")
+        await conn.close()
+
+
+# --- 6. /metrics credentials ---------------------------------------------------------------------
+
+
+def test_scrape_credentials_are_checked_off_the_loop(tmp_path, server_env):
+    hashed = bcrypt.hashpw(b"scrape-secret", bcrypt.gensalt(12)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    env = {**server_env, "PERFPULSE_WEB_CONFIG_FILE": str(config)}
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    with serve(tmp_path, env=env) as server:
+        url = server.url + "/metrics"
+        good = httpx.get(url, headers=basic("prometheus", "scrape-secret"))
+        long_password = httpx.get(url, headers=basic("prometheus", "x" * 73))
+        timings = {}
+        for user in ("prometheus", "nobody"):
+            started = time.perf_counter()
+            httpx.get(url, headers=basic(user, "wrong"))
+            timings[user] = time.perf_counter() - started
+        # 40 bad scrapes at once (from one address: most are refused without a check)
+        # while /healthz keeps answering.
+        results: list[int] = []
+
+        def bad_scrape() -> None:
+            results.append(
+                httpx.get(url, headers=basic("prometheus", "wrong"), timeout=30).status_code
+            )
+
+        threads = [threading.Thread(target=bad_scrape) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        health = []
+        for _ in range(20):
+            started = time.perf_counter()
+            httpx.get(server.url + "/healthz")
+            health.append(time.perf_counter() - started)
+            time.sleep(0.05)
+        for thread in threads:
+            thread.join()
+        # Failures are counted before their check: ten, then 429 without a check.
+        then = [httpx.get(url, headers=basic("prometheus", "wrong")).status_code for _ in range(11)]
+        # A scraper every second pays bcrypt once.
+        started = time.perf_counter()
+        cached = [
+            httpx.get(url, headers=basic("prometheus", "scrape-secret")).status_code
+            for _ in range(20)
+        ]
+        cached_seconds = time.perf_counter() - started
+    assert good.status_code == 200
+    assert long_password.status_code == 401
+    assert 0.5 < timings["nobody"] / timings["prometheus"] < 2  # the name does not leak
+    assert set(results) <= {401, 429, 503}
+    assert results.count(401) <= 10  # bcrypt ran for at most the throttle's ten
+    assert then[-1] == 429
+    assert max(health) < 0.2, health
+    assert cached == [200] * 20
+    assert cached_seconds < 20 * 0.05
+
+
+# --- 7. streams that outlive their authority ----------------------------------------------------------
+
+
+def test_streams_close_when_the_token_expires_or_the_user_goes(tmp_path, server_env):
+    database = server_env["PERFPULSE_DATABASE_URL"]
+    asyncio.run(add_user(database, "alice"))
+    asyncio.run(add_user(database, "bob"))
+    asyncio.run(add_user(database, "carol"))
+    env = {**server_env, "PERFPULSE_SESSION_RECHECK_SECONDS": "1"}
+    with serve(tmp_path, "--interval", "0.2", env=env) as server:
+        ws_url = server.url.replace("http", "ws") + "/api/ws/metrics"
+
+        async def scenario() -> list[tuple[float, int | None, str | None]]:
+            started = time.monotonic()
+
+            async def timed(token: str) -> tuple[float, int | None, str | None]:
+                code, reason = await closed_with(ws_url, token, 15)
+                return time.monotonic() - started, code, reason
+
+            expiring = asyncio.create_task(timed(token_for("alice", timedelta(seconds=3))))
+            deleted = asyncio.create_task(timed(token_for("bob")))
+            changed = asyncio.create_task(timed(token_for("carol")))
+            await asyncio.sleep(2)
+            await asyncio.to_thread(run_cli, server_env, "users", "delete", "bob")
+            await asyncio.to_thread(
+                run_cli,
+                server_env,
+                "users",
+                "set-password",
+                "carol",
+                "--password-stdin",
+                stdin="a-new-password\n",
+            )
+            return [await expiring, await deleted, await changed]
+
+        expired, deleted, changed = asyncio.run(scenario())
+    assert expired[1:] == (1008, "token expired") and expired[0] < 5
+    assert deleted[1:] == (1008, "user no longer exists")
+    assert changed[1:] == (1008, "password changed")
+    assert deleted[0] < 10 and changed[0] < 10
+
+
+# --- 10. a percent-encoded token never reaches the log -------------------------------------------------
+
+
+def test_a_percent_encoded_token_is_redacted(tmp_path, server_env):
+    asyncio.run(add_user(server_env["PERFPULSE_DATABASE_URL"]))
+    token = token_for()
+    encoded = token.replace(".", "%2E")
+    with serve(tmp_path, "--log-level", "debug", env=server_env) as server:
+        ws_url = server.url.replace("http", "ws") + f"/api/ws/metrics?tok%65n={encoded}"
+
+        async def connect() -> None:
+            async with websockets.connect(ws_url) as ws:
+                await ws.recv()
+
+        asyncio.run(connect())
+        server.stop()
+        log = server.log()
+    assert "tok%65n=[REDACTED]" in log  # the app took it as a token, and the log did not
+    for part in token.split("."):
+        assert part not in log
+
+
+# --- 12. and 13. the data directory ------------------------------------------------------------------
+
+
+def test_a_second_instance_on_the_same_data_dir_exits_2_touching_nothing(tmp_path, server_env):
+    data_dir = Path(server_env["PERFPULSE_DATA_DIR"])
+    with serve(tmp_path, env=server_env) as first:
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
+        before = sorted(p.name for p in data_dir.iterdir())
+        second = subprocess.run(
+            [sys.executable, "-m", "exporter", "serve"],
+            env={
+                **os.environ,
+                **server_env,
+                "PERFPULSE_PORT": str(free_port()),
+                "PERFPULSE_HOST": "127.0.0.1",
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        after = sorted(p.name for p in data_dir.iterdir())
+        same_port = subprocess.run(
+            [sys.executable, "-m", "exporter", "serve"],
+            env={
+                **os.environ,
+                **server_env,
+                "PERFPULSE_DATA_DIR": str(tmp_path / "other"),
+                "PERFPULSE_PORT": first.url.rsplit(":", 1)[1],
+                "PERFPULSE_HOST": "127.0.0.1",
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert httpx.get(first.url + "/healthz").status_code == 200
+    assert mode == 0o700
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines() == [
+        f"perfpulse: data directory {data_dir} is in use by another perfpulse "
+        f"(PID {first.process.pid}); stop it, or give this one its own PERFPULSE_DATA_DIR"
+    ]
+    assert after == before  # no spool, no second lock, nothing
+    assert same_port.returncode == 2
+    assert "cannot listen on 127.0.0.1:" in same_port.stderr
+    assert "Traceback" not in second.stderr + same_port.stderr
+
+
+# --- 14. to 17. the command line --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["mysql://u:p@db/perfpulse", "garbage"])
+def test_a_database_url_that_is_not_postgresql_stops_the_start(tmp_path, url):
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--port", str(free_port())],
+        env={**os.environ, "PERFPULSE_DATABASE_URL": url, "PERFPULSE_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("perfpulse: invalid configuration: PERFPULSE_DATABASE_URL:")
+    assert "u:p" not in result.stderr  # the URL may hold a password
+
+
+def test_watch_into_a_closed_pipe_ends_quietly(tmp_path, server_env):
+    asyncio.run(add_user(server_env["PERFPULSE_DATABASE_URL"], "alice", "password1"))
+    with serve(tmp_path, "--interval", "0.2", env=server_env) as server:
+        watch = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "watch",
+                "--url",
+                server.url,
+                "--user",
+                "alice",
+                "--password-stdin",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **server_env},
+        )
+        assert watch.stdin is not None and watch.stdout is not None
+        watch.stdin.write(b"password1\n")
+        watch.stdin.close()
+        first_two = [watch.stdout.readline(), watch.stdout.readline()]
+        watch.stdout.close()  # `| head -2`
+        code = watch.wait(timeout=15)
+        assert watch.stderr is not None
+        stderr = watch.stderr.read().decode()
+        watch.stderr.close()
+    assert all(b"cpu" in line for line in first_two)
+    assert code == 0
+    assert "retrying" not in stderr and "Traceback" not in stderr
+
+
+def test_passwords_without_a_terminal_say_what_to_do(server_env):
+    for args in (("users", "create", "dave"), ("watch", "--url", "http://127.0.0.1:9")):
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, **server_env},
+        )
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            "perfpulse: no terminal to ask for the password on; pipe it in with --password-stdin"
+        )
+
+
+def test_changing_the_admin_password_removes_the_initial_password_file(tmp_path, server_env):
+    with serve(tmp_path, env=server_env):
+        pass  # the first start creates admin and the file
+    initial = Path(server_env["PERFPULSE_DATA_DIR"]) / "initial-admin-password"
+    assert initial.exists()
+    changed = run_cli(
+        server_env,
+        "users",
+        "set-password",
+        "admin",
+        "--password-stdin",
+        stdin="a-better-password\n",
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert not initial.exists()
