@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: run test test-external-db lint check-python test-deps bench clean dashboard frontend-test check-npm
+.PHONY: run test test-external-db lint check-python test-deps bench clean dashboard frontend-test check-npm dist
 
 run: $(VENV)/.run dashboard
 	$(BIN)/perfpulse serve --port $(PORT)
@@ -20,18 +20,26 @@ frontend/node_modules/.installed: frontend/package.json frontend/package-lock.js
 	cd frontend && npm ci --no-audit --no-fund
 	@touch $@
 
-frontend/dist/index.html: frontend/node_modules/.installed $(FRONTEND_SRC)
+# Vite builds the dashboard into the package (exporter/dashboard): the wheel carries it.
+exporter/dashboard/index.html: frontend/node_modules/.installed $(FRONTEND_SRC)
 	cd frontend && npm run build
 
 # `make run` builds the dashboard when it can; without npm the API and /metrics still run.
 dashboard:
-	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory frontend/dist/index.html; \
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory exporter/dashboard/index.html; \
 	else echo "perfpulse: npm not found, so the dashboard is not built (install Node.js 20 and npm); the API and /metrics run without it"; fi
 
 frontend-test: frontend/node_modules/.installed
 	cd frontend && npm test
-	@$(MAKE) --no-print-directory frontend/dist/index.html
+	@$(MAKE) --no-print-directory exporter/dashboard/index.html
 	cd frontend && npm run size
+
+# A wheel and an sdist in dist/, the built dashboard inside: the whole product, no Node.js
+# needed where it is installed.
+dist: $(VENV)/.dev exporter/dashboard/index.html
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	@ls dist
 
 check-npm:
 	@command -v npm >/dev/null 2>&1 || { echo "perfpulse: npm is needed to build and test the dashboard; install Node.js 20 and npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
@@ -50,11 +58,11 @@ bench: $(VENV)/.dev test-deps
 	$(BIN)/python -m bench
 
 # Debian packages the tests drive for real: Prometheus and promtool, perf, a compose
-# parser (docker-compose: no engine needed to validate), and for the comparison
-# benchmark prometheus-node-exporter.
+# parser (docker-compose: no engine needed to validate), systemd-analyze for the unit,
+# and for the comparison benchmark prometheus-node-exporter.
 test-deps:
 	@scripts/ensure-packages.sh promtool:prometheus prometheus:prometheus perf:linux-perf \
-		docker-compose:docker-compose chromium:chromium \
+		docker-compose:docker-compose chromium:chromium systemd-analyze:systemd \
 		prometheus-node-exporter:prometheus-node-exporter
 
 check-python:
@@ -73,4 +81,4 @@ $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 	@touch $@ $(VENV)/.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info frontend/node_modules frontend/dist artifacts
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info frontend/node_modules frontend/dist exporter/dashboard dist build artifacts

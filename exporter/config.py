@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     )
 
     dashboard_dir: Path | None = Field(
-        None, description="The built dashboard (default: frontend/dist of this source tree)."
+        None, description="The built dashboard (default: the one inside the package)."
     )
     web_config_file: Path | None = Field(
         None,

@@ -5,6 +5,8 @@ import vue from '@vitejs/plugin-vue'
 // The panel spec lives in the Python package (exporter/spec/panels.json): the Grafana
 // dashboards are generated from the same file.
 const specDir = fileURLToPath(new URL('../exporter/spec', import.meta.url))
+// Built into the Python package, so the wheel carries it and `make run` finds it alike.
+const outDir = fileURLToPath(new URL('../exporter/dashboard', import.meta.url))
 
 export default defineConfig({
   plugins: [vue()],
@@ -18,7 +20,7 @@ export default defineConfig({
     },
   },
   build: {
-    outDir: 'dist',
+    outDir,
     emptyOutDir: true,
     chunkSizeWarningLimit: 800,
   },

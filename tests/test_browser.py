@@ -19,7 +19,7 @@ from tests.test_ws import add_user
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).parent.parent
-DIST = ROOT / "frontend" / "dist"
+DIST = ROOT / "exporter" / "dashboard"
 ARTIFACTS = ROOT / "artifacts"
 PANELS = ("cpu", "memory", "network", "disk", "perf_events", "memory_bandwidth")
 # As the machine's notes say: without these, Chromium keeps trying hosts this closed

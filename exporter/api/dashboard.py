@@ -1,4 +1,5 @@
-"""The built Vue dashboard (frontend/dist), served with a single-page-app fallback."""
+"""The built Vue dashboard (exporter/dashboard, built by Vite from frontend/), served with a
+single-page-app fallback."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ RESERVED = ("api/", "metrics", "healthz", "docs", "redoc", "openapi.json")
 
 
 def default_directory() -> Path:
-    """frontend/dist in the source tree perfpulse runs from (`make run` builds it there)."""
-    return Path(__file__).resolve().parent.parent.parent / "frontend" / "dist"
+    """The dashboard inside the package: where `make run` builds it in a checkout, and
+    what the wheel carries when installed."""
+    return Path(__file__).resolve().parent.parent / "dashboard"
 
 
 def mount_dashboard(app: FastAPI, directory: Path) -> bool:

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 
 const BUDGET = 450 * 1024
-const dir = 'dist/assets'
+const dir = '../exporter/dashboard/assets'
 let total = 0
 for (const name of readdirSync(dir).filter((n) => n.endsWith('.js'))) {
   const size = gzipSync(readFileSync(join(dir, name)), { level: 9 }).length
