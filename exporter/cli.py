@@ -1,28 +1,25 @@
-"""The `perfpulse` command: serve, snapshot."""
+"""The `perfpulse` command: the parser, `serve`, `snapshot` and `watch` (users and grafana
+handlers live with their packages)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
-import asyncpg
 import orjson
 
 from exporter import __version__
-from exporter.auth.passwords import hash_password
-from exporter.config import ConfigError, Settings, StartError, load_settings
+from exporter.auth import commands as accounts
+from exporter.config import CommandError, ConfigError, Settings, StartError, load_settings
+from exporter.grafana import commands as grafana_cli
 from exporter.logs import configure_logging
-from exporter.storage import users
-from exporter.storage.database import DatabaseUnavailable, open_database
+from exporter.storage.database import DatabaseUnavailable
 
-T = TypeVar("T")
 log = logging.getLogger("exporter.cli")
 
 
@@ -66,12 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
-    create.set_defaults(handler=_users_create)
+    create.set_defaults(handler=accounts.users_create)
     listing = user_commands.add_parser("list", help="list users")
-    listing.set_defaults(handler=_users_list)
+    listing.set_defaults(handler=accounts.users_list)
     delete = user_commands.add_parser("delete", help="remove a user (its tokens stop working)")
     delete.add_argument("username")
-    delete.set_defaults(handler=_users_delete)
+    delete.set_defaults(handler=accounts.users_delete)
     passwd = user_commands.add_parser(
         "set-password", help="change a password (existing tokens stop working)"
     )
@@ -79,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     passwd.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
-    passwd.set_defaults(handler=_users_set_password)
+    passwd.set_defaults(handler=accounts.users_set_password)
 
     grafana = commands.add_parser("grafana", help="Grafana dashboards: generate or push them")
     grafana_commands = grafana.add_subparsers(
@@ -89,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "generate", help="write the dashboards' JSON from the panel spec (grafana/dashboards/)"
     )
     generate.add_argument("--dir", default="grafana/dashboards", help="output directory")
-    generate.set_defaults(handler=_grafana_generate)
+    generate.set_defaults(handler=grafana_cli.generate)
     push = grafana_commands.add_parser("push", help="push the dashboards to a running Grafana")
     push.add_argument("--url", required=True, help="Grafana's base URL, e.g. http://grafana:3000")
     who = push.add_mutually_exclusive_group(required=True)
@@ -100,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--dry-run", action="store_true", help="print what would be done, change nothing"
     )
-    push.set_defaults(handler=_grafana_push)
+    push.set_defaults(handler=grafana_cli.push_dashboards)
 
     watch = commands.add_parser(
         "watch", help="log in and print the live stream, a line per snapshot"
@@ -133,10 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
-
-
-class CommandError(Exception):
-    """A command could not do what was asked; the message says why."""
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -185,103 +178,13 @@ def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _prompt(prompt: str) -> str:
-    """A password typed at the terminal; a clear error where there is no terminal."""
-    if not sys.stdin.isatty():
-        raise CommandError(
-            "no terminal to ask for the password on; pipe it in with --password-stdin"
-        )
-    try:
-        return getpass.getpass(prompt)
-    except EOFError:
-        raise CommandError("no password given") from None
-
-
-def _read_password(args: argparse.Namespace, prompt: str = "Password: ") -> str:
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = _prompt(prompt)
-        if _prompt("Repeat: ") != password:
-            raise CommandError("the passwords differ")
-    if not 8 <= len(password) <= 1024:
-        raise CommandError("a password must be 8 to 1024 characters")
-    return password
-
-
-def _validate_username(username: str) -> None:
-    if not 1 <= len(username) <= 64 or not username.isprintable() or username.strip() != username:
-        raise CommandError("a user name is 1 to 64 printable characters, no surrounding spaces")
-
-
-def _with_database(settings: Settings, action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    """Run one database action with a migrated pool, then close it."""
-
-    async def run() -> T:
-        async with open_database(settings) as pool:
-            return await action(pool)
-
-    return asyncio.run(run())
-
-
-def _users_create(settings: Settings, args: argparse.Namespace) -> int:
-    _validate_username(args.username)
-    password = _read_password(args)
-
-    async def create(pool: asyncpg.Pool) -> users.User | None:
-        return await users.create(pool, args.username, await hash_password(password))
-
-    if _with_database(settings, create) is None:
-        raise CommandError(f"user {args.username!r} already exists")
-    print(f"created user {args.username!r}")
-    return 0
-
-
-def _users_list(settings: Settings, args: argparse.Namespace) -> int:
-    for user in _with_database(settings, users.list_all):
-        print(f"{user.username}\tcreated {user.created_at:%Y-%m-%d %H:%M:%S%z}")
-    return 0
-
-
-def _users_delete(settings: Settings, args: argparse.Namespace) -> int:
-    if not _with_database(settings, lambda pool: users.delete(pool, args.username)):
-        raise CommandError(f"no user {args.username!r}")
-    print(f"deleted user {args.username!r}")
-    _forget_initial_password(settings, args.username)
-    return 0
-
-
-def _users_set_password(settings: Settings, args: argparse.Namespace) -> int:
-    password = _read_password(args, "New password: ")
-
-    async def change(pool: asyncpg.Pool) -> bool:
-        return await users.set_password(pool, args.username, await hash_password(password))
-
-    if not _with_database(settings, change):
-        raise CommandError(f"no user {args.username!r}")
-    print(f"password changed for {args.username!r}; its existing tokens no longer work")
-    _forget_initial_password(settings, args.username)
-    return 0
-
-
-def _forget_initial_password(settings: Settings, username: str) -> None:
-    """The generated first password is stale once the admin's password changes or the
-    admin goes: remove the file that holds it."""
-    from exporter.auth.bootstrap import ADMIN, PASSWORD_FILE
-
-    path = settings.data_dir / PASSWORD_FILE
-    if username == ADMIN and path.exists():
-        path.unlink()
-        print(f"removed {path}")
-
-
 def _watch(settings: Settings, args: argparse.Namespace) -> int:
     from exporter.watch import WatchError, follow, login
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = _prompt(f"Password for {args.user}: ")
+        password = accounts.prompt(f"Password for {args.user}: ")
     base_url = args.url.rstrip("/")
     try:
         token = login(base_url, args.user, password)
@@ -292,37 +195,4 @@ def _watch(settings: Settings, args: argparse.Namespace) -> int:
         # The reader went away (`perfpulse watch | head -2`): stop quietly, and keep
         # Python from reporting the pipe again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
-
-
-def _grafana_generate(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from exporter.grafana.dashboards import write_all
-
-    for path in write_all(Path(args.dir)):
-        print(f"wrote {path}")
-    return 0
-
-
-def _grafana_push(settings: Settings, args: argparse.Namespace) -> int:
-    from exporter.grafana.push import PushError, plan, push
-
-    target = plan(args.url, args.folder)
-    if args.dry_run:
-        print("\n".join(target.describe()))
-        return 0
-    credential: str | tuple[str, str]
-    if args.token is not None:
-        credential = args.token
-    else:
-        if args.password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = _prompt(f"Grafana password for {args.user}: ")
-        credential = (args.user, password)
-    try:
-        push(target, credential)
-    except PushError as exc:
-        raise CommandError(str(exc)) from None
     return 0

@@ -26,6 +26,10 @@ class ConfigError(Exception):
     """Raised when the configuration is invalid; the message names each bad variable."""
 
 
+class CommandError(Exception):
+    """A command could not do what was asked; the message says why."""
+
+
 class StartError(Exception):
     """perfpulse cannot start as configured (port taken, data directory in use)."""
 
