@@ -18,6 +18,7 @@ import asyncio
 import base64
 import functools
 import hashlib
+import os
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ KNOWN_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
 
 
 BCRYPT_MAX_BYTES = 72  # bcrypt ignores (newer releases refuse) anything longer
-CHECKS_AT_ONCE = 2  # bcrypt checks running at one time (each ~50-250 ms of a core)
+# bcrypt checks running at one time (each ~50-250 ms of a core): one core stays free for
+# the event loop, whatever a flood of bad scrapes does.
+CHECKS_AT_ONCE = max(1, min(2, (os.cpu_count() or 2) - 1))
 CHECKS_WAITING = 8  # more scrapes waiting than this are refused at once
 CACHE_SIZE = 64  # credentials recently verified
 

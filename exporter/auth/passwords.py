@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import secrets
 import threading
 
@@ -16,8 +17,9 @@ from exporter.storage.users import User
 
 # argon2-cffi's defaults are argon2id with RFC 9106's second recommended parameters.
 _hasher = PasswordHasher()
-# Each hash takes 64 MiB and ~0.1 s of a core: bound how many run at once.
-_hashing = threading.BoundedSemaphore(2)
+# Each hash takes 64 MiB and ~0.1 s of a core: bound how many run at once, and leave a
+# core for the event loop.
+_hashing = threading.BoundedSemaphore(max(1, min(2, (os.cpu_count() or 2) - 1)))
 
 
 @functools.cache
