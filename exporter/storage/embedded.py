@@ -16,6 +16,15 @@ from exporter.datadir import ensure_private
 log = logging.getLogger(__name__)
 
 DATABASE = "perfpulse"
+# The embedded server is perfpulse's own: fewer wake-ups when it is nearly idle. None of
+# these touches durability: every commit still waits for its WAL to be flushed
+# (synchronous_commit and fsync stay on); crash recovery replays at most a longer stretch.
+IDLE_SETTINGS = {
+    "wal_writer_delay": "10s",  # the WAL writer only matters for asynchronous commits
+    "bgwriter_delay": "10s",  # a few MB of dirty pages: the checkpointer writes them
+    "checkpoint_timeout": "15min",  # WAL volume is small; fewer checkpoints
+    "autovacuum_naptime": "5min",  # append-only partitions; retention drops, not deletes
+}
 
 
 class EmbeddedPostgres:
@@ -43,6 +52,7 @@ class EmbeddedPostgres:
         admin_url = self._server.get_uri()
         conn = await asyncpg.connect(admin_url)
         try:
+            await tune(conn, IDLE_SETTINGS)
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
             if not exists:
                 await conn.execute(f'CREATE DATABASE "{DATABASE}"')
@@ -63,3 +73,23 @@ def url_for(admin_url: str, database: str) -> str:
     base, sep, query = admin_url.partition("?")
     scheme_host = base.rsplit("/", 1)[0]
     return f"{scheme_host}/{quote(database)}{sep}{query}"
+
+
+async def tune(conn: asyncpg.Connection, settings: dict[str, str]) -> list[str]:
+    """ALTER SYSTEM the settings that differ, and reload; returns their names."""
+    changed = []
+    for name, value in settings.items():
+        current = await conn.fetchval(
+            "SELECT current_setting($1) = $2 OR setting || coalesce(unit, '') = $2 "
+            "FROM pg_settings WHERE name = $1",
+            name,
+            value,
+        )
+        if not current:
+            # Names and values are constants above, never input.
+            await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            changed.append(name)
+    if changed:
+        await conn.execute("SELECT pg_reload_conf()")
+        log.info("embedded PostgreSQL: set %s", ", ".join(changed))
+    return changed
