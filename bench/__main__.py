@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import abuse, core, perf, storage, stream
+from bench import abuse, core, perf, storage, stream, whole
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -17,7 +17,7 @@ def main() -> None:
         "names",
         nargs="*",
         default=["core", "perf", "stream", "storage"],
-        choices=["core", "perf", "stream", "storage", "abuse"],
+        choices=["core", "perf", "stream", "storage", "abuse", "whole"],
     )
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--scrapes", type=int, default=1000)
@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--query-runs", type=int, default=20)
     parser.add_argument("--perf-seconds", type=float, default=60.0)
     parser.add_argument("--hold-seconds", type=float, default=60.0)
+    parser.add_argument("--whole-seconds", type=float, default=60.0)
+    parser.add_argument("--whole-runs", type=int, default=3)
+    parser.add_argument("--no-glances", action="store_true", help="whole: skip Glances")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     for name in args.names:
@@ -45,6 +48,9 @@ def main() -> None:
         elif name == "perf":
             result = perf.run(args.perf_seconds)
             text = perf.report(result)
+        elif name == "whole":
+            result = whole.run(args.whole_seconds, args.whole_runs, not args.no_glances)
+            text = whole.report(result)
         elif name == "abuse":
             result = abuse.run(args.hold_seconds)
             text = abuse.report(result)
