@@ -66,16 +66,31 @@ def tree_of(pid: int, data_dir: str | None = None) -> list[psutil.Process]:
     return list(found.values())
 
 
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    """User + system seconds of the processes and of their children that have exited."""
-    total = 0.0
+def cpu_by_kind(procs: list[psutil.Process]) -> dict[str, float]:
+    """User + system seconds of the processes and of their children that have exited, by
+    kind: the server (python), perf, postgres (its processes name their role)."""
+    totals: dict[str, float] = {}
     for proc in procs:
         try:
             t = proc.cpu_times()
+            kind = _kind(proc)
         except psutil.NoSuchProcess:
             continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
+        used = t.user + t.system + t.children_user + t.children_system
+        totals[kind] = totals.get(kind, 0.0) + used
+    return totals
+
+
+def _kind(proc: psutil.Process) -> str:
+    name = proc.name()
+    if name.startswith("python"):
+        return "server"
+    if name == "postgres":
+        cmdline = " ".join(proc.cmdline())
+        if not cmdline.startswith("postgres: "):
+            return "postgres postmaster"
+        return "postgres " + cmdline.removeprefix("postgres: ").split(" ")[0]
+    return name
 
 
 def pss_bytes(procs: list[psutil.Process]) -> int:
@@ -94,7 +109,7 @@ def measure(find: Callable[[], list[psutil.Process]], seconds: float) -> dict[st
     The tree is looked up again at the end: a process that started meanwhile (a new
     PostgreSQL backend) counts from its start, one that ended counts through its parent.
     """
-    start_cpu = cpu_seconds(find())
+    start = cpu_by_kind(find())
     samples = []
     started = time.monotonic()
     while time.monotonic() - started < seconds:
@@ -104,9 +119,14 @@ def measure(find: Callable[[], list[psutil.Process]], seconds: float) -> dict[st
     after_procs = find()
     # A process that started meanwhile counts from zero; one that exited meanwhile is in
     # its parent's children_* times (all of its life: a slight overcount, never under).
-    end_cpu = cpu_seconds(after_procs)
+    end = cpu_by_kind(after_procs)
+    by_kind = {
+        kind: 100.0 * (end.get(kind, 0.0) - start.get(kind, 0.0)) / elapsed
+        for kind in sorted(end.keys() | start.keys())
+    }
     return {
-        "cpu_percent": 100.0 * (end_cpu - start_cpu) / elapsed,
+        "cpu_percent": sum(by_kind.values()),
+        "cpu_percent_by_kind": by_kind,
         "pss_mib": statistics.median(samples) / 2**20,
         "processes": len(after_procs),
     }
@@ -306,6 +326,15 @@ def report(result: dict[str, Any]) -> str:
     )
     if "glances" in cpu:
         lines.append(f"perfpulse / Glances CPU: {cpu['perfpulse'][0] / cpu['glances'][0]:.2f}")
+    kinds = sorted({k for r in runs["perfpulse"] for k in r["cpu_percent_by_kind"]})
+    by_kind = {
+        k: statistics.median([r["cpu_percent_by_kind"].get(k, 0.0) for r in runs["perfpulse"]])
+        for k in kinds
+    }
+    lines.append(
+        "perfpulse at 1 s, by process (median % of a core): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in by_kind.items())
+    )
     return "\n".join(lines)
 
 
