@@ -18,8 +18,6 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,18 +26,9 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.common import free_port, machine, percentile, perfpulse_argv, process
-from tests.attackers import raise_open_file_limit
-
-
-def _login_token(base: str, data_dir: str) -> str:
-    with open(os.path.join(data_dir, "initial-admin-password")) as file:
-        password = file.read().strip()
-    response = httpx.post(
-        base + "/api/auth/login", json={"username": "admin", "password": password}
-    )
-    token: str = response.json()["access_token"]
-    return token
+from bench.common import machine, percentile, perfpulse
+from exporter.server import raise_open_file_limit
+from tests.attackers import hold_argv
 
 
 def held_connections(base: str, token: str, seconds: float) -> dict[str, Any]:
@@ -63,22 +52,7 @@ def held_connections(base: str, token: str, seconds: float) -> dict[str, Any]:
 
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()
-    attacker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.attackers",
-            "hold",
-            base,
-            "--idle",
-            "2000",
-            "--partial",
-            "1000",
-            "--seconds",
-            str(seconds),
-        ],
-        stdout=subprocess.PIPE,
-    )
+    attacker = subprocess.Popen(hold_argv(base, 2000, 1000, seconds), stdout=subprocess.PIPE)
     time.sleep(3)
     latencies, failures = [], 0
     while attacker.poll() is None:
@@ -206,27 +180,11 @@ def bodies(base: str, pid: int) -> dict[str, Any]:
 
 def run(hold_seconds: float) -> dict[str, Any]:
     raise_open_file_limit()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     result: dict[str, Any] = {"machine": machine(), "hold_seconds": hold_seconds}
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = {
-            "PERFPULSE_DATA_DIR": data_dir,
-            "PERFPULSE_LOG_LEVEL": "warning",
-            "PERFPULSE_SAMPLING_INTERVAL_SECONDS": "1",
-            "PERFPULSE_HOST": "127.0.0.1",
-            "PERFPULSE_PORT": str(port),
-        }
-        with process(perfpulse_argv(), base + "/healthz", env) as server:
-            deadline = time.monotonic() + 60
-            while httpx.get(base + "/healthz").json().get("database") != "ready":
-                if time.monotonic() > deadline:
-                    raise RuntimeError("database never became ready")
-                time.sleep(0.2)
-            token = _login_token(base, data_dir)
-            result["held"] = held_connections(base, token, hold_seconds)
-            result["bodies"] = bodies(base, server.pid)
-            result["guessing"] = guessing(base, data_dir)
+    with perfpulse(1.0) as server:
+        result["held"] = held_connections(server.base, server.token, hold_seconds)
+        result["bodies"] = bodies(server.base, server.pid)
+        result["guessing"] = guessing(server.base, server.data_dir)
     return result
 
 

@@ -9,10 +9,13 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
@@ -83,3 +86,46 @@ def process(
 
 def perfpulse_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "exporter", "serve", *args]
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A `perfpulse serve` started by `perfpulse()`: where it is, and a token."""
+
+    base: str
+    pid: int
+    data_dir: str
+    token: str
+
+    @property
+    def stream_url(self) -> str:
+        return self.base.replace("http", "ws") + "/api/ws/metrics"
+
+
+@contextmanager
+def perfpulse(interval: float = 1.0, env: dict[str, str] | None = None) -> Iterator[Running]:
+    """`perfpulse serve` on a free loopback port with its embedded PostgreSQL in a
+    temporary data directory; returns once the database is ready, logged in as the
+    first-start admin."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as data_dir:
+        full_env = {
+            "PERFPULSE_DATA_DIR": data_dir,
+            "PERFPULSE_LOG_LEVEL": "warning",
+            "PERFPULSE_SAMPLING_INTERVAL_SECONDS": str(interval),
+            "PERFPULSE_HOST": "127.0.0.1",
+            "PERFPULSE_PORT": str(port),
+            **(env or {}),
+        }
+        with process(perfpulse_argv(), base + "/healthz", full_env) as server:
+            deadline = time.monotonic() + 60
+            while httpx.get(base + "/healthz").json().get("database") != "ready":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("database never became ready")
+                time.sleep(0.2)
+            password = Path(data_dir, "initial-admin-password").read_text().strip()
+            token = httpx.post(
+                base + "/api/auth/login", json={"username": "admin", "password": password}
+            ).json()["access_token"]
+            yield Running(base, server.pid, data_dir, token)

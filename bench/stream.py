@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
-import resource
-import tempfile
 import time
 from datetime import datetime
 from typing import Any
 
-import httpx
 import psutil
 
-from bench.common import free_port, machine, percentile, perfpulse_argv, process
-
-
-def _raise_fd_limit() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+from bench.common import machine, percentile, perfpulse
+from exporter.server import raise_open_file_limit
 
 
 class LeanClient(asyncio.Protocol):
@@ -115,54 +107,34 @@ async def _clients(url: str, token: str, count: int, seconds: float, out: Any) -
 
 
 def _client_process(url: str, token: str, count: int, seconds: float, out: Any) -> None:
-    _raise_fd_limit()
+    raise_open_file_limit()
     asyncio.run(_clients(url, token, count, seconds, out))
 
 
 def run_one(count: int, seconds: float, processes: int) -> dict[str, Any]:
-    _raise_fd_limit()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = {
-            "PERFPULSE_DATA_DIR": data_dir,
-            "PERFPULSE_LOG_LEVEL": "warning",
-            "PERFPULSE_SAMPLING_INTERVAL_SECONDS": "1",
-            "PERFPULSE_HOST": "127.0.0.1",
-            "PERFPULSE_PORT": str(port),
-        }
-        with process(perfpulse_argv(), base + "/healthz", env) as server:
-            deadline = time.monotonic() + 60
-            while httpx.get(base + "/healthz").json().get("database") != "ready":
-                if time.monotonic() > deadline:
-                    raise RuntimeError("database never became ready")
-                time.sleep(0.2)
-            with open(os.path.join(data_dir, "initial-admin-password")) as file:
-                password = file.read().strip()
-            token = httpx.post(
-                base + "/api/auth/login", json={"username": "admin", "password": password}
-            ).json()["access_token"]
-            proc = psutil.Process(server.pid)
-            time.sleep(2)
-            rss_before = proc.memory_info().rss
-            out: Any = multiprocessing.Queue()
-            url = base.replace("http", "ws") + "/api/ws/metrics"
-            workers = [
-                multiprocessing.Process(
-                    target=_client_process, args=(url, token, count // processes, seconds, out)
-                )
-                for _ in range(processes)
-            ]
-            for worker in workers:
-                worker.start()
-            connected = sum(out.get(timeout=300)[1] for _ in workers)
-            time.sleep(2)
-            rss_after = proc.memory_info().rss
-            cpu_before, wall_before = proc.cpu_times(), time.monotonic()
-            delays = [d for _ in workers for d in out.get(timeout=seconds + 120)[1]]
-            cpu_after, wall_after = proc.cpu_times(), time.monotonic()
-            for worker in workers:
-                worker.join(60)
+    raise_open_file_limit()
+    with perfpulse(1.0) as server:
+        proc = psutil.Process(server.pid)
+        time.sleep(2)
+        rss_before = proc.memory_info().rss
+        out: Any = multiprocessing.Queue()
+        workers = [
+            multiprocessing.Process(
+                target=_client_process,
+                args=(server.stream_url, server.token, count // processes, seconds, out),
+            )
+            for _ in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        connected = sum(out.get(timeout=300)[1] for _ in workers)
+        time.sleep(2)
+        rss_after = proc.memory_info().rss
+        cpu_before, wall_before = proc.cpu_times(), time.monotonic()
+        delays = [d for _ in workers for d in out.get(timeout=seconds + 120)[1]]
+        cpu_after, wall_after = proc.cpu_times(), time.monotonic()
+        for worker in workers:
+            worker.join(60)
     cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     return {
         "clients": connected,

@@ -20,13 +20,10 @@ once per process as RSS would.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +34,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.common import free_port, machine, perfpulse_argv, process
+from bench.common import free_port, machine, perfpulse, process
 
 GLANCES_VERSION = "4.5.8"
 GLANCES_VENV = Path(__file__).parent / ".glances"
@@ -188,37 +185,26 @@ def pollers(*threads: threading.Thread) -> Iterator[None]:
             thread.join(10)
 
 
-def perfpulse_cost(
-    interval: float, seconds: float, env: dict[str, str] | None = None
-) -> dict[str, Any]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as data_dir:
-        full_env = {
-            "PERFPULSE_DATA_DIR": data_dir,
-            "PERFPULSE_LOG_LEVEL": "warning",
-            "PERFPULSE_SAMPLING_INTERVAL_SECONDS": str(interval),
-            "PERFPULSE_HOST": "127.0.0.1",
-            "PERFPULSE_PORT": str(port),
-            **(env or {}),
-        }
-        with process(perfpulse_argv(), base + "/healthz", full_env) as server:
-            deadline = time.monotonic() + 60
-            while httpx.get(base + "/healthz").json().get("database") != "ready":
-                if time.monotonic() > deadline:
-                    raise RuntimeError("database never became ready")
-                time.sleep(0.2)
-            password = Path(data_dir, "initial-admin-password").read_text().strip()
-            token = httpx.post(
-                base + "/api/auth/login", json={"username": "admin", "password": password}
-            ).json()["access_token"]
-            reader = StreamReader(base.replace("http", "ws") + "/api/ws/metrics", token)
-            scraper = Poller(base + "/metrics", interval)
-            with pollers(reader, scraper):
-                time.sleep(10)  # past start-up: first flushes, perf's first interval
-                result = measure(lambda: tree_of(server.pid, data_dir), seconds)
-            result["snapshots_streamed"] = reader.received
-            result["scrapes"] = scraper.requests
+def perfpulse_cost(interval: float, seconds: float) -> dict[str, Any]:
+    with perfpulse(interval) as server:
+        reader = StreamReader(server.stream_url, server.token)
+        scraper = Poller(server.base + "/metrics", interval)
+        with pollers(reader, scraper):
+            time.sleep(10)  # past start-up: first flushes, perf's first interval
+            result = measure(lambda: tree_of(server.pid, server.data_dir), seconds)
+        result["snapshots_streamed"] = reader.received
+        result["requests"] = scraper.requests
+    return result
+
+
+def peer_cost(argv: list[str], url: str, interval: float, seconds: float) -> dict[str, Any]:
+    """A peer (node_exporter, Glances) started alone, `url` fetched every `interval`."""
+    with process(argv, url) as peer:
+        client = Poller(url, interval)
+        with pollers(client):
+            time.sleep(5)
+            result = measure(lambda: tree_of(peer.pid), seconds)
+        result["requests"] = client.requests
     return result
 
 
@@ -227,14 +213,8 @@ def node_exporter_cost(interval: float, seconds: float) -> dict[str, Any]:
     if binary is None:
         raise SystemExit(f"bench: {NODE_EXPORTER} is missing; run `make bench` (installs it)")
     port = free_port()
-    url = f"http://127.0.0.1:{port}/metrics"
-    with process([binary, f"--web.listen-address=127.0.0.1:{port}"], url) as node:
-        scraper = Poller(url, interval)
-        with pollers(scraper):
-            time.sleep(5)
-            result = measure(lambda: tree_of(node.pid), seconds)
-        result["scrapes"] = scraper.requests
-    return result
+    argv = [binary, f"--web.listen-address=127.0.0.1:{port}"]
+    return peer_cost(argv, f"http://127.0.0.1:{port}/metrics", interval, seconds)
 
 
 def glances_binary() -> Path:
@@ -257,25 +237,9 @@ def glances_binary() -> Path:
 
 def glances_cost(interval: float, seconds: float) -> dict[str, Any]:
     port = free_port()
-    api = f"http://127.0.0.1:{port}/api/4/all"
-    argv = [
-        str(glances_binary()),
-        "-w",
-        "--disable-webui",
-        "-B",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-t",
-        str(interval),
-    ]
-    with process(argv, api) as glances:
-        client = Poller(api, interval)
-        with pollers(client):
-            time.sleep(5)
-            result = measure(lambda: tree_of(glances.pid), seconds)
-        result["requests"] = client.requests
-    return result
+    argv = [str(glances_binary()), "-w", "--disable-webui", "-B", "127.0.0.1",
+            "-p", str(port), "-t", str(interval)]  # fmt: skip
+    return peer_cost(argv, f"http://127.0.0.1:{port}/api/4/all", interval, seconds)
 
 
 def run(seconds: float, runs: int, with_glances: bool = True) -> dict[str, Any]:
@@ -336,7 +300,3 @@ def report(result: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:.3f}" for k, v in by_kind.items())
     )
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # a quick look: python -m bench.whole
-    print(json.dumps(perfpulse_cost(1.0, float(os.environ.get("SECONDS_", "20"))), indent=1))

@@ -19,7 +19,6 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from exporter.api.webconfig import load_web_config
 from exporter.config import Settings, StartError
 from exporter.logs import logging_config
-from exporter.sinks.stream import MAX_UNSENT_BYTES
 from exporter.sinks.wire import DIRECT_WS, describe_frame_path
 
 log = logging.getLogger(__name__)
@@ -76,6 +75,9 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvi
 
 FD_RESERVE = 256  # descriptors kept for the database pool, the perf child, files
 MAX_DEFAULT_CONNECTIONS = 16_384
+# Bytes a WebSocket may hold unread in this process before it is dropped: a few
+# snapshots' worth (the kernel's socket buffer absorbs a slow reader long before this).
+MAX_UNSENT_BYTES = 1 << 20
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 5\r\n"
     b"connection: close\r\ncontent-length: 31\r\n\r\ntoo many connections, try later\n"
@@ -138,14 +140,11 @@ class GuardedH11Protocol(H11Protocol):
 
     max_connections = MAX_DEFAULT_CONNECTIONS
     header_timeout = 5.0
-    refused_total = 0
-    timed_out_total = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._deadline: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         if len(self.server_state.connections) > self.max_connections:
-            type(self).refused_total += 1
             transport.write(BUSY)
             transport.close()
             return
@@ -181,7 +180,6 @@ class GuardedH11Protocol(H11Protocol):
     def _too_slow(self) -> None:
         self._deadline = None
         if not self.transport.is_closing():
-            type(self).timed_out_total += 1
             self.transport.close()
 
 
@@ -203,12 +201,9 @@ class GuardedWebSocketsProtocol(WebSocketsSansIOProtocol):
     check runs on every read from the client, so the pile never grows past the bound.
     """
 
-    dropped_total = 0
-
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         transport = self.transport
         if transport.get_write_buffer_size() > MAX_UNSENT_BYTES and not transport.is_closing():
-            type(self).dropped_total += 1
             log.info("WebSocket client dropped: %d bytes unread", transport.get_write_buffer_size())
             transport.abort()

@@ -12,10 +12,11 @@ import argparse
 import asyncio
 import ipaddress
 import json
-import resource
 import sys
 import time
 from urllib.parse import urlsplit
+
+from exporter.server import raise_open_file_limit
 
 PARTIAL_HANDSHAKE = (
     b"GET /api/ws/metrics HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
@@ -23,10 +24,12 @@ PARTIAL_HANDSHAKE = (
 )
 
 
-def raise_open_file_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+def hold_argv(url: str, idle: int, partial: int, seconds: float) -> list[str]:
+    """The command line that runs `hold` as a process of its own."""
+    return [
+        sys.executable, "-m", "tests.attackers", "hold", url,
+        "--idle", str(idle), "--partial", str(partial), "--seconds", str(seconds),
+    ]  # fmt: skip
 
 
 def loopback(url: str) -> tuple[str, int]:

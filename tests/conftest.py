@@ -3,17 +3,24 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from exporter.auth.tokens import issue_token
 from exporter.config import Settings, load_settings
 from exporter.storage.embedded import EmbeddedPostgres, url_for
 from exporter.storage.migrate import migrate
 from tests.aio import run
 
 TEST_SECRET = "test-secret-" + "x" * 40
+
+
+def token_for(username: str = "alice", lifetime: timedelta = timedelta(minutes=10)) -> str:
+    """A token signed with TEST_SECRET, as a login would issue it."""
+    return issue_token(TEST_SECRET.encode(), username, lifetime).token
 
 
 class FakeClock:

@@ -9,10 +9,8 @@ import json
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
-from datetime import timedelta
 
 import httpx
 import psutil
@@ -21,8 +19,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from exporter.auth.throttle import LoginGate
-from exporter.auth.tokens import issue_token
-from tests.conftest import TEST_SECRET, FakeClock
+from tests.attackers import hold_argv
+from tests.conftest import FakeClock, token_for
 from tests.servers import serve
 from tests.test_ws import add_user
 
@@ -34,10 +32,6 @@ HOLD_SECONDS = 60.0
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
-def token_for(username: str = "alice", lifetime: timedelta = timedelta(minutes=10)) -> str:
-    return issue_token(TEST_SECRET.encode(), username, lifetime).token
 
 
 def metric(url: str, name: str) -> float:
@@ -85,19 +79,7 @@ def test_held_and_half_sent_connections_do_not_starve_the_server(tmp_path, serve
         follower = StreamFollower(server.url, token_for())
         follower.start()
         attacker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.attackers",
-                "hold",
-                server.url,
-                "--idle",
-                "2000",
-                "--partial",
-                "1000",
-                "--seconds",
-                str(HOLD_SECONDS),
-            ],
+            hold_argv(server.url, 2000, 1000, HOLD_SECONDS),
             stdout=subprocess.PIPE,
         )
         time.sleep(3)  # the connections pile up
@@ -128,19 +110,7 @@ def test_accept_errors_are_logged_once_a_minute(tmp_path, server_env):
     env = {**server_env, "PERFPULSE_MAX_CONNECTIONS": "2000"}
     with serve(tmp_path, env=env, prefix=["prlimit", "--nofile=300:300", "--"]) as server:
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.attackers",
-                "hold",
-                server.url,
-                "--idle",
-                "400",
-                "--partial",
-                "0",
-                "--seconds",
-                "8",
-            ],
+            hold_argv(server.url, 400, 0, 8),
             capture_output=True,
             check=True,
         )

@@ -24,19 +24,14 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from exporter.auth.tokens import issue_token
 from exporter.storage.embedded import url_for
 from exporter.storage.migrate import READER_ROLE, migrate
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, token_for
 from tests.servers import free_port, serve
 from tests.test_login import run_cli
 from tests.test_ws import add_user
 
 pytestmark = pytest.mark.e2e
-
-
-def token_for(username: str = "alice", lifetime: timedelta = timedelta(minutes=10)) -> str:
-    return issue_token(TEST_SECRET.encode(), username, lifetime).token
 
 
 async def closed_with(ws_url: str, token: str, within: float) -> tuple[int | None, str | None]:

@@ -282,9 +282,6 @@ class StandInWriter:
             self.frames.append(frame)
         return self.accept
 
-    def unsent_bytes(self) -> int:
-        return 0
-
 
 def test_direct_writes_while_the_client_keeps_up_queue_otherwise():
     from exporter.sinks.stream import Broadcaster, Frame

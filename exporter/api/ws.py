@@ -14,7 +14,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from exporter.api.deps import BroadcasterDep, DatabaseDep, SecretDep, SessionsDep, SettingsDep
-from exporter.auth.tokens import Claims, TokenError, decode_token, user_for_token
+from exporter.auth.tokens import Claims, TokenError, session_for_token
 from exporter.config import Settings
 from exporter.sinks.protocol import (
     INVALID_PAYLOAD,
@@ -134,8 +134,7 @@ async def _admit(
         await _refuse(websocket, raw_send, POLICY_VIOLATION, "missing token")
         return None
     try:
-        user = await user_for_token(database.pool, secret, token)
-        return user, decode_token(secret, token)
+        return await session_for_token(database.pool, secret, token)
     except TokenError as exc:
         await _refuse(websocket, raw_send, POLICY_VIOLATION, str(exc))
     except DATABASE_ERRORS as exc:

@@ -79,13 +79,18 @@ def decode_token(secret: bytes, token: str) -> Claims:
 
 async def user_for_token(db: asyncpg.Pool, secret: bytes, token: str) -> User:
     """The user a valid token speaks for; TokenError when it cannot speak for anyone."""
+    return (await session_for_token(db, secret, token))[0]
+
+
+async def session_for_token(db: asyncpg.Pool, secret: bytes, token: str) -> tuple[User, Claims]:
+    """`user_for_token`, with the token's claims (a stream needs its expiry)."""
     claims = decode_token(secret, token)
     user = await users.get(db, claims.subject)
     if user is None:
         raise TokenError("user no longer exists")
     if claims.issued_at < user.password_changed_at.replace(microsecond=0):
         raise TokenError("token issued before the password was changed")
-    return user
+    return user, claims
 
 
 def load_jwt_secret(settings: Settings) -> bytes:

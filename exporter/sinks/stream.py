@@ -28,10 +28,6 @@ from exporter.sinks.wire import DirectWriter, text_frame
 
 log = logging.getLogger(__name__)
 
-# Bytes a connection may hold unread in this process before the client is dropped: a few
-# snapshots' worth (the kernel's socket buffer absorbs a slow reader long before this).
-MAX_UNSENT_BYTES = 1 << 20
-
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -66,15 +62,11 @@ class Client:
     def deliver(self, frame: Frame) -> None:
         """Write the frame now when nothing is waiting before it, else queue it.
 
-        A client whose connection holds more than MAX_UNSENT_BYTES it has not read (it
-        stopped reading, or floods pings whose answers pile up) is dropped.
+        A direct write happens only while the connection is not paused, so frames never
+        pile up here; what a client that does not read can pile up (pongs) is bounded by
+        the server's WebSocket protocol (exporter/server.py).
         """
         direct = self.direct
-        if direct is not None and direct.unsent_bytes() > MAX_UNSENT_BYTES:
-            self.owner.evictions_total += 1
-            log.info("stream client dropped: %d bytes unread", direct.unsent_bytes())
-            direct.abort()
-            return
         if (
             direct is not None
             and frame.wire is not None

@@ -90,11 +90,6 @@ class DirectWriter:
         if not transport.is_closing():
             transport.abort()
 
-    def unsent_bytes(self) -> int:
-        """What waits in this process for the client to read (frames, pongs)."""
-        size: int = self._protocol.transport.get_write_buffer_size()
-        return size
-
 
 def abort_later(send: Any, seconds: float) -> None:
     """Drop the connection behind `send` in `seconds` unless it has closed by then."""
