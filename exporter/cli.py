@@ -133,11 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from exporter.api.app import create_app
     from exporter.datadir import DataDirLock
-    from exporter.server import bind, raise_open_file_limit, uvicorn_config
+    from exporter.server import Server, bind, raise_open_file_limit, uvicorn_config
 
     configure_logging(settings.log_level)
     # Before anything else starts: the data directory is this server's alone, and the
@@ -154,7 +152,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     try:
-        uvicorn.Server(config).run(sockets=[listening])
+        Server(config).run(sockets=[listening])
     finally:
         lock.release()
     return 0

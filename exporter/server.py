@@ -6,6 +6,7 @@ connections cannot hold the server's descriptors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import socket
@@ -102,6 +103,44 @@ def default_max_connections() -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
     return max(16, min(MAX_DEFAULT_CONNECTIONS, limit - FD_RESERVE))
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, woken once a second instead of ten times.
+
+    uvicorn polls every 0.1 s for a shutdown request and refreshes the Date header every
+    tenth poll. Here the loop sleeps until the next second (the Date header's resolution)
+    or until a shutdown signal wakes it: an idle exporter wakes for its own work, not for
+    the poll, and a signal is acted on as quickly as before.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while not await self.on_tick(0):  # counter 0: refresh the Date header each time
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            self._wake.clear()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        self._wake_up()
+
+    def exit_soon(self) -> None:
+        """Ask the server to shut down, from any thread."""
+        self.should_exit = True
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        if self._loop is not None and self._wake is not None:
+            # RuntimeError: the loop has already closed, nothing is left to wake.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake.set)
 
 
 class PortInUse(StartError):

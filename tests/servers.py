@@ -17,7 +17,7 @@ import httpx
 from fastapi import FastAPI
 
 from exporter.config import Settings
-from exporter.server import uvicorn_config
+from exporter.server import Server, uvicorn_config
 
 
 def _ready(url: str, verify: object = True) -> bool:
@@ -107,10 +107,8 @@ def serve_in_thread(app: FastAPI, settings: Settings, timeout: float = 15) -> It
     """Run an app under perfpulse's uvicorn configuration on a loopback port, in a thread."""
     import threading
 
-    import uvicorn
-
     config = uvicorn_config(app, settings, host="127.0.0.1", port=free_port(), log_config=None)
-    server = uvicorn.Server(config)
+    server = Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -122,5 +120,5 @@ def serve_in_thread(app: FastAPI, settings: Settings, timeout: float = 15) -> It
     try:
         yield url
     finally:
-        server.should_exit = True
+        server.exit_soon()
         thread.join(timeout)

@@ -33,13 +33,13 @@ class Access:
     sessions: Sessions
 
 
-def _runtime(connection: HTTPConnection) -> Runtime:
+async def _runtime(connection: HTTPConnection) -> Runtime:
     """The running parts, from the lifespan state (HTTP and WebSocket routes alike)."""
     runtime: Runtime = connection.state.runtime
     return runtime
 
 
-def _access(connection: HTTPConnection) -> Access:
+async def _access(connection: HTTPConnection) -> Access:
     access: Access = connection.state.access
     return access
 
@@ -48,35 +48,35 @@ RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 AccessDep = Annotated[Access, Depends(_access)]
 
 
-def _settings(runtime: RuntimeDep) -> Settings:
+async def _settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def _sampler(runtime: RuntimeDep) -> Sampler:
+async def _sampler(runtime: RuntimeDep) -> Sampler:
     return runtime.sampler
 
 
-def _registry(runtime: RuntimeDep) -> CollectorRegistry:
+async def _registry(runtime: RuntimeDep) -> CollectorRegistry:
     return runtime.registry
 
 
-def _database(runtime: RuntimeDep) -> Database:
+async def _database(runtime: RuntimeDep) -> Database:
     return runtime.database
 
 
-def _broadcaster(runtime: RuntimeDep) -> Broadcaster:
+async def _broadcaster(runtime: RuntimeDep) -> Broadcaster:
     return runtime.broadcaster
 
 
-def _secret(access: AccessDep) -> bytes:
+async def _secret(access: AccessDep) -> bytes:
     return access.jwt_secret
 
 
-def _login_gate(access: AccessDep) -> LoginGate:
+async def _login_gate(access: AccessDep) -> LoginGate:
     return access.login_gate
 
 
-def _web_config(access: AccessDep) -> WebConfig:
+async def _web_config(access: AccessDep) -> WebConfig:
     return access.web_config
 
 
@@ -87,7 +87,7 @@ DatabaseDep = Annotated[Database, Depends(_database)]
 BroadcasterDep = Annotated[Broadcaster, Depends(_broadcaster)]
 
 
-def _sessions(access: AccessDep) -> Sessions:
+async def _sessions(access: AccessDep) -> Sessions:
     return access.sessions
 
 
@@ -97,7 +97,7 @@ LoginGateDep = Annotated[LoginGate, Depends(_login_gate)]
 WebConfigDep = Annotated[WebConfig, Depends(_web_config)]
 
 
-def _pool(database: DatabaseDep) -> asyncpg.Pool:
+async def _pool(database: DatabaseDep) -> asyncpg.Pool:
     try:
         return database.pool
     except DatabaseUnavailable as exc:
