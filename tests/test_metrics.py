@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+import math
+
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
+from prometheus_client.metrics_core import Metric
 
 from exporter.collectors import build_collectors
 from exporter.collectors.memory import MemoryCollector
 from exporter.config import load_settings
 from exporter.sampler import Sampler
-from exporter.sinks.prometheus import SnapshotCollector, build_registry
+from exporter.sinks.prometheus import SnapshotCollector, build_registry, render
 from tests.test_memory import MEMINFO, VMSTAT_1
 
 
@@ -18,7 +27,7 @@ async def test_memory_exposition_matches_expected_text(proc, clock):
     await sampler.sample_once()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: sampler.latest, lambda: 0))
-    text = generate_latest(registry).decode()
+    text = render(registry).decode()
     # Leave out the series whose values depend on the run (version, time, duration).
     volatile = ("perfpulse_build_info", "perfpulse_last_snapshot", "perfpulse_collector_duration")
     body = "\n".join(
@@ -118,3 +127,52 @@ async def test_collector_health_series_for_all_six():
     assert (
         registry.get_sample_value("perfpulse_collector_duration_seconds", {"collector": "cpu"}) >= 0
     )
+
+
+class _Frozen:
+    """Families collected once, handed out again on every collect (for comparing two
+    renderers on the same data)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+async def test_render_writes_what_generate_latest_writes_for_this_machines_snapshot():
+    settings = load_settings()
+    sampler = Sampler(build_collectors(settings), interval=1.0, deadline=0.5, host="h")
+    await sampler.sample_once()
+    await sampler.sample_once()
+    families = list(SnapshotCollector(lambda: sampler.latest, lambda: 3).collect())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Frozen(families))
+    assert len(families) > 20
+    assert render(registry) == generate_latest(registry)
+    # The second render comes from the remembered names and label sets: still the same.
+    assert render(registry) == generate_latest(registry)
+
+
+def test_render_escapes_and_orders_like_generate_latest():
+    tricky = GaugeMetricFamily(
+        "perfpulse_test_gauge", 'help with \\ and\nnewline "q"', labels=("z", "a")
+    )
+    tricky.add_metric(["back\\slash", 'quote " and\nnewline'], 1.5)
+    tricky.add_metric(["é ünïcode", ""], math.inf)
+    tricky.add_metric(["nan", "neg"], math.nan)
+    tricky.add_metric(["big", "small"], 1234567890123.0, timestamp=1700000000.25)
+    tricky.add_metric(["minus", "inf"], -math.inf)
+    created = CounterMetricFamily("perfpulse_test_requests", "with created", labels=("code",))
+    created.add_metric(["200"], 7, created=1700000000.0)
+    created.add_metric(["500"], 0, created=1700000001.0)
+    info = InfoMetricFamily("perfpulse_test", "an info family", value={"version": "1.2"})
+    histogram = HistogramMetricFamily(
+        "perfpulse_test_seconds", "a histogram", buckets=[("0.1", 1), ("+Inf", 3)], sum_value=0.4
+    )
+    odd_name = GaugeMetricFamily("perfpulse.test-odd", "a name outside the legacy set", value=2)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Frozen([tricky, created, info, histogram, odd_name]))
+    expected = generate_latest(registry)
+    assert render(registry) == expected
+    assert b'z="back\\\\slash"' in expected  # the case is really exercised

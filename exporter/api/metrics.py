@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from exporter.api.deps import RegistryDep, WebConfigDep
 from exporter.api.webconfig import ScrapeRefused
+from exporter.sinks.prometheus import CONTENT_TYPE, render
 
 router = APIRouter(tags=["metrics"])
 
@@ -34,5 +33,4 @@ async def _require_scrape_credentials(request: Request, web: WebConfigDep) -> No
     dependencies=[Depends(_require_scrape_credentials)],
 )
 async def metrics(registry: RegistryDep) -> Response:
-    # Text format 0.0.4, as node_exporter serves: understood by every Prometheus release.
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+    return Response(render(registry), media_type=CONTENT_TYPE)

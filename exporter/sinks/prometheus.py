@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
 from exporter.sampler import Sampler, Snapshot
@@ -75,3 +78,79 @@ def build_registry(sampler: Sampler) -> CollectorRegistry:
     registry.register(SnapshotCollector(lambda: sampler.latest, lambda: sampler.skipped_ticks))
     ProcessCollector(registry=registry)
     return registry
+
+
+# Text format 0.0.4, as node_exporter serves: understood by every Prometheus release.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# prometheus_client's type names as the 0.0.4 text format spells them.
+_TEXT_TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram",
+               "unknown": "untyped"}  # fmt: skip
+_OPENMETRICS_ONLY = ("_created", "_gsum", "_gcount")
+_go_float: Callable[[float], str] = floatToGoString  # Go's formatting, as Prometheus parses
+
+
+@lru_cache(maxsize=4096)
+def _metric_name(name: str) -> str:
+    return escape_metric_name(name)
+
+
+@lru_cache(maxsize=4096)
+def _header(name: str, kind: str, documentation: str) -> str:
+    escaped = _metric_name(name)
+    doc = documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {escaped} {doc}\n# TYPE {escaped} {kind}\n"
+
+
+@lru_cache(maxsize=16384)
+def _labels(items: tuple[tuple[str, str], ...]) -> str:
+    if not items:
+        return ""
+    pairs = ",".join(
+        '{}="{}"'.format(
+            escape_label_name(key),
+            value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\""),
+        )
+        for key, value in items
+    )
+    return "{" + pairs + "}"
+
+
+def render(registry: Collector) -> bytes:
+    """The registry in the Prometheus text format 0.0.4, byte for byte what
+    prometheus_client's `generate_latest` writes, at a fraction of its cost.
+
+    `generate_latest` validates and escapes every metric and label name and every label
+    set on every scrape, although a host's names and label sets (CPUs, devices, modes)
+    hardly ever change. Here each is escaped once and remembered (bounded caches): a
+    scrape formats only the values.
+    """
+    out: list[str] = []
+    for metric in registry.collect():
+        name = metric.name
+        kind = metric.type
+        if kind == "counter":
+            name += "_total"
+        elif kind == "info":
+            name += "_info"
+        out.append(_header(name, _TEXT_TYPES.get(kind, kind), metric.documentation))
+        # OpenMetrics-only samples go, as gauges, after the family's own.
+        special = {metric.name + suffix: suffix for suffix in _OPENMETRICS_ONLY}
+        deferred: dict[str, list[str]] = {}
+        for sample in metric.samples:
+            line = _sample_line(sample.name, sample.labels, sample.value, sample.timestamp)
+            suffix = special.get(sample.name)
+            if suffix is None:
+                out.append(line)
+            else:
+                deferred.setdefault(suffix, []).append(line)
+        for suffix, lines in sorted(deferred.items()):
+            out.append(_header(metric.name + suffix, "gauge", metric.documentation))
+            out.extend(lines)
+    return "".join(out).encode()
+
+
+def _sample_line(name: str, labels: dict[str, str], value: float, timestamp: object | None) -> str:
+    label_text = _labels(tuple(sorted(labels.items()))) if labels else ""
+    stamp = "" if timestamp is None else f" {int(float(timestamp) * 1000):d}"  # type: ignore[arg-type]
+    return f"{_metric_name(name)}{label_text} {_go_float(value)}{stamp}\n"
