@@ -142,8 +142,11 @@ class Sampler:
         self._wall_clock = wall_clock
         self._tick_reads = tick_reads
         self.runners = [CollectorRunner(c) for c in collectors]
-        # Threaded collectors start first so they overlap with the inline ones.
-        self._start_order = sorted(self.runners, key=lambda runner: runner.inline)
+        # Inline collectors first, then the threaded ones start while the loop waits. A
+        # thread started first would contend with the inline collectors for the
+        # interpreter lock (a futex ping-pong between the threads on every tick) to
+        # overlap a call that takes microseconds when the device answers.
+        self._start_order = sorted(self.runners, key=lambda runner: not runner.inline)
         self._subscribers: list[Subscription] = []
         # seq grows by one per tick and keeps growing across restarts: it starts from the
         # start time in milliseconds, and ticks are at least 100 ms apart. A client that

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -24,6 +25,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024  # /proc/stat on a 256-CPU machine is about 40 KiB
 
 Clock = Callable[[], float]
 JSON = dict[str, Any]
@@ -137,14 +140,24 @@ class LastReading(Generic[T]):
 
 
 def read_text(path: Path | str) -> str:
-    """Read a kernel text file; a missing file means the source is unavailable here."""
+    """Read a kernel text file; a missing file means the source is unavailable here.
+
+    Unbuffered: open, read until the end, close. A text-mode `open()` adds an fstat, an
+    ioctl, two lseeks and another fstat to every read, on every file, every tick.
+    """
     try:
-        with open(path) as file:
-            return file.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise Unavailable(f"{path} does not exist") from None
     except PermissionError:
         raise Unavailable(f"{path} is not readable (permission denied)") from None
+    try:
+        chunks = []
+        while chunk := os.read(fd, READ_SIZE):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 class TickReads:
