@@ -36,6 +36,12 @@ def main() -> None:
     parser.add_argument("--whole-seconds", type=float, default=60.0)
     parser.add_argument("--whole-runs", type=int, default=3)
     parser.add_argument("--no-glances", action="store_true", help="whole: skip Glances")
+    parser.add_argument(
+        "--whole-baseline",
+        metavar="DIR",
+        help="whole: also measure the perfpulse checked out in DIR (git worktree add DIR "
+        "<commit>), interleaved with this one",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     for name in args.names:
@@ -49,7 +55,9 @@ def main() -> None:
             result = perf.run(args.perf_seconds)
             text = perf.report(result)
         elif name == "whole":
-            result = whole.run(args.whole_seconds, args.whole_runs, not args.no_glances)
+            result = whole.run(
+                args.whole_seconds, args.whole_runs, not args.no_glances, args.whole_baseline
+            )
             text = whole.report(result)
         elif name == "abuse":
             result = abuse.run(args.hold_seconds)

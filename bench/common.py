@@ -55,13 +55,17 @@ def free_port() -> int:
 
 @contextmanager
 def process(
-    argv: Sequence[str], ready_url: str, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    ready_url: str,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     try:
         deadline = time.monotonic() + 30
@@ -103,10 +107,12 @@ class Running:
 
 
 @contextmanager
-def perfpulse(interval: float = 1.0, env: dict[str, str] | None = None) -> Iterator[Running]:
+def perfpulse(
+    interval: float = 1.0, env: dict[str, str] | None = None, tree: str | None = None
+) -> Iterator[Running]:
     """`perfpulse serve` on a free loopback port with its embedded PostgreSQL in a
     temporary data directory; returns once the database is ready, logged in as the
-    first-start admin."""
+    first-start admin. `tree`: run the perfpulse of another checkout (a baseline)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data_dir:
@@ -118,7 +124,9 @@ def perfpulse(interval: float = 1.0, env: dict[str, str] | None = None) -> Itera
             "PERFPULSE_PORT": str(port),
             **(env or {}),
         }
-        with process(perfpulse_argv(), base + "/healthz", full_env) as server:
+        if tree is not None:  # `python -m` looks in the working directory first
+            full_env["PYTHONPATH"] = tree
+        with process(perfpulse_argv(), base + "/healthz", full_env, cwd=tree) as server:
             deadline = time.monotonic() + 60
             while httpx.get(base + "/healthz").json().get("database") != "ready":
                 if time.monotonic() > deadline:

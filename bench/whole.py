@@ -63,6 +63,18 @@ def tree_of(pid: int, data_dir: str | None = None) -> list[psutil.Process]:
     return list(found.values())
 
 
+def on_cpu_seconds(pid: int) -> float:
+    """CPU time of a live process's threads from /proc/PID/task/*/schedstat, in
+    nanoseconds (user + system ticks come in 10 ms steps: 0.025 % of a 40 s window)."""
+    total = 0
+    for path in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
 def cpu_by_kind(procs: list[psutil.Process]) -> dict[str, float]:
     """User + system seconds of the processes and of their children that have exited, by
     kind: the server (python), perf, postgres (its processes name their role)."""
@@ -100,19 +112,23 @@ def pss_bytes(procs: list[psutil.Process]) -> int:
     return total
 
 
-def measure(find: Callable[[], list[psutil.Process]], seconds: float) -> dict[str, float]:
+def measure(
+    find: Callable[[], list[psutil.Process]], seconds: float, main_pid: int | None = None
+) -> dict[str, Any]:
     """CPU % of one core over `seconds`, PSS (median of samples) of the tree `find` gives.
 
     The tree is looked up again at the end: a process that started meanwhile (a new
     PostgreSQL backend) counts from its start, one that ended counts through its parent.
     """
     start = cpu_by_kind(find())
+    main_start = on_cpu_seconds(main_pid) if main_pid is not None else 0.0
     samples = []
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         time.sleep(min(5.0, max(0.0, seconds - (time.monotonic() - started))))
         samples.append(pss_bytes(find()))
     elapsed = time.monotonic() - started
+    main_end = on_cpu_seconds(main_pid) if main_pid is not None else 0.0
     after_procs = find()
     # A process that started meanwhile counts from zero; one that exited meanwhile is in
     # its parent's children_* times (all of its life: a slight overcount, never under).
@@ -124,6 +140,7 @@ def measure(find: Callable[[], list[psutil.Process]], seconds: float) -> dict[st
     return {
         "cpu_percent": sum(by_kind.values()),
         "cpu_percent_by_kind": by_kind,
+        "main_process_cpu_percent": 100.0 * (main_end - main_start) / elapsed,
         "pss_mib": statistics.median(samples) / 2**20,
         "processes": len(after_procs),
     }
@@ -185,13 +202,13 @@ def pollers(*threads: threading.Thread) -> Iterator[None]:
             thread.join(10)
 
 
-def perfpulse_cost(interval: float, seconds: float) -> dict[str, Any]:
-    with perfpulse(interval) as server:
+def perfpulse_cost(interval: float, seconds: float, tree: str | None = None) -> dict[str, Any]:
+    with perfpulse(interval, tree=tree) as server:
         reader = StreamReader(server.stream_url, server.token)
         scraper = Poller(server.base + "/metrics", interval)
         with pollers(reader, scraper):
             time.sleep(10)  # past start-up: first flushes, perf's first interval
-            result = measure(lambda: tree_of(server.pid, server.data_dir), seconds)
+            result = measure(lambda: tree_of(server.pid, server.data_dir), seconds, server.pid)
         result["snapshots_streamed"] = reader.received
         result["requests"] = scraper.requests
     return result
@@ -242,19 +259,27 @@ def glances_cost(interval: float, seconds: float) -> dict[str, Any]:
     return peer_cost(argv, f"http://127.0.0.1:{port}/api/4/all", interval, seconds)
 
 
-def run(seconds: float, runs: int, with_glances: bool = True) -> dict[str, Any]:
+def run(
+    seconds: float, runs: int, with_glances: bool = True, baseline: str | None = None
+) -> dict[str, Any]:
+    """`baseline`: a checkout of another perfpulse commit, measured at 1 s in the same
+    run, interleaved with this one (before and after under the same machine noise)."""
     results: dict[str, list[dict[str, Any]]] = {"perfpulse": [], "node_exporter": []}
+    if baseline is not None:
+        results["baseline"] = []
     if with_glances:
         results["glances"] = []
         glances_binary()  # installed before any measuring
     results["perfpulse_5s"] = []
     for _ in range(runs):  # interleaved: each sees the same machine noise
+        if baseline is not None:
+            results["baseline"].append(perfpulse_cost(1.0, seconds, tree=baseline))
         results["perfpulse"].append(perfpulse_cost(1.0, seconds))
         results["node_exporter"].append(node_exporter_cost(1.0, seconds))
         if with_glances:
             results["glances"].append(glances_cost(1.0, seconds))
         results["perfpulse_5s"].append(perfpulse_cost(5.0, seconds))
-    return {"machine": machine(), "seconds": seconds, "runs": results}
+    return {"machine": machine(), "seconds": seconds, "runs": results, "baseline": baseline}
 
 
 def _stat(values: list[float]) -> tuple[float, float, float]:
@@ -275,6 +300,7 @@ def report(result: dict[str, Any]) -> str:
     labels = {
         "perfpulse": "perfpulse: server + perf child + embedded PostgreSQL, 1 stream client, 1 s scrape",
         "perfpulse_5s": "perfpulse at 5 s (scraped every 5 s)",
+        "baseline": f"perfpulse baseline ({result.get('baseline')}), 1 s, same load",
         "node_exporter": "node_exporter 1.5, scraped every 1 s",
         "glances": "Glances web server, its whole API fetched every 1 s",
     }
@@ -288,6 +314,13 @@ def report(result: dict[str, Any]) -> str:
     lines.append(
         f"perfpulse / node_exporter CPU: {cpu['perfpulse'][0] / cpu['node_exporter'][0]:.2f}"
     )
+    for name in ("baseline", "perfpulse", "perfpulse_5s"):
+        if name in runs:
+            server = _stat([r["main_process_cpu_percent"] for r in runs[name]])
+            lines.append(
+                f"{name}: the server process alone (schedstat): "
+                f"{server[0]:.3f} ({server[1]:.3f}-{server[2]:.3f}) % of a core"
+            )
     if "glances" in cpu:
         lines.append(f"perfpulse / Glances CPU: {cpu['perfpulse'][0] / cpu['glances'][0]:.2f}")
     kinds = sorted({k for r in runs["perfpulse"] for k in r["cpu_percent_by_kind"]})
