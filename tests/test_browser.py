@@ -3,6 +3,7 @@ real `perfpulse serve`. Screenshots go to artifacts/ (not committed)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -169,4 +170,69 @@ def test_history_page_draws_stored_data(browser, env, tmp_path):
         page.select_option("select[name=range]", "6 h")
         wait_for_points(page, minimum=1)
         shoot(page, "history.png")
+        page.close()
+
+
+def lines(page: Page, panel: str) -> list[str]:
+    """The lines a panel draws (its legend), from the panel's data-lines attribute."""
+    text = page.get_attribute(f"[data-panel={panel}]", "data-lines") or ""
+    return text.split("|") if text else []
+
+
+def test_the_dashboard_opens_full_and_draws_what_this_machine_has(browser, env, tmp_path):
+    with serve(tmp_path, "--interval", "1", env=env) as server:
+        started = time.monotonic()
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(server.url + "/")
+        page.fill("input[name=username]", "alice")
+        page.fill("input[name=password]", "password1")
+        # The server has run 30 s: its resume buffer holds about 30 snapshots.
+        page.wait_for_timeout(max(0.0, 30.0 - (time.monotonic() - started)) * 1000)
+        page.click("button[type=submit]")
+        expect(page.locator("[data-test=connection]")).to_have_text("Connected")
+        clicked = time.monotonic()
+        wait_for_points(page, minimum=10, timeout=10.0)
+        opened_in = time.monotonic() - clicked
+        # Ten 1 s ticks have not passed: the points came from the server's kept snapshots.
+        assert opened_in < 5.0, f"the panels took {opened_in:.1f}s to hold 10 points"
+        print(f"panels full {opened_in * 1000:.0f} ms after login")
+        # No hardware counters here: the software event rates instead, and no DRAM lines.
+        expect(page.locator("[data-test=hardware-unavailable]")).to_be_visible()
+        assert lines(page, "perf_events") == [
+            "context switches/s",
+            "CPU migrations/s",
+            "page faults/s",
+        ]
+        assert lines(page, "memory_bandwidth") == ["paging in", "paging out"]
+        assert "stalled (PSI)" in lines(page, "cpu")
+        expect(page.locator("[data-panel=cpu] .current")).to_contain_text("load 1m")
+        expect(page.locator("[data-test=warming-up]")).to_have_count(0)
+        # The breakdowns follow what the machine has: one strip cell per CPU, one row per
+        # disk device and per interface.
+        for panel in ("cpu", "disk", "network"):
+            page.click(f"[data-details={panel}] button")
+        expect(page.locator("[data-details=cpu] .core")).to_have_count(os.cpu_count() or 1)
+        devices = page.locator("[data-details=disk] tbody th").all_inner_texts()
+        interfaces = page.locator("[data-details=network] tbody th").all_inner_texts()
+        diskstats = {line.split()[2] for line in Path("/proc/diskstats").read_text().splitlines()}
+        net_dev = {
+            line.split(":")[0].strip()
+            for line in Path("/proc/net/dev").read_text().splitlines()[2:]
+        }
+        assert devices and set(devices) <= diskstats, devices
+        assert interfaces and set(interfaces) <= net_dev, interfaces
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            page.set_viewport_size({"width": 1440, "height": 900})
+            page.wait_for_timeout(300)
+            shoot(page, f"dashboard-1440x900-{scheme}.png")
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.wait_for_timeout(300)
+            shoot(page, f"dashboard-390x844-{scheme}.png")
+            # One column, nothing wider than the screen.
+            lefts = page.eval_on_selector_all(
+                "section.panel", "els => els.map(e => Math.round(e.getBoundingClientRect().left))"
+            )
+            assert len(set(lefts)) == 1, lefts
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
         page.close()

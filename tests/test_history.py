@@ -15,6 +15,7 @@ from exporter.api.timeparse import parse_time
 from exporter.auth.tokens import issue_token
 from exporter.storage import ingest
 from exporter.storage.fields import FIELDS
+from exporter.storage.migrate import load_migrations
 from tests.conftest import TEST_SECRET
 from tests.servers import serve_in_thread
 from tests.test_writer import snapshot
@@ -160,6 +161,53 @@ def test_rollup_field_order_only_grows():
             "reads_completed_per_second",
             "writes_completed_per_second",
         ],
+        "perf_events": [
+            "ipc",
+            "cache_miss_ratio",
+            "branch_miss_ratio",
+            "cpu_migrations_per_second",  # was task-clock: migration 0003 cleared it
+            "context_switches_per_second",
+            "page_faults_per_second",
+        ],
+        "memory_bandwidth": [
+            "read_bytes_per_second",
+            "write_bytes_per_second",
+            "pgpgin_bytes_per_second",
+            "pgpgout_bytes_per_second",
+            "page_faults_per_second",
+        ],
     }
     for metric_type, names in frozen.items():
         assert [name for name, _ in FIELDS[metric_type]][: len(names)] == names
+    assert not any("task_clock" in name for fields in FIELDS.values() for name, _ in fields)
+
+
+async def test_migration_0003_clears_task_clock_from_the_rollups_and_keeps_the_rest(
+    clean_database_url,
+):
+    (retire,) = [m for m in load_migrations() if m.version == 3]
+    conn = await asyncpg.connect(clean_database_url)
+    try:
+        await conn.execute(
+            """
+            INSERT INTO metrics_rollup_1m (host, metric_type, bucket, samples, counts, sums, maxes)
+            VALUES ('h', 'perf_events', $1, 60, '{60,0,0,60,60,60}',
+                    '{0,NULL,NULL,120,90000,54000}', '{0,NULL,NULL,2,1600,950}'),
+                   ('h', 'cpu', $1, 60, '{60,60,60,60,60}',
+                    '{600,60,0,30,21000}', '{20,2,0,0.6,400}')
+            """,
+            T0,
+        )
+        await conn.execute(retire.sql)
+        perf = await conn.fetchrow(
+            "SELECT counts, sums, maxes FROM metrics_rollup_1m WHERE metric_type = 'perf_events'"
+        )
+        cpu = await conn.fetchrow(
+            "SELECT counts, sums, maxes FROM metrics_rollup_1m WHERE metric_type = 'cpu'"
+        )
+    finally:
+        await conn.close()
+    assert perf["counts"] == [60, 0, 0, 0, 60, 60]
+    assert perf["sums"] == [0, None, None, None, 90000, 54000]
+    assert perf["maxes"] == [0, None, None, None, 1600, 950]
+    assert cpu["sums"] == [600, 60, 0, 30, 21000]  # other types untouched

@@ -123,6 +123,10 @@ def _expand(expr: str, rate_interval: str) -> str:
 # them on synthetic data instead.
 NO_DATA_HERE = {
     ("Hardware counters", "{{instance}} IPC"),
+    ("Hardware counters", "{{instance}} cache-miss ratio"),
+    ("Hardware counters", "{{instance}} branch-miss ratio"),
+    ("Hardware counters", "{{instance}} front-end stalls"),
+    ("Hardware counters", "{{instance}} back-end stalls"),
     ("Memory bandwidth", "{{instance}} DRAM read"),
     ("Memory bandwidth", "{{instance}} DRAM write"),
     ("Memory bandwidth", "{{instance}} DRAM read+write (resctrl)"),
@@ -202,12 +206,22 @@ def test_hardware_queries_on_synthetic_series(tmp_path):
     series = [
         (f"perfpulse_perf_cycles_total{{{labels}}}", "0+3000000000x20"),
         (f"perfpulse_perf_instructions_total{{{labels}}}", "0+4500000000x20"),
+        (f"perfpulse_perf_cache_references_total{{{labels}}}", "0+600000000x20"),
+        (f"perfpulse_perf_cache_misses_total{{{labels}}}", "0+30000000x20"),
+        (f"perfpulse_perf_branch_instructions_total{{{labels}}}", "0+768000000x20"),
+        (f"perfpulse_perf_branch_misses_total{{{labels}}}", "0+24000000x20"),
+        (f"perfpulse_perf_stalled_cycles_frontend_total{{{labels}}}", "0+600000000x20"),
+        (f"perfpulse_perf_stalled_cycles_backend_total{{{labels}}}", "0+750000000x20"),
         (f"perfpulse_memory_read_bytes_total{{{labels}}}", "0+6000000000x20"),
         (f"perfpulse_memory_write_bytes_total{{{labels}}}", "0+1200000000x20"),
         (f"perfpulse_memory_transfer_bytes_total{{{labels}}}", "0+9000000000x20"),
     ]
     expected = {
         "{{instance}} IPC": 1.5,
+        "{{instance}} cache-miss ratio": 0.05,
+        "{{instance}} branch-miss ratio": 0.03125,
+        "{{instance}} front-end stalls": 0.2,
+        "{{instance}} back-end stalls": 0.25,
         "{{instance}} DRAM read": 100e6,
         "{{instance}} DRAM write": 20e6,
         "{{instance}} DRAM read+write (resctrl)": 150e6,

@@ -211,6 +211,7 @@ class CollectorRunner:
         self._inflight: asyncio.Future[Sample] | None = None
         self._inflight_since = 0.0
         self._last_error: str | None = None
+        self._last_level = logging.DEBUG
 
     async def run(self, deadline: float) -> CollectorResult:
         return await self.start(deadline)
@@ -263,7 +264,9 @@ class CollectorRunner:
 
     def _succeed(self, sample: Sample, started: float) -> CollectorResult:
         if self._last_error is not None:
-            log.info("collector %s recovered", self.name)
+            # A recovery is news when the failure was (a warning), not after "no data here".
+            level = logging.INFO if self._last_level >= logging.WARNING else logging.DEBUG
+            log.log(level, "collector %s recovered", self.name)
             self._last_error = None
         return CollectorResult(
             self.name, sample, None, self._clock() - started, self.part_of, self.placeholder
@@ -272,7 +275,7 @@ class CollectorRunner:
     def _fail(self, error: str, duration: float, level: int = logging.WARNING) -> CollectorResult:
         if error != self._last_error:
             log.log(level, "collector %s unavailable: %s", self.name, error)
-            self._last_error = error
+            self._last_error, self._last_level = error, level
         return CollectorResult(self.name, None, error, duration, self.part_of, self.placeholder)
 
 

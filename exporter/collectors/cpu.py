@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Clock, LastReading, Unavailable, rate, read_text
 from exporter.collectors.families import counter, gauge, labeled_counter, labeled_gauge
+from exporter.collectors.pressure import NOT_READ, Pressure, PressureReading
 from exporter.collectors.sections import CpuData, PerCpu
 
 MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -121,6 +122,7 @@ class CpuSample:
     elapsed: float | None
     load: tuple[float, float, float] | None
     frequency_hz: dict[str, float]
+    pressure: PressureReading = NOT_READ
 
     def to_dict(self) -> CpuData:
         before = self.previous
@@ -157,6 +159,8 @@ class CpuSample:
             "interrupts_per_second": rate(self.stat.interrupts, intr_before, self.elapsed),
             "procs_running": self.stat.procs_running,
             "procs_blocked": self.stat.procs_blocked,
+            "pressure": self.pressure.data,
+            "pressure_error": self.pressure.error,
         }
 
     def metrics(self) -> Iterator[Metric]:
@@ -187,6 +191,7 @@ class CpuSample:
         if self.load is not None:
             for window, value in zip(("1", "5", "15"), self.load, strict=True):
                 yield gauge(f"perfpulse_load{window}", f"{window}-minute load average.", value)
+        yield from self.pressure.metrics()
         if self.frequency_hz:
             yield labeled_gauge(
                 "perfpulse_cpu_frequency_hertz",
@@ -219,12 +224,15 @@ class CpuCollector:
         self._stat_path = str(proc_root / "stat")
         self._loadavg_path = str(proc_root / "loadavg")
         self._cpuinfo_path = str(proc_root / "cpuinfo")
+        self._pressure = Pressure("cpu", proc_root)
 
     def collect(self) -> CpuSample:
         now = self.clock()
         stat = parse_proc_stat(read_text(self._stat_path), self.ticks_per_second)
         previous, elapsed = self._last.swap(now, stat)
-        return CpuSample(stat, previous, elapsed, self._load(), self._frequency(stat))
+        return CpuSample(
+            stat, previous, elapsed, self._load(), self._frequency(stat), self._pressure.read()
+        )
 
     def _load(self) -> tuple[float, float, float] | None:
         try:

@@ -22,6 +22,7 @@ from exporter.collectors.base import (
     sum_rates,
 )
 from exporter.collectors.families import labeled_counter, labeled_gauge
+from exporter.collectors.pressure import NOT_READ, Pressure, PressureReading
 from exporter.collectors.sections import DeviceData, DiskData
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class DiskSample:
     previous: dict[str, dict[str, float]] | None
     elapsed: float | None
     total_devices: frozenset[str]
+    pressure: PressureReading = NOT_READ
 
     def to_dict(self) -> DiskData:
         before = self.previous
@@ -93,7 +95,12 @@ class DiskSample:
             total["busy_percent"] = None if len(known) < len(busy) else max(known, default=0.0)
         total["io_in_progress"] = sum(self.devices[n]["io_in_progress"] for n in counted)
         # Keys from COUNTERS and RATE_COUNTERS; tests/test_sections.py checks them.
-        return {"total": cast(DeviceData, total), "devices": devices}
+        return {
+            "total": cast(DeviceData, total),
+            "devices": devices,
+            "pressure": self.pressure.data,
+            "pressure_error": self.pressure.error,
+        }
 
     def metrics(self) -> Iterator[Metric]:
         for key in COUNTERS:
@@ -109,6 +116,7 @@ class DiskSample:
             ("device",),
             (((name,), row["io_in_progress"]) for name, row in self.devices.items()),
         )
+        yield from self.pressure.metrics()
 
 
 _HELP = {
@@ -157,6 +165,7 @@ class DiskCollector:
         self._last: LastReading[dict[str, dict[str, float]]] = LastReading()
         self._diskstats_path = str(proc_root / "diskstats")
         self._stacked: tuple[frozenset[str], frozenset[str]] | None = None
+        self._pressure = Pressure("io", proc_root)
 
     def collect(self) -> DiskSample:
         now = self.clock()
@@ -167,7 +176,7 @@ class DiskCollector:
         }
         previous, elapsed = self._last.swap(now, devices)
         total_devices = self._unstacked(frozenset(devices))
-        return DiskSample(devices, previous, elapsed, total_devices)
+        return DiskSample(devices, previous, elapsed, total_devices, self._pressure.read())
 
     def _unstacked(self, names: frozenset[str]) -> frozenset[str]:
         """Devices that sit on no other device: dm-*, md* and the like would double I/O."""

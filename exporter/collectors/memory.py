@@ -13,6 +13,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Clock, LastReading, TickReads, rate, read_text
 from exporter.collectors.families import counter, gauge
+from exporter.collectors.pressure import NOT_READ, Pressure, PressureReading
 from exporter.collectors.sections import MemoryData
 
 # /proc/meminfo field -> exported name (all in bytes).
@@ -69,6 +70,7 @@ class MemorySample:
     swap_out_bytes: int
     previous_swap: tuple[int, int] | None
     elapsed: float | None
+    pressure: PressureReading = NOT_READ
 
     def to_dict(self) -> MemoryData:
         v = self.values
@@ -92,6 +94,8 @@ class MemorySample:
             "swap_out_bytes_total": self.swap_out_bytes,
             "swap_in_bytes_per_second": rate(self.swap_in_bytes, before_in, self.elapsed),
             "swap_out_bytes_per_second": rate(self.swap_out_bytes, before_out, self.elapsed),
+            "pressure": self.pressure.data,
+            "pressure_error": self.pressure.error,
         }
 
     def metrics(self) -> Iterator[Metric]:
@@ -109,6 +113,7 @@ class MemorySample:
             "Bytes swapped out to disk (pswpout x page size).",
             self.swap_out_bytes,
         )
+        yield from self.pressure.metrics()
 
 
 _FIELD_OF = {name: field for field, name in MEMINFO_FIELDS.items()}
@@ -135,6 +140,7 @@ class MemoryCollector:
         self._meminfo_path = str(proc_root / "meminfo")
         self._vmstat_path = str(proc_root / "vmstat")
         self._read_shared = tick_reads.read if tick_reads is not None else read_text
+        self._pressure = Pressure("memory", proc_root)
 
     def collect(self) -> MemorySample:
         now = self.clock()
@@ -148,4 +154,4 @@ class MemoryCollector:
             _counter(_SWAP_OUT, vmstat) * self.page_size,
         )
         previous, elapsed = self._last.swap(now, swap)
-        return MemorySample(values, swap[0], swap[1], previous, elapsed)
+        return MemorySample(values, swap[0], swap[1], previous, elapsed, self._pressure.read())

@@ -40,6 +40,7 @@ class PerfSample:
 
     events: Mapping[str, EventState]
     interval: float | None
+    warming_up: bool = False  # perf runs but has not reported its first interval yet
 
     def _base(self, event: EventState, value: float | None) -> float | None:
         return None if value is None else value * _SECONDS_PER_UNIT.get(event.unit, 1.0)
@@ -48,10 +49,13 @@ class PerfSample:
         e = self.events
         rates = {name: self._base(s, s.rate) for name, s in e.items() if s.available}
         return {
+            "warming_up": self.warming_up,
             "interval_seconds": self.interval,
             "ipc": _ratio(e.get("instructions"), e.get("cycles")),
             "cache_miss_ratio": _ratio(e.get("cache-misses"), e.get("cache-references")),
             "branch_miss_ratio": _ratio(e.get("branch-misses"), e.get("branch-instructions")),
+            "frontend_stall_ratio": _ratio(e.get("stalled-cycles-frontend"), e.get("cycles")),
+            "backend_stall_ratio": _ratio(e.get("stalled-cycles-backend"), e.get("cycles")),
             "rates": rates,
             "events": {
                 name: {
@@ -104,6 +108,9 @@ class PerfEventsCollector:
 
     def collect(self) -> PerfSample:
         state = self.perf.state
+        if state.intervals == 0 and state.restarts == 0:
+            # perf's first interval is still to come: available, no values yet.
+            return PerfSample({}, None, warming_up=True)
         if state.error is not None:
             raise Unavailable(state.error)
         core = {

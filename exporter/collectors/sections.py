@@ -31,6 +31,20 @@ class PerCpu(TypedDict):
 LoadAverage = TypedDict("LoadAverage", {"1m": float, "5m": float, "15m": float})
 
 
+class PressureLine(TypedDict):
+    """One line of a /proc/pressure file: stall shares in percent, and the total."""
+
+    avg10: float
+    avg60: float
+    avg300: float
+    total_seconds: float
+
+
+class PressureData(TypedDict):
+    some: PressureLine  # some non-idle tasks were stalled
+    full: PressureLine | None  # all of them (absent for cpu before Linux 5.13)
+
+
 class CpuData(TypedDict):
     count: int
     usage_percent: float | None
@@ -45,6 +59,8 @@ class CpuData(TypedDict):
     interrupts_per_second: Rate
     procs_running: int
     procs_blocked: int
+    pressure: PressureData | None  # /proc/pressure; None with the reason in pressure_error
+    pressure_error: str | None
 
 
 # --- memory ------------------------------------------------------------------------
@@ -66,6 +82,8 @@ class MemoryData(TypedDict):
     swap_out_bytes_total: int
     swap_in_bytes_per_second: Rate
     swap_out_bytes_per_second: Rate
+    pressure: PressureData | None  # /proc/pressure; None with the reason in pressure_error
+    pressure_error: str | None
 
 
 # --- network -----------------------------------------------------------------------
@@ -133,6 +151,8 @@ class FilesystemData(TypedDict):
 class DiskData(TypedDict):
     total: DeviceData  # devices stacked on others (dm-*, md*) left out
     devices: dict[str, DeviceData]
+    pressure: PressureData | None  # /proc/pressure/io
+    pressure_error: str | None
 
 
 class DiskSection(DiskData, total=False):
@@ -149,16 +169,19 @@ class DiskSection(DiskData, total=False):
 class PerfEventData(TypedDict):
     available: bool
     reason: str | None
-    per_second: float | None  # base units: task-clock in seconds per second
+    per_second: float | None  # base units (a time event, task-clock, in seconds per second)
     total: float | None
     running_ratio: float | None  # below 1: multiplexed
 
 
 class PerfEventsData(TypedDict):
+    warming_up: bool  # perf has not reported its first interval yet: no values
     interval_seconds: float | None
     ipc: float | None
     cache_miss_ratio: float | None
     branch_miss_ratio: float | None
+    frontend_stall_ratio: float | None  # stalled-cycles-frontend / cycles
+    backend_stall_ratio: float | None  # stalled-cycles-backend / cycles
     rates: dict[str, float | None]  # per counted event
     events: dict[str, PerfEventData]
 

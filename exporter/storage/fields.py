@@ -1,7 +1,9 @@
 """The numeric fields of each snapshot section that charts plot, and their JSON paths.
 
 The order of each list is the position in metrics_rollup_1m's arrays: append new fields at
-the end, never reorder or remove (tests/test_history.py guards this).
+the end, never reorder or remove (tests/test_history.py guards this). A field that must go
+is replaced in place by a migration that clears its stored values (0003 did so for
+task-clock).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("steal_percent", ("modes_percent", "steal")),
         ("load1", ("load_average", "1m")),
         ("context_switches_per_second", ("context_switches_per_second",)),
+        ("pressure_some_percent", ("pressure", "some", "avg10")),
     ),
     "memory": (
         ("percent", ("percent",)),
@@ -20,6 +23,8 @@ FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("available_bytes", ("available_bytes",)),
         ("cached_bytes", ("cached_bytes",)),
         ("swap_percent", ("swap_percent",)),
+        ("swap_used_bytes", ("swap_used_bytes",)),
+        ("pressure_some_percent", ("pressure", "some", "avg10")),
     ),
     "network": (
         ("receive_bytes_per_second", ("total", "receive_bytes_per_second")),
@@ -35,14 +40,19 @@ FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("busy_percent", ("total", "busy_percent")),
         ("reads_completed_per_second", ("total", "reads_completed_per_second")),
         ("writes_completed_per_second", ("total", "writes_completed_per_second")),
+        ("pressure_some_percent", ("pressure", "some", "avg10")),
     ),
     "perf_events": (
         ("ipc", ("ipc",)),
         ("cache_miss_ratio", ("cache_miss_ratio",)),
         ("branch_miss_ratio", ("branch_miss_ratio",)),
-        ("task_clock_seconds_per_second", ("rates", "task-clock")),
+        # Position 4 held task-clock ("CPUs busy"), which perf stat -a makes equal to the
+        # number of CPUs; migration 0003 cleared its stored values.
+        ("cpu_migrations_per_second", ("rates", "cpu-migrations")),
         ("context_switches_per_second", ("rates", "context-switches")),
         ("page_faults_per_second", ("rates", "page-faults")),
+        ("frontend_stall_ratio", ("frontend_stall_ratio",)),
+        ("backend_stall_ratio", ("backend_stall_ratio",)),
     ),
     "memory_bandwidth": (
         ("read_bytes_per_second", ("read_bytes_per_second",)),
@@ -50,6 +60,7 @@ FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("pgpgin_bytes_per_second", ("vmstat", "pgpgin_bytes_per_second")),
         ("pgpgout_bytes_per_second", ("vmstat", "pgpgout_bytes_per_second")),
         ("page_faults_per_second", ("vmstat", "page_faults_per_second")),
+        ("total_bytes_per_second", ("total_bytes_per_second",)),
     ),
 }
 

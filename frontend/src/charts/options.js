@@ -15,6 +15,51 @@ function axisLabel(unit) {
   return (value) => formatValue(value, unit)
 }
 
+const BINARY_UNITS = new Set(['bytes', 'Bps'])
+const SPLITS = 4
+
+/**
+ * A tick step of about range / 4 on round numbers in the unit shown: 1, 2 or 5 x 10^n for
+ * decimal units, a power of two for binary bytes (256 MiB, not 286 MiB).
+ */
+export function niceStep(range, unit) {
+  if (!(range > 0)) return null
+  const rough = range / SPLITS
+  if (BINARY_UNITS.has(unit)) return 2 ** Math.ceil(Math.log2(rough))
+  const power = 10 ** Math.floor(Math.log10(rough))
+  const mantissa = rough / power
+  return (mantissa <= 1 ? 1 : mantissa <= 2 ? 2 : mantissa <= 5 ? 5 : 10) * power
+}
+
+/** The tick values from 0 to the top of `lines`' data, on niceStep's steps. */
+export function ticks(lines, unit, floor = 0) {
+  let top = floor
+  for (const line of lines) for (const [, v] of line.data) if (v !== null && v > top) top = v
+  const step = niceStep(top - floor, unit)
+  if (step === null) return null
+  const count = Math.max(1, Math.ceil((top - floor) / step - 1e-9))
+  const values = Array.from({ length: count + 1 }, (_, i) => Number((floor + i * step).toPrecision(12)))
+  return { step, max: values[count], values }
+}
+
+/** Times in the browser's locale (24-hour where it uses it), with the date on long ranges. */
+export function timeLabel(spanMs) {
+  const day = spanMs > 24 * 3600_000
+  // Seconds only where ticks can be less than a minute apart (minInterval is span / 4).
+  const seconds = spanMs <= 4 * 60_000
+  const format = new Intl.DateTimeFormat(undefined, {
+    ...(day ? { month: 'short', day: 'numeric' } : {}),
+    hour: '2-digit',
+    minute: '2-digit',
+    ...(seconds ? { second: '2-digit' } : {}),
+  })
+  return (value) => format.format(new Date(value))
+}
+
+function legendLength(lines) {
+  return lines.reduce((n, line) => n + line.label.length + 4, 0)
+}
+
 /**
  * ECharts options for one panel: time on x, the panel's unit on y, one line per series.
  * `lines` are [{ label, data: [[ms, value|null], ...] }]. Pure: no chart, no DOM.
@@ -27,16 +72,21 @@ export function panelOptions(panel, lines, colors, range = null) {
     axisLabel: { color: colors.text, formatter: axisLabel(panel.unit) },
     splitLine: { lineStyle: { color: colors.split } },
   }
+  // Round steps in the unit shown, where the panel has no fixed top (CPU is 0-100 %).
+  const scale = panel.max === undefined && panel.min === 0 ? ticks(lines, panel.unit) : null
+  if (scale !== null) Object.assign(yAxis, { max: scale.max, interval: scale.step })
+  const times = lines.flatMap((l) => (l.data.length ? [l.data[0][0], l.data[l.data.length - 1][0]] : []))
+  const span = range ? range.end - range.start : times.length ? Math.max(...times) - Math.min(...times) : 0
   return {
     animation: false,
     backgroundColor: colors.background,
     color: PALETTE,
-    grid: { left: 8, right: 16, top: 28, bottom: 24, containLabel: true },
+    // A long legend may wrap onto a second row on a narrow panel: room for it.
+    grid: { left: 8, right: 16, top: legendLength(lines) > 36 ? 50 : 28, bottom: 24, containLabel: true },
     legend: {
-      type: 'scroll',
+      type: 'plain',
       top: 0,
       textStyle: { color: colors.text },
-      pageTextStyle: { color: colors.text },
       data: lines.map((l) => l.label),
     },
     tooltip: {
@@ -47,17 +97,21 @@ export function panelOptions(panel, lines, colors, range = null) {
       type: 'time',
       min: range?.start ?? null,
       max: range?.end ?? null,
-      axisLabel: { color: colors.text, hideOverlap: true },
+      axisLabel: { color: colors.text, hideOverlap: true, formatter: timeLabel(span) },
+      // At most about four labels, whatever the width: each says a different time.
+      splitNumber: 4,
+      minInterval: span > 0 ? span / 4 : undefined,
       axisLine: { lineStyle: { color: colors.axis } },
     },
     yAxis,
-    series: lines.map((line) => ({
+    series: lines.map((line, i) => ({
       name: line.label,
       type: 'line',
       // A few points are dots, or nothing would show; a long series is a plain line.
       showSymbol: line.data.length < SYMBOLS_BELOW,
       connectNulls: false,
-      lineStyle: { width: 1.5 },
+      // The first line is drawn wider, under the others: equal values stay visible.
+      lineStyle: { width: i === 0 ? 3 : 1.5 },
       data: line.data,
     })),
   }
@@ -69,6 +123,7 @@ export function liveLines(panel, panelSeries, windowMs, now = Date.now()) {
   const from = start === -1 ? panelSeries.t.length : start
   return panel.live.map((line, i) => ({
     label: line.label,
+    fallback: Boolean(line.fallback),
     data: panelSeries.t.slice(from).map((t, j) => [t, panelSeries.values[i][from + j]]),
   }))
 }
@@ -78,6 +133,7 @@ export function historyLines(panel, answer) {
   const times = answer.timestamps.map((t) => Date.parse(t))
   return panel.history.series.map((s) => ({
     label: s.label,
+    fallback: Boolean(s.fallback),
     data: times.map((t, i) => {
       const value = answer.avg[s.field]?.[i]
       return [t, value === null || value === undefined ? null : value * (s.scale ?? 1)]
@@ -88,4 +144,16 @@ export function historyLines(panel, answer) {
 /** Lines that have at least one value: a panel is "drawn" when this is not empty. */
 export function pointsDrawn(lines) {
   return lines.reduce((n, line) => n + line.data.filter(([, v]) => v !== null).length, 0)
+}
+
+/**
+ * The lines this machine produces: a line with no value in the window is left out (DRAM
+ * bandwidth where nothing measures it), and `fallback` lines (software event rates) only
+ * show when no other line has a value (no hardware counters). Empty while nothing has
+ * arrived yet.
+ */
+export function shownLines(lines) {
+  const drawn = lines.filter((line) => line.data.some(([, v]) => v !== null))
+  const primary = drawn.filter((line) => !line.fallback)
+  return primary.length > 0 ? primary : drawn
 }

@@ -80,7 +80,9 @@ export const useMetricsStore = defineStore('metrics', () => {
       reconnecting.value = false
       reconnectAttempts.value = 0
       errorMessage.value = null
-      if (lastSeq !== null) ws.send(JSON.stringify({ resume_from: lastSeq }))
+      // After a reconnect: what was missed. On the first open: every snapshot the server
+      // keeps (its resume buffer), so the charts open full instead of one point a tick.
+      ws.send(JSON.stringify({ resume_from: lastSeq ?? 0 }))
     }
     ws.onmessage = (event) => {
       if (socket !== ws) return

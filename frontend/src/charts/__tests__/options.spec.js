@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest'
-import { historyLines, liveLines, panelOptions, pointsDrawn, theme } from '@/charts/options'
+import {
+  historyLines,
+  liveLines,
+  niceStep,
+  panelOptions,
+  pointsDrawn,
+  shownLines,
+  theme,
+  ticks,
+} from '@/charts/options'
 import { PANELS, formatValue, valueAt } from '@/panels'
 import spec from '../../../../exporter/spec/panels.json'
 
@@ -81,5 +90,122 @@ describe('chart options', () => {
     ])
     expect(lines[1].data[1][1]).toBeCloseTo(0.02)
     expect(pointsDrawn(lines)).toBe(3)
+  })
+})
+
+describe('shown lines', () => {
+  const panel = (key) => PANELS.find((p) => p.key === key)
+  // One live snapshot per second for 3 s, built from the values given per path.
+  function series(key, valuesByLabel) {
+    const p = panel(key)
+    return {
+      t: [1000, 2000, 3000],
+      values: p.live.map((line) => valuesByLabel[line.label] ?? [null, null, null]),
+    }
+  }
+
+  it('leave out the DRAM lines where no bandwidth source measures them', () => {
+    const lines = liveLines(
+      panel('memory_bandwidth'),
+      series('memory_bandwidth', { 'paging in': [null, 10, 20], 'paging out': [null, 0, 5] }),
+      60_000,
+      3000,
+    )
+    expect(shownLines(lines).map((l) => l.label)).toEqual(['paging in', 'paging out'])
+  })
+
+  it('keep the DRAM lines where a source measures them', () => {
+    const lines = liveLines(
+      panel('memory_bandwidth'),
+      series('memory_bandwidth', {
+        'DRAM read': [null, 1e9, 2e9],
+        'DRAM write': [null, 5e8, 6e8],
+        'paging in': [null, 10, 20],
+        'paging out': [null, 0, 5],
+      }),
+      60_000,
+      3000,
+    )
+    expect(shownLines(lines).map((l) => l.label)).toEqual([
+      'DRAM read',
+      'DRAM write',
+      'paging in',
+      'paging out',
+    ])
+  })
+
+  it('show the software event rates only where no hardware counter counts', () => {
+    const software = {
+      'context switches/s': [null, 1500, 1600],
+      'CPU migrations/s': [null, 20, 30],
+      'page faults/s': [null, 900, 800],
+    }
+    const without = liveLines(panel('perf_events'), series('perf_events', software), 60_000, 3000)
+    expect(shownLines(without).map((l) => l.label)).toEqual(Object.keys(software))
+    const withHardware = liveLines(
+      panel('perf_events'),
+      series('perf_events', { ...software, IPC: [null, 1.2, 1.3] }),
+      60_000,
+      3000,
+    )
+    expect(shownLines(withHardware).map((l) => l.label)).toEqual(['IPC'])
+  })
+
+  it('are none before the first value arrives (the panel says it is waiting)', () => {
+    const lines = liveLines(panel('cpu'), { t: [], values: [[], []] }, 60_000, 3000)
+    expect(shownLines(lines)).toEqual([])
+  })
+})
+
+describe('the spec', () => {
+  it('has no task-clock "CPUs busy" anywhere', () => {
+    const text = JSON.stringify(spec)
+    expect(text).not.toMatch(/CPUs busy|task.clock/)
+  })
+})
+
+describe('axis ticks', () => {
+  const line = (...values) => ({ label: 'x', data: values.map((v, i) => [i * 1000, v]) })
+  const MiB = 2 ** 20
+
+  it('step binary bytes by powers of two', () => {
+    // 858 MiB at the top: ECharts alone would tick at 286 / 572 / 858 MiB.
+    const scale = ticks([line(100 * MiB, 858 * MiB)], 'bytes')
+    expect(scale.step).toBe(256 * MiB)
+    expect(scale.values).toEqual([0, 256, 512, 768, 1024].map((v) => v * MiB))
+    expect(scale.values.map((v) => formatValue(v, 'bytes'))).toEqual([
+      '0 B',
+      '256 MiB',
+      '512 MiB',
+      '768 MiB',
+      '1.0 GiB',
+    ])
+    expect(ticks([line(3000)], 'Bps').values).toEqual([0, 1024, 2048, 3072])
+  })
+
+  it('step decimal units by 1, 2 or 5 x 10^n', () => {
+    expect(ticks([line(1489.4, 1200)], 'none').values).toEqual([0, 500, 1000, 1500])
+    expect(ticks([line(0.7)], 'none').values).toEqual([0, 0.2, 0.4, 0.6, 0.8])
+    expect(niceStep(37, 'none')).toBe(10)
+    expect(niceStep(7.9, 'none')).toBe(2)
+    expect(niceStep(0, 'none')).toBeNull()
+  })
+
+  it('are set on panels without a fixed top, and left to the chart on CPU (0-100 %)', () => {
+    const colors = theme(false)
+    const memory = PANELS.find((p) => p.key === 'memory')
+    const options = panelOptions(memory, [line(100 * MiB, 858 * MiB)], colors)
+    expect(options.yAxis.interval).toBe(256 * MiB)
+    expect(options.yAxis.max).toBe(1024 * MiB)
+    const cpu = PANELS.find((p) => p.key === 'cpu')
+    expect(panelOptions(cpu, [line(0.5)], colors).yAxis.interval).toBeUndefined()
+  })
+})
+
+describe('live and history', () => {
+  it('show the same series on every panel', () => {
+    for (const panel of PANELS) {
+      expect(panel.history.series.map((s) => s.label)).toEqual(panel.live.map((l) => l.label))
+    }
   })
 })

@@ -161,6 +161,19 @@ describe('metrics store', () => {
     expect(store.series.cpu.t).toHaveLength(2)
   })
 
+  it('asks for the server\'s kept snapshots on the first open and fills the series from them', () => {
+    store.connect()
+    last().open()
+    expect(last().sent).toEqual([JSON.stringify({ resume_from: 0 })])
+    // The server answers with its buffer, oldest first, before any live snapshot.
+    for (let seq = 1; seq <= 30; seq += 1) last().message(snapshot(seq))
+    expect(store.series.cpu.t).toHaveLength(30)
+    expect(store.series.cpu.values[0]).toEqual(Array(30).fill(0.5))
+    last().message(snapshot(31)) // the first live one continues the same series
+    expect(store.series.cpu.t).toHaveLength(31)
+    expect(store.series.cpu.t[30] - store.series.cpu.t[29]).toBe(1000)
+  })
+
   it('on 1008 clears the token and goes to login without retrying', () => {
     store.connect()
     last().open()
