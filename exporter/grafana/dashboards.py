@@ -33,6 +33,19 @@ def _defaults(panel: dict[str, Any]) -> dict[str, Any]:
     return defaults
 
 
+def _right_axis(matcher: dict[str, str], unit: str) -> dict[str, Any]:
+    """A series in another unit than its panel's (a PSI stall share on a bytes panel):
+    drawn against a second axis on the right."""
+    properties: list[dict[str, Any]] = [
+        {"id": "unit", "value": unit},
+        {"id": "min", "value": 0},
+        {"id": "custom.axisPlacement", "value": "right"},
+    ]
+    if unit == "percentunit":
+        properties.append({"id": "max", "value": 1})
+    return {"matcher": matcher, "properties": properties}
+
+
 def _variables() -> list[dict[str, Any]]:
     return [
         {
@@ -104,7 +117,14 @@ def host_dashboard() -> dict[str, Any]:
                 "description": spec["description"],
                 "datasource": DS,
                 "gridPos": _grid(index),
-                "fieldConfig": {"defaults": _defaults(spec), "overrides": []},
+                "fieldConfig": {
+                    "defaults": _defaults(spec),
+                    "overrides": [
+                        _right_axis({"id": "byFrameRefID", "options": chr(ord("A") + i)}, t["unit"])
+                        for i, t in enumerate(spec["prometheus"])
+                        if t.get("unit", spec["unit"]) != spec["unit"]
+                    ],
+                },
                 "options": {
                     "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
                     "tooltip": {"mode": "multi", "sort": "none"},
@@ -248,7 +268,14 @@ def history_dashboard() -> dict[str, Any]:
                 "description": spec["description"] + " Per-minute averages from PostgreSQL.",
                 "datasource": PG,
                 "gridPos": _grid(index),
-                "fieldConfig": {"defaults": _defaults(spec), "overrides": []},
+                "fieldConfig": {
+                    "defaults": _defaults(spec),
+                    "overrides": [
+                        _right_axis({"id": "byName", "options": s["label"]}, s["unit"])
+                        for s in history["series"]
+                        if s.get("unit", spec["unit"]) != spec["unit"]
+                    ],
+                },
                 "options": {
                     "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}
                 },

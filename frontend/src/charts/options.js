@@ -72,9 +72,27 @@ export function panelOptions(panel, lines, colors, range = null) {
     axisLabel: { color: colors.text, formatter: axisLabel(panel.unit) },
     splitLine: { lineStyle: { color: colors.split } },
   }
+  // A line in another unit (a PSI stall share on a bytes panel) gets an axis on the right.
+  const secondUnit = lines.find((line) => line.unit && line.unit !== panel.unit)?.unit ?? null
+  const onSecond = (line) => secondUnit !== null && line.unit === secondUnit
   // Round steps in the unit shown, where the panel has no fixed top (CPU is 0-100 %).
-  const scale = panel.max === undefined && panel.min === 0 ? ticks(lines, panel.unit) : null
+  const own = lines.filter((line) => !onSecond(line))
+  const scale = panel.max === undefined && panel.min === 0 ? ticks(own, panel.unit) : null
   if (scale !== null) Object.assign(yAxis, { max: scale.max, interval: scale.step })
+  const yAxes =
+    secondUnit === null
+      ? yAxis
+      : [
+          yAxis,
+          {
+            type: 'value',
+            position: 'right',
+            min: 0,
+            max: secondUnit === 'percentunit' ? 1 : null,
+            axisLabel: { color: colors.text, formatter: axisLabel(secondUnit) },
+            splitLine: { show: false },
+          },
+        ]
   const times = lines.flatMap((l) => (l.data.length ? [l.data[0][0], l.data[l.data.length - 1][0]] : []))
   const span = range ? range.end - range.start : times.length ? Math.max(...times) - Math.min(...times) : 0
   return {
@@ -97,16 +115,23 @@ export function panelOptions(panel, lines, colors, range = null) {
       type: 'time',
       min: range?.start ?? null,
       max: range?.end ?? null,
-      axisLabel: { color: colors.text, hideOverlap: true, formatter: timeLabel(span) },
+      axisLabel: {
+        color: colors.text,
+        hideOverlap: true,
+        formatter: timeLabel(span),
+        alignMaxLabel: 'right', // the last label stays inside the chart
+      },
       // At most about four labels, whatever the width: each says a different time.
       splitNumber: 4,
       minInterval: span > 0 ? span / 4 : undefined,
       axisLine: { lineStyle: { color: colors.axis } },
     },
-    yAxis,
+    yAxis: yAxes,
     series: lines.map((line, i) => ({
       name: line.label,
       type: 'line',
+      yAxisIndex: onSecond(line) ? 1 : 0,
+      tooltip: { valueFormatter: (value) => formatValue(value, line.unit ?? panel.unit) },
       // A few points are dots, or nothing would show; a long series is a plain line.
       showSymbol: line.data.length < SYMBOLS_BELOW,
       connectNulls: false,
@@ -124,6 +149,7 @@ export function liveLines(panel, panelSeries, windowMs, now = Date.now()) {
   return panel.live.map((line, i) => ({
     label: line.label,
     fallback: Boolean(line.fallback),
+    unit: line.unit ?? null,
     data: panelSeries.t.slice(from).map((t, j) => [t, panelSeries.values[i][from + j]]),
   }))
 }
@@ -134,6 +160,7 @@ export function historyLines(panel, answer) {
   return panel.history.series.map((s) => ({
     label: s.label,
     fallback: Boolean(s.fallback),
+    unit: s.unit ?? null,
     data: times.map((t, i) => {
       const value = answer.avg[s.field]?.[i]
       return [t, value === null || value === undefined ? null : value * (s.scale ?? 1)]

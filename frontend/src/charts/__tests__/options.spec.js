@@ -70,10 +70,13 @@ describe('chart options', () => {
   })
 
   it('cut the live series to the time window', () => {
-    const series = { t: [1000, 2000, 3000, 4000], values: [[1, 2, 3, 4], [5, 6, 7, 8], [0, 0, 0, 0]] }
+    const series = {
+      t: [1000, 2000, 3000, 4000],
+      values: [[1, 2, 3, 4], [5, 6, 7, 8], [0, 0, 0, 0], [null, null, null, null]],
+    }
     const lines = liveLines(memory, series, 2000, 4000)
     expect(lines[0].data).toEqual([[2000, 2], [3000, 3], [4000, 4]])
-    expect(lines.map((l) => l.label)).toEqual(['used', 'cached', 'swap used'])
+    expect(lines.map((l) => l.label)).toEqual(['used', 'cached', 'swap used', 'stalled (PSI)'])
     expect(pointsDrawn(lines)).toBe(9)
   })
 
@@ -207,5 +210,30 @@ describe('live and history', () => {
     for (const panel of PANELS) {
       expect(panel.history.series.map((s) => s.label)).toEqual(panel.live.map((l) => l.label))
     }
+  })
+})
+
+describe('a line in another unit', () => {
+  it('is drawn against a 0-100 % axis on the right, and the bytes ticks ignore it', () => {
+    const memory = PANELS.find((p) => p.key === 'memory')
+    const series = {
+      t: [1000, 2000],
+      values: [
+        [800 * 2 ** 20, 858 * 2 ** 20],
+        [100, 100],
+        [0, 0],
+        [0.02, 0.04],
+      ],
+    }
+    const lines = shownLines(liveLines(memory, series, 60_000, 2000))
+    expect(lines.map((l) => l.label)).toEqual(['used', 'cached', 'swap used', 'stalled (PSI)'])
+    const options = panelOptions(memory, lines, theme(false))
+    expect(options.yAxis).toHaveLength(2)
+    expect(options.yAxis[0].interval).toBe(256 * 2 ** 20)
+    expect(options.yAxis[1]).toMatchObject({ position: 'right', min: 0, max: 1 })
+    expect(options.yAxis[1].axisLabel.formatter(0.04)).toBe('4.0 %')
+    expect(options.series.map((s) => s.yAxisIndex)).toEqual([0, 0, 0, 1])
+    expect(options.series[3].tooltip.valueFormatter(0.04)).toBe('4.0 %')
+    expect(options.series[0].tooltip.valueFormatter(2 ** 30)).toBe('1.0 GiB')
   })
 })
