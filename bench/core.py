@@ -23,8 +23,9 @@ NODE_EXPORTER = "prometheus-node-exporter"
 # node_exporter collectors that cover what perfpulse's four psutil-style collectors do.
 NODE_EQUIVALENTS = {"cpu": "cpu", "memory": "meminfo", "network": "netdev", "disk": "diskstats"}
 # Everything perfpulse's four collectors read: load average, /proc/stat counters, CPU
-# frequency, swap traffic from vmstat and filesystem usage come from further collectors.
-NODE_ALSO_COVERED = ("loadavg", "stat", "cpufreq", "vmstat", "filesystem")
+# frequency, swap traffic from vmstat, filesystem usage and pressure stall information
+# come from further collectors.
+NODE_ALSO_COVERED = ("loadavg", "stat", "cpufreq", "vmstat", "filesystem", "pressure")
 DURATION = re.compile(r'^node_scrape_collector_duration_seconds\{collector="(\w+)"\} (\S+)$', re.M)
 
 
