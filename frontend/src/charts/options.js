@@ -135,8 +135,10 @@ export function panelOptions(panel, lines, colors, range = null) {
       // A few points are dots, or nothing would show; a long series is a plain line.
       showSymbol: line.data.length < SYMBOLS_BELOW,
       connectNulls: false,
-      // The first line is drawn wider, under the others: equal values stay visible.
+      // The first line (and its dots) is drawn wider, under the others: equal values
+      // stay visible.
       lineStyle: { width: i === 0 ? 3 : 1.5 },
+      symbolSize: i === 0 ? 8 : 4,
       data: line.data,
     })),
   }

@@ -237,3 +237,21 @@ describe('a line in another unit', () => {
     expect(options.series[0].tooltip.valueFormatter(2 ** 30)).toBe('1.0 GiB')
   })
 })
+
+describe('equal values', () => {
+  it('stay distinguishable: the first line and its dots are drawn wider, under the others', () => {
+    const network = PANELS.find((p) => p.key === 'network')
+    const same = [[1000, 5], [2000, 5]]
+    const options = panelOptions(
+      network,
+      [
+        { label: 'receive', data: same },
+        { label: 'transmit', data: same },
+      ],
+      theme(false),
+    )
+    const [under, over] = options.series
+    expect(under.lineStyle.width).toBeGreaterThan(over.lineStyle.width)
+    expect(under.symbolSize).toBeGreaterThan(over.symbolSize)
+  })
+})
