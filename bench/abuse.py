@@ -28,7 +28,7 @@ import psutil
 
 from bench.common import machine, percentile, perfpulse
 from exporter.server import raise_open_file_limit
-from tests.attackers import hold_argv
+from tests.attackers import hold_argv, login_burst
 
 
 def held_connections(base: str, token: str, seconds: float) -> dict[str, Any]:
@@ -78,19 +78,6 @@ def held_connections(base: str, token: str, seconds: float) -> dict[str, Any]:
     }
 
 
-async def _guesses(base: str, count: int) -> list[int]:
-    async with httpx.AsyncClient(
-        base_url=base, limits=httpx.Limits(max_connections=count), timeout=60
-    ) as client:
-        responses = await asyncio.gather(
-            *(
-                client.post("/api/auth/login", json={"username": "admin", "password": f"g{i}"})
-                for i in range(count)
-            )
-        )
-    return [r.status_code for r in responses]
-
-
 def guessing(base: str, data_dir: str) -> dict[str, Any]:
     with open(os.path.join(data_dir, "initial-admin-password")) as file:
         password = file.read().strip()
@@ -116,7 +103,7 @@ def guessing(base: str, data_dir: str) -> dict[str, Any]:
 
     thread = threading.Thread(target=real_user)
     thread.start()
-    statuses = asyncio.run(_guesses(base, 200))
+    statuses = asyncio.run(login_burst(base, "admin", 200))
     thread.join()
     return {
         "guesses": len(statuses),

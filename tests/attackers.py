@@ -16,6 +16,8 @@ import sys
 import time
 from urllib.parse import urlsplit
 
+import httpx
+
 from exporter.server import raise_open_file_limit
 
 PARTIAL_HANDSHAKE = (
@@ -38,6 +40,21 @@ def loopback(url: str) -> tuple[str, int]:
     if not ipaddress.ip_address(host).is_loopback:
         raise SystemExit(f"attackers: {host} is not a loopback address")
     return host, parts.port or 80
+
+
+async def login_burst(base: str, username: str, count: int) -> list[int]:
+    """`count` wrong-password logins for `username`, all at once from one address; the
+    response statuses."""
+    async with httpx.AsyncClient(
+        base_url=base, limits=httpx.Limits(max_connections=count), timeout=60
+    ) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post("/api/auth/login", json={"username": username, "password": f"x{i}x"})
+                for i in range(count)
+            )
+        )
+    return [r.status_code for r in responses]
 
 
 async def _hold_one(

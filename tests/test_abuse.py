@@ -19,7 +19,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from exporter.auth.throttle import LoginGate
-from tests.attackers import hold_argv
+from tests.attackers import hold_argv, login_burst
 from tests.conftest import FakeClock, token_for
 from tests.servers import serve
 from tests.test_ws import add_user
@@ -154,19 +154,6 @@ def test_a_connection_that_sends_no_request_is_closed(tmp_path, server_env):
 # --- 2. password guessing ----------------------------------------------------------------
 
 
-async def _burst(url: str, count: int) -> list[int]:
-    async with httpx.AsyncClient(
-        base_url=url, limits=httpx.Limits(max_connections=count), timeout=30
-    ) as client:
-        responses = await asyncio.gather(
-            *(
-                client.post("/api/auth/login", json={"username": "alice", "password": f"x{i}x"})
-                for i in range(count)
-            )
-        )
-    return [r.status_code for r in responses]
-
-
 def test_concurrent_guesses_get_five_checks_and_a_real_user_still_logs_in(tmp_path, server_env):
     asyncio.run(add_user(server_env["PERFPULSE_DATABASE_URL"], "alice", "password1"))
     asyncio.run(add_user(server_env["PERFPULSE_DATABASE_URL"], "bob", "password2"))
@@ -189,7 +176,7 @@ def test_concurrent_guesses_get_five_checks_and_a_real_user_still_logs_in(tmp_pa
         thread.start()
         statuses: list[int] = []
         for _ in range(4):  # 200 guesses in bursts of 50, one address
-            statuses += asyncio.run(_burst(server.url, 50))
+            statuses += asyncio.run(login_burst(server.url, "alice", 50))
         thread.join()
         checks = metric(server.url, "perfpulse_login_password_checks_total")
     assert statuses.count(401) <= 5

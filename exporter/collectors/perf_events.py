@@ -118,8 +118,7 @@ class PerfEventsCollector:
         }
         if not any(s.available for s in core.values()):
             reasons = sorted({s.reason for s in core.values() if s.reason})
-            why = state.error or (
+            raise Unavailable(
                 "no event could be counted: " + ", ".join(reasons) if reasons else "no data yet"
             )
-            raise Unavailable(why)
         return PerfSample(core, self.perf.interval_ms / 1000)

@@ -114,7 +114,7 @@ class PerfState:
     """
 
     events: Mapping[str, EventState] = field(default_factory=dict)
-    error: str | None = "perf has not reported yet"
+    error: str | None = None  # why the child stopped; before it first runs: warming up
     intervals: int = 0
     restarts: int = 0
     last_line_at: float | None = None

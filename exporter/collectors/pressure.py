@@ -55,12 +55,12 @@ class PressureReading:
     def metrics(self) -> Iterator[Metric]:
         if self.data is None:
             return
-        for kind, word in KINDS.items():
-            line = self.data[kind]  # type: ignore[literal-required]
+        lines = {"some": self.data["some"], "full": self.data["full"]}
+        for kind, line in lines.items():
             if line is None:
                 continue
             yield counter(
-                f"perfpulse_pressure_{self.resource}_{word}_seconds_total",
+                f"perfpulse_pressure_{self.resource}_{KINDS[kind]}_seconds_total",
                 f"Seconds {'some' if kind == 'some' else 'all'} non-idle tasks were stalled "
                 f"on {self.resource} (/proc/pressure/{self.resource} {kind} total).",
                 line["total_seconds"],
