@@ -63,7 +63,7 @@ bench: $(VENV)/.dev test-deps
 test-deps:
 	@scripts/ensure-packages.sh promtool:prometheus prometheus:prometheus perf:linux-perf \
 		docker-compose:docker-compose chromium:chromium systemd-analyze:systemd \
-		prometheus-node-exporter:prometheus-node-exporter
+		prometheus-node-exporter:prometheus-node-exporter pgbouncer:pgbouncer
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || \

@@ -16,6 +16,7 @@ import orjson
 from exporter import __version__
 from exporter.auth import commands as accounts
 from exporter.config import CommandError, ConfigError, Settings, StartError, load_settings
+from exporter.fleet import commands as fleet_cli
 from exporter.grafana import commands as grafana_cli
 from exporter.logs import configure_logging
 from exporter.storage.database import DatabaseUnavailable
@@ -98,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be done, change nothing"
     )
     push.set_defaults(handler=grafana_cli.push_dashboards)
+
+    hosts = commands.add_parser("hosts", help="the fleet: hosts writing to this database")
+    host_commands = hosts.add_subparsers(dest="hosts_command", required=True, metavar="ACTION")
+    host_list = host_commands.add_parser("list", help="list hosts, live and stale")
+    host_list.set_defaults(handler=fleet_cli.hosts_list)
+    host_remove = host_commands.add_parser(
+        "remove", help="forget a host (stop its agent first, or it registers again)"
+    )
+    host_remove.add_argument("name")
+    host_remove.set_defaults(handler=fleet_cli.hosts_remove)
 
     watch = commands.add_parser(
         "watch", help="log in and print the live stream, a line per snapshot"

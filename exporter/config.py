@@ -83,7 +83,33 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         None, description="PostgreSQL URL; unset means an embedded server in the data dir."
     )
-    database_pool_size: int = Field(10, ge=1, le=100, description="Most pooled connections.")
+    database_pool_size: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="Most pooled connections (default: 10, or 2 for an agent whose "
+        "dashboard is off).",
+    )
+    database_listen_url: SecretStr | None = Field(
+        None,
+        description="A direct PostgreSQL URL (not through PgBouncer) for LISTEN, which "
+        "relays the fleet's snapshots to this dashboard (default: the main URL).",
+    )
+    database_transaction_pooling: bool = Field(
+        False,
+        description="The main URL goes through a transaction-mode pooler (PgBouncer): no "
+        "prepared-statement cache, every statement in a transaction.",
+    )
+    collect: bool = Field(
+        True,
+        description="Sample this host; off for a dashboard-only instance that shows the "
+        "fleet without reporting itself.",
+    )
+    dashboard: bool = Field(
+        True,
+        description="Serve the dashboard, login, stream and history; off for an agent that "
+        "only collects, writes and serves /metrics.",
+    )
 
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 key, at least 32 bytes; unset means generated once and kept."
@@ -188,7 +214,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_listen_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
@@ -242,6 +268,21 @@ class Settings(BaseSettings):
                 "PERFPULSE_SAMPLING_INTERVAL_SECONDS"
             )
         return self
+
+    @model_validator(mode="after")
+    def _does_something(self) -> Settings:
+        if not self.collect and not self.dashboard:
+            raise ValueError(
+                "PERFPULSE_COLLECT and PERFPULSE_DASHBOARD are both off: nothing to run"
+            )
+        return self
+
+    @property
+    def pool_size(self) -> int:
+        """Most pooled connections: an agent writes and relays with two."""
+        if self.database_pool_size is not None:
+            return self.database_pool_size
+        return 10 if self.dashboard else 2
 
     @property
     def collector_deadline(self) -> float:

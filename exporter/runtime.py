@@ -1,8 +1,13 @@
 """The running perfpulse: every part built from one `Settings`, started and stopped in order.
 
     collectors ─► sampler ─┬─► Prometheus registry (reads the latest snapshot at scrape)
-      (perf child)         ├─► broadcaster ─► live stream clients
-                           └─► batch writer ─► PostgreSQL ◄── retention
+      (perf child)         ├─► broadcaster ─► live stream clients (this host)
+                           ├─► batch writer ─► PostgreSQL ◄── retention
+                           └─► relay publisher ─► PostgreSQL ─► fleet listener ─► clients
+                                                  (NOTIFY)       (any host, or host=*)
+
+PERFPULSE_COLLECT=false leaves out the sampler and its sinks (a dashboard-only instance);
+PERFPULSE_DASHBOARD=false leaves out the listener (an agent).
 
 The HTTP app's lifespan, `perfpulse snapshot` and the benchmarks all use this one object,
 so the order below is written once.
@@ -24,8 +29,10 @@ from exporter.collectors import build_collectors, build_perf
 from exporter.collectors.base import Collector, TickReads
 from exporter.collectors.perfstat import PerfStat
 from exporter.config import Settings
+from exporter.fleet.listener import FleetCollector, FleetListener
 from exporter.sampler import Sampler
 from exporter.sinks.prometheus import build_registry
+from exporter.sinks.relay import RelayCollector, RelayPublisher
 from exporter.sinks.stream import Broadcaster, StreamCollector
 from exporter.sinks.writer import BatchWriter, WriterCollector
 from exporter.storage.database import Database
@@ -35,7 +42,7 @@ log = logging.getLogger(__name__)
 
 OnDatabaseReady = Callable[[asyncpg.Pool], Awaitable[object]]
 # Sampling stops first, so every snapshot taken reaches the sinks before they stop.
-STOP_ORDER = ("sampler", "broadcaster", "writer", "retention", "perf")
+STOP_ORDER = ("sampler", "broadcaster", "relay", "writer", "fleet", "retention", "perf")
 
 
 class Runtime:
@@ -53,13 +60,17 @@ class Runtime:
         on_database_ready: OnDatabaseReady | None = None,
     ) -> None:
         self.settings = settings
-        self.perf: PerfStat | None = build_perf(settings) if collectors is None else None
+        self.perf: PerfStat | None = (
+            build_perf(settings) if collectors is None and settings.collect else None
+        )
         tick_reads = TickReads()
         self.sampler = Sampler(
             (
                 collectors
                 if collectors is not None
                 else build_collectors(settings, self.perf, tick_reads)
+                if settings.collect
+                else []
             ),
             interval=settings.sampling_interval_seconds,
             deadline=settings.collector_deadline,
@@ -79,20 +90,38 @@ class Runtime:
             spool_path=settings.data_dir / "spool.jsonl" if settings.writer_spool else None,
         )
         self.retention = Retention(self.database, settings.retention_days)
+        self.relay = RelayPublisher(self.database, settings.sampling_interval_seconds)
+        self.fleet: FleetListener | None = (
+            FleetListener(
+                self.database,
+                queue_size=settings.ws_queue_size,
+                resume_buffer=settings.ws_resume_buffer,
+            )
+            if settings.dashboard
+            else None
+        )
         self.registry: CollectorRegistry = build_registry(self.sampler)
-        self.registry.register(StreamCollector(self.broadcaster))
-        self.registry.register(WriterCollector(self.writer))
+        if settings.collect:
+            self.registry.register(StreamCollector(self.broadcaster))
+            self.registry.register(WriterCollector(self.writer))
+            self.registry.register(RelayCollector(self.relay))
+        if self.fleet is not None:
+            self.registry.register(FleetCollector(self.fleet))
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         """The database (it connects in the background: nothing waits on it), the sinks,
         then sampling and the perf child."""
         await self.database.start()
-        self._spawn(self.broadcaster.run(self.sampler), "broadcaster")
-        self._spawn(self.writer.run(self.sampler), "writer")
-        # The sinks subscribe first, so the first snapshot reaches them too.
-        await asyncio.sleep(0)
-        self._spawn(self.sampler.run(), "sampler")
+        if self.fleet is not None:
+            self._spawn(self.fleet.run(), "fleet")
+        if self.settings.collect:
+            self._spawn(self.broadcaster.run(self.sampler), "broadcaster")
+            self._spawn(self.writer.run(self.sampler), "writer")
+            self._spawn(self.relay.run(self.sampler), "relay")
+            # The sinks subscribe first, so the first snapshot reaches them too.
+            await asyncio.sleep(0)
+            self._spawn(self.sampler.run(), "sampler")
         if self.perf is not None:
             self._spawn(self.perf.run(), "perf")  # the child is reaped when this is cancelled
         self._spawn(self.retention.run(), "retention")
@@ -101,6 +130,9 @@ class Runtime:
         """Stop sampling first, hand every snapshot taken to the writer, flush it (or spool
         it), and only then close the database."""
         await self._cancel_tasks()
+        if not self.settings.collect:
+            await self.database.stop()
+            return
         log.info("sampler stopped after %d snapshots", self.sampler.taken)
         await self.writer.stop(self.settings.shutdown_timeout_seconds)
         log.info(

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from exporter import __version__
-from exporter.api import auth, health, history, landing, metrics, ws
+from exporter.api import auth, health, history, hosts, landing, metrics, ws
 from exporter.api.dashboard import default_directory, mount_dashboard
 from exporter.api.deps import Access
 from exporter.api.guards import BodyLimit, SecurityHeaders
@@ -58,7 +58,10 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
         runtime = Runtime(
             settings,
             collectors=collectors,
-            on_database_ready=lambda pool: create_initial_admin(pool, settings),
+            # An agent serves no login: its database may hold users, it creates none.
+            on_database_ready=(
+                (lambda pool: create_initial_admin(pool, settings)) if settings.dashboard else None
+            ),
         )
         runtime.registry.register(LoginCollector(access.login_gate))
         async with runtime:
@@ -89,9 +92,13 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
     app.add_middleware(SecurityHeaders)
     app.include_router(metrics.router)
     app.include_router(health.router)
+    if not settings.dashboard:
+        log.info("agent: collecting, writing and serving /metrics; no dashboard, login or stream")
+        return app
     app.include_router(auth.router)
     app.include_router(ws.router)
     app.include_router(history.router)
+    app.include_router(hosts.router)
     dashboard = settings.dashboard_dir or default_directory()
     if mount_dashboard(app, dashboard):
         log.info("serving the dashboard from %s", dashboard)

@@ -16,6 +16,7 @@ from exporter.auth.sessions import Sessions
 from exporter.auth.throttle import LoginGate
 from exporter.auth.tokens import TokenError, user_for_token
 from exporter.config import Settings
+from exporter.fleet.listener import FleetListener
 from exporter.runtime import Runtime
 from exporter.sampler import Sampler
 from exporter.sinks.stream import Broadcaster
@@ -68,6 +69,10 @@ async def _broadcaster(runtime: RuntimeDep) -> Broadcaster:
     return runtime.broadcaster
 
 
+async def _fleet(runtime: RuntimeDep) -> FleetListener | None:
+    return runtime.fleet
+
+
 async def _secret(access: AccessDep) -> bytes:
     return access.jwt_secret
 
@@ -85,6 +90,7 @@ SamplerDep = Annotated[Sampler, Depends(_sampler)]
 RegistryDep = Annotated[CollectorRegistry, Depends(_registry)]
 DatabaseDep = Annotated[Database, Depends(_database)]
 BroadcasterDep = Annotated[Broadcaster, Depends(_broadcaster)]
+FleetDep = Annotated[FleetListener | None, Depends(_fleet)]
 
 
 async def _sessions(access: AccessDep) -> Sessions:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from exporter.api.deps import DatabaseDep, SamplerDep
+from exporter.api.deps import DatabaseDep, FleetDep, SamplerDep, SettingsDep
 
 router = APIRouter(tags=["health"])
 
@@ -16,9 +16,22 @@ STALE_AFTER_INTERVALS = 3
 
 
 @router.get("/healthz", summary="Liveness")
-async def healthz(sampler: SamplerDep, database: DatabaseDep) -> JSONResponse:
+async def healthz(
+    sampler: SamplerDep, database: DatabaseDep, settings: SettingsDep, fleet: FleetDep
+) -> JSONResponse:
     """200 while the sampler produces snapshots; the database's state is reported, not
-    required: an outage never stops sampling or the live stream."""
+    required: an outage never stops sampling or the live stream. A dashboard-only
+    instance (PERFPULSE_COLLECT=false) samples nothing: it reports the database and the
+    fleet listener."""
+    if not settings.collect:
+        listening = fleet is not None and fleet.ready.is_set()
+        body = {
+            "status": "ok",
+            "collect": False,
+            "fleet": "listening" if listening else "connecting",
+            "database": database.status,
+        }
+        return JSONResponse(body, status_code=200)
     latest = sampler.latest
     if latest is None:
         return JSONResponse({"status": "starting", "database": database.status}, status_code=200)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -13,9 +14,17 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from exporter.api.deps import BroadcasterDep, DatabaseDep, SecretDep, SessionsDep, SettingsDep
+from exporter.api.deps import (
+    BroadcasterDep,
+    DatabaseDep,
+    FleetDep,
+    SecretDep,
+    SessionsDep,
+    SettingsDep,
+)
 from exporter.auth.tokens import Claims, TokenError, session_for_token
 from exporter.config import Settings
+from exporter.fleet.listener import FleetListener, send_fleet
 from exporter.sinks.protocol import (
     INVALID_PAYLOAD,
     MESSAGE_TOO_BIG,
@@ -64,6 +73,7 @@ async def metrics_stream(
     settings: SettingsDep,
     database: DatabaseDep,
     broadcaster: BroadcasterDep,
+    fleet: FleetDep,
     secret: SecretDep,
     sessions: SessionsDep,
 ) -> None:
@@ -82,9 +92,10 @@ async def metrics_stream(
     if admitted is None:
         return
     user, claims = admitted
-
-    client = broadcaster.connect()
-    client.direct = DirectWriter.for_send(raw_send)
+    target = _target(websocket.query_params.get("host"), settings, broadcaster, fleet)
+    if isinstance(target, tuple):
+        await _refuse(websocket, raw_send, *target)
+        return
     closing: set[asyncio.Task[None]] = set()
 
     def close_session(reason: str) -> None:
@@ -95,20 +106,85 @@ async def metrics_stream(
 
     session = sessions.open(user.username, claims.issued_at, close_session)
     log.debug("stream client connected: %s", user.username)
+    expires_in = (claims.expires_at - datetime.now(UTC)).total_seconds()
+    try:
+        async with asyncio.timeout(max(0.0, expires_in)):
+            if isinstance(target, FleetListener):
+                await _stream_fleet(websocket, target, settings)
+            elif isinstance(target, _Relayed):
+                await _stream_snapshots(websocket, raw_send, target.channel, settings)
+            else:
+                await _stream_snapshots(websocket, raw_send, target, settings)
+    except TimeoutError:
+        await _refuse(websocket, raw_send, POLICY_VIOLATION, "token expired")
+    finally:
+        sessions.end(session)
+        if isinstance(target, _Relayed):
+            target.fleet.release_channel(target.host)
+
+
+@dataclass(frozen=True, slots=True)
+class _Relayed:
+    """Another host's stream, relayed through PostgreSQL by this instance's listener."""
+
+    fleet: FleetListener
+    host: str
+    channel: Broadcaster
+
+
+def _target(
+    requested: str | None,
+    settings: Settings,
+    local: Broadcaster,
+    fleet: FleetListener | None,
+) -> Broadcaster | FleetListener | _Relayed | tuple[int, str]:
+    """What `?host=` asks for: this host's stream (no host, or its own name), the fleet
+    list (`*`), another host's relayed stream; or (close code, reason)."""
+    if requested is None or (settings.collect and requested == settings.hostname):
+        if not settings.collect:
+            return POLICY_VIOLATION, "this instance collects no host: pass host=NAME or host=*"
+        return local
+    if (
+        not requested
+        or len(requested) > 255
+        or any(ord(c) < 32 or ord(c) == 127 for c in requested)
+    ):
+        return POLICY_VIOLATION, "invalid host"
+    if fleet is None or not fleet.ready.is_set():
+        return TRY_AGAIN_LATER, "fleet not available yet (database unreachable), try again later"
+    if requested == "*":
+        return fleet
+    if not fleet.knows(requested):
+        return POLICY_VIOLATION, "unknown host"
+    return _Relayed(fleet, requested, fleet.open_channel(requested))
+
+
+async def _stream_snapshots(
+    websocket: WebSocket, raw_send: object, broadcaster: Broadcaster, settings: Settings
+) -> None:
+    client = broadcaster.connect()
+    client.direct = DirectWriter.for_send(raw_send)
     # One extra task per client (the sender); receiving happens in this one. Every task
     # is a few KiB at thousands of clients.
     sender = asyncio.create_task(
         send_until_evicted(websocket, client, settings.ws_send_timeout_seconds)
     )
-    expires_in = (claims.expires_at - datetime.now(UTC)).total_seconds()
     try:
-        async with asyncio.timeout(max(0.0, expires_in)):
-            await _receive(websocket, client, broadcaster, settings)
-    except TimeoutError:
-        await _refuse(websocket, raw_send, POLICY_VIOLATION, "token expired")
+        await _receive(websocket, client, broadcaster, settings)
     finally:
-        sessions.end(session)
         broadcaster.disconnect(client)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+
+
+async def _stream_fleet(websocket: WebSocket, fleet: FleetListener, settings: Settings) -> None:
+    client = fleet.connect_fleet()
+    sender = asyncio.create_task(send_fleet(websocket, client, settings.ws_send_timeout_seconds))
+    try:
+        await _receive(websocket, None, None, settings)
+    finally:
+        fleet.disconnect_fleet(client)
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
@@ -151,9 +227,13 @@ async def _refuse(websocket: WebSocket, raw_send: object, code: int, reason: str
 
 
 async def _receive(
-    websocket: WebSocket, client: Client, broadcaster: Broadcaster, settings: Settings
+    websocket: WebSocket,
+    client: Client | None,
+    broadcaster: Broadcaster | None,
+    settings: Settings,
 ) -> None:
-    """Handle `{"resume_from": seq}`; anything too fast or malformed ends the connection."""
+    """Handle `{"resume_from": seq}` (the fleet list has nothing to resume: it starts
+    whole); anything too fast or malformed ends the connection."""
     window_start, count = time.monotonic(), 0
     resumed = False
     while True:
@@ -188,4 +268,5 @@ async def _receive(
             await close_within(websocket, TOO_MANY_MESSAGES, "one resume_from per connection")
             return
         resumed = True
-        client.resume(broadcaster.since(resume_from))
+        if client is not None and broadcaster is not None:
+            client.resume(broadcaster.since(resume_from))

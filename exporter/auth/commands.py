@@ -49,7 +49,7 @@ def _validate_username(username: str) -> None:
         raise CommandError("a user name is 1 to 64 printable characters, no surrounding spaces")
 
 
-def _with_database(settings: Settings, action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+def with_database(settings: Settings, action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     """Run one database action with a migrated pool, then close it."""
 
     async def run() -> T:
@@ -66,20 +66,20 @@ def users_create(settings: Settings, args: argparse.Namespace) -> int:
     async def create(pool: asyncpg.Pool) -> users.User | None:
         return await users.create(pool, args.username, await hash_password(password))
 
-    if _with_database(settings, create) is None:
+    if with_database(settings, create) is None:
         raise CommandError(f"user {args.username!r} already exists")
     print(f"created user {args.username!r}")
     return 0
 
 
 def users_list(settings: Settings, args: argparse.Namespace) -> int:
-    for user in _with_database(settings, users.list_all):
+    for user in with_database(settings, users.list_all):
         print(f"{user.username}\tcreated {user.created_at:%Y-%m-%d %H:%M:%S%z}")
     return 0
 
 
 def users_delete(settings: Settings, args: argparse.Namespace) -> int:
-    if not _with_database(settings, lambda pool: users.delete(pool, args.username)):
+    if not with_database(settings, lambda pool: users.delete(pool, args.username)):
         raise CommandError(f"no user {args.username!r}")
     print(f"deleted user {args.username!r}")
     _forget_initial_password(settings, args.username)
@@ -92,7 +92,7 @@ def users_set_password(settings: Settings, args: argparse.Namespace) -> int:
     async def change(pool: asyncpg.Pool) -> bool:
         return await users.set_password(pool, args.username, await hash_password(password))
 
-    if not _with_database(settings, change):
+    if not with_database(settings, change):
         raise CommandError(f"no user {args.username!r}")
     print(f"password changed for {args.username!r}; its existing tokens no longer work")
     _forget_initial_password(settings, args.username)

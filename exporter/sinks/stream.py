@@ -113,6 +113,7 @@ class Broadcaster:
         self.evictions_total = 0
         self.sent_total = 0  # through the queue and the ASGI send
         self.sent_direct_total = 0  # the pre-built frame written to the connection
+        self.last_seq: int | None = None
 
     def connect(self) -> Client:
         client = Client(self.queue_size, self)
@@ -123,8 +124,12 @@ class Broadcaster:
         self.clients.discard(client)
 
     def publish(self, snapshot: Snapshot) -> None:
-        payload = snapshot.to_json()
-        frame = Frame(snapshot.seq, payload.decode(), text_frame(payload))
+        self.publish_json(snapshot.seq, snapshot.to_json())
+
+    def publish_json(self, seq: int, payload: bytes) -> None:
+        """Offer one snapshot, already JSON (a relayed host's comes from PostgreSQL)."""
+        frame = Frame(seq, payload.decode(), text_frame(payload))
+        self.last_seq = seq
         self._recent.append(frame)
         for client in self.clients:
             client.deliver(frame)

@@ -25,6 +25,33 @@ log = logging.getLogger(__name__)
 RETRY_MAX_SECONDS = 30.0
 
 
+class TransactionPooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection for a transaction-mode pooler (PgBouncer): a statement with
+    parameters is parsed, then bound and run, in two round trips, and between them the
+    pooler may hand the server connection to another client, unless a transaction holds
+    it. So every such statement outside a transaction runs in one of its own."""
+
+    # asyncpg's own signatures, passed through (query, args, limit, timeout, ...).
+    async def _execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.is_in_transaction():
+            return await super()._execute(*args, **kwargs)
+        async with self.transaction():
+            return await super()._execute(*args, **kwargs)
+
+    async def _executemany(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.is_in_transaction():
+            return await super()._executemany(*args, **kwargs)
+        async with self.transaction():
+            return await super()._executemany(*args, **kwargs)
+
+
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """Released connections keep no session state to undo (no LISTEN, SET or session
+    lock is taken on pooled connections; asyncpg still rolls back an open transaction), so
+    the pool's reset query (UNLISTEN, RESET ALL...) would be a wasted round trip each
+    time."""
+
+
 class DatabaseUnavailable(Exception):
     """PostgreSQL cannot be reached (yet); the message says why."""
 
@@ -78,6 +105,7 @@ class Database:
         self._task: asyncio.Task[None] | None = None
         self._last_error = "connecting"
         self._failing: str | None = None
+        self._url: str | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -111,6 +139,7 @@ class Database:
         else:
             self._embedded = EmbeddedPostgres(self.settings.data_dir)
             url = await self._embedded.start()
+        self._url = url
         if wait:
             await self._connect(url)
         else:
@@ -118,8 +147,16 @@ class Database:
 
     async def _connect(self, url: str) -> None:
         try:
+            pooled = self.settings.database_transaction_pooling
             pool = await asyncpg.create_pool(
-                url, min_size=0, max_size=self.settings.database_pool_size
+                url,
+                min_size=0,
+                max_size=self.settings.pool_size,
+                reset=_no_session_state,
+                connection_class=TransactionPooledConnection if pooled else asyncpg.Connection,
+                statement_cache_size=0 if pooled else 100,
+                # Which host each connection serves, in pg_stat_activity.
+                server_settings={"application_name": f"perfpulse {self.settings.hostname}"[:63]},
             )
             async with pool.acquire() as conn:
                 await migrate(conn)
@@ -129,6 +166,15 @@ class Database:
         if self._on_ready is not None:
             await self._on_ready(pool)
         self.ready.set()
+
+    @property
+    def listen_url(self) -> str:
+        """Where to LISTEN: a direct URL (a transaction pooler cannot keep a LISTEN)."""
+        if self.settings.database_listen_url is not None:
+            return self.settings.database_listen_url.get_secret_value()
+        if self._url is None:
+            raise DatabaseUnavailable("database not started")
+        return self._url
 
     async def _connect_with_retry(self, url: str) -> None:
         delay = 0.5

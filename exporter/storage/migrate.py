@@ -43,9 +43,11 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
     Safe to run from several processes at once: the advisory lock makes the later ones
     wait and then find nothing to do.
     """
-    applied_now = []
-    await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_ID)
-    try:
+    applied_now: list[Migration] = []
+    # One transaction and a transaction-level lock: a session lock would not survive a
+    # transaction-mode pooler, which may run the unlock on another server connection.
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
         await conn.execute(
             """
             CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -59,25 +61,23 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
         for migration in load_migrations():
             if migration.version in done:
                 continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                    migration.version,
-                    migration.name,
-                )
-            log.info("applied migration %04d_%s", migration.version, migration.name)
-            applied_now.append(migration.version)
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                migration.version,
+                migration.name,
+            )
+            applied_now.append(migration)
         await grant_reader(conn)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_ID)
-    return applied_now
+    for migration in applied_now:
+        log.info("applied migration %04d_%s", migration.version, migration.name)
+    return [migration.version for migration in applied_now]
 
 
 # The read-only role Grafana connects as (deploy/postgres/10-grafana-reader.sh creates
 # it): SELECT on the metrics tables, nothing else (never the users' password hashes).
 READER_ROLE = "grafana_reader"
-READABLE_TABLES = ("metrics_snapshots", "metrics_rollup_1m")
+READABLE_TABLES = ("metrics_snapshots", "metrics_rollup_1m", "hosts")
 PRIVATE_TABLES = ("users", "schema_migrations")
 
 

@@ -1,0 +1,111 @@
+"""Hosts as the fleet sees them: the summary each snapshot carries, the `hosts` table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from exporter.collectors.base import JSON
+
+CHANNEL = "perfpulse_live"
+# A host is stale when it has not written for this many of its intervals.
+STALE_AFTER_INTERVALS = 3
+
+SUMMARY_FIELDS = (
+    ("cpu_busy_ratio", "cpu", ("usage_percent",), 0.01),
+    ("memory_used_ratio", "memory", ("percent",), 0.01),
+    ("network_receive_bytes_per_second", "network", ("total", "receive_bytes_per_second"), 1.0),
+    ("network_transmit_bytes_per_second", "network", ("total", "transmit_bytes_per_second"), 1.0),
+    ("disk_read_bytes_per_second", "disk", ("total", "read_bytes_per_second"), 1.0),
+    ("disk_write_bytes_per_second", "disk", ("total", "written_bytes_per_second"), 1.0),
+)
+
+
+def summarize(sections: dict[str, JSON]) -> dict[str, float | None]:
+    """The figures the fleet list shows, from one snapshot's sections (None if unknown)."""
+    summary: dict[str, float | None] = {}
+    for name, section, path, scale in SUMMARY_FIELDS:
+        node: Any = sections.get(section)
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        ok = isinstance(node, int | float) and not isinstance(node, bool)
+        summary[name] = float(node) * scale if ok else None
+    return summary
+
+
+@dataclass(slots=True)
+class HostInfo:
+    """One host in the fleet list; `to_json` is the shape /api/hosts and the fleet stream
+    share."""
+
+    host: str
+    last_seen: datetime
+    interval_seconds: float
+    version: str
+    stale: bool
+    summary: dict[str, float | None] | None
+    collectors: list[str]
+
+    def to_json(self) -> JSON:
+        names = [name for name, *_ in SUMMARY_FIELDS]
+        summary = self.summary or {}
+        return {
+            "host": self.host,
+            "last_seen": self.last_seen.isoformat().replace("+00:00", "Z"),
+            "interval_seconds": self.interval_seconds,
+            "stale": self.stale,
+            "version": self.version,
+            "collectors": self.collectors,
+            "summary": {name: summary.get(name) for name in names},
+        }
+
+
+# hosts.last_seen is refreshed once a minute; the live row has the latest write (until a
+# crash empties the unlogged table).
+LIST = """
+SELECT h.host, greatest(h.last_seen, l.received_at) AS last_seen, h.interval_seconds,
+       h.version, h.collectors, l.summary::text AS summary, l.seq,
+       extract(epoch FROM now() - greatest(h.last_seen, l.received_at)) AS age
+FROM hosts h LEFT JOIN live_snapshots l USING (host)
+{where}
+ORDER BY h.host
+"""
+
+
+def _row_to_info(row: asyncpg.Record) -> HostInfo:
+    summary = orjson.loads(row["summary"]) if row["summary"] is not None else None
+    return HostInfo(
+        host=row["host"],
+        last_seen=row["last_seen"],
+        interval_seconds=row["interval_seconds"],
+        version=row["version"],
+        stale=float(row["age"]) > STALE_AFTER_INTERVALS * row["interval_seconds"],
+        summary=summary,
+        collectors=list(row["collectors"]),
+    )
+
+
+async def list_hosts(db: Any) -> list[tuple[HostInfo, float, int | None]]:
+    """Every registered host, with how many seconds ago it last wrote and its latest seq."""
+    rows = await db.fetch(LIST.format(where=""))
+    return [(_row_to_info(row), float(row["age"]), row["seq"]) for row in rows]
+
+
+async def host_info(db: Any, host: str) -> HostInfo | None:
+    row = await db.fetchrow(LIST.format(where="WHERE h.host = $1"), host)
+    return _row_to_info(row) if row is not None else None
+
+
+async def remove_host(db: Any, host: str) -> bool:
+    """Forget a host (its stored history stays until retention); tells the listeners."""
+    async with db.transaction():
+        found = await db.fetchval("DELETE FROM hosts WHERE host = $1 RETURNING true", host)
+        await db.execute("DELETE FROM live_snapshots WHERE host = $1", host)
+        if found:
+            notice = orjson.dumps({"host": host, "removed": True}).decode()
+            await db.execute("SELECT pg_notify($1, $2)", CHANNEL, notice)
+    return bool(found)

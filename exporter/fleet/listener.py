@@ -1,0 +1,358 @@
+"""The relay's receiving half, on every instance that serves the dashboard.
+
+One direct connection LISTENs on the fleet channel (a transaction pooler cannot hold a
+LISTEN, hence PERFPULSE_DATABASE_LISTEN_URL). Each notice says a host wrote a snapshot:
+its host, seq and summary. From them this keeps the fleet list (stale hosts found by a
+sweep, against this process's own clock: agents' clocks may disagree) and feeds:
+
+- fleet clients (`host=*`): one message per host update, coalesced per host for a slow
+  reader (it gets each host's newest state, never a backlog);
+- single-host clients (`host=NAME`): a Broadcaster per watched host, fed by fetching the
+  snapshot itself from `live_snapshots`, for watched hosts only, in one query per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from exporter.fleet.hosts import (
+    CHANNEL,
+    STALE_AFTER_INTERVALS,
+    SUMMARY_FIELDS,
+    HostInfo,
+    list_hosts,
+)
+from exporter.sinks.protocol import TRY_AGAIN_LATER
+from exporter.sinks.stream import Broadcaster, TextSocket, close_within
+from exporter.storage.database import Database, DatabaseUnavailable, describe
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 0.25
+FETCH_GATHER_SECONDS = 0.01  # notices arriving together are fetched in one query
+RETRY_MAX_SECONDS = 30.0
+MAX_HOST_NAME = 255
+FETCH = "SELECT host, seq, snapshot FROM live_snapshots WHERE host = ANY($1::text[])"
+
+
+class FleetClient:
+    """A fleet stream client's pending messages: the newest per host, oldest host first."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, str] = {}
+        self._ready = asyncio.Event()
+        self.evicted = False
+
+    def offer(self, key: str, text: str) -> None:
+        self._pending.pop(key, None)
+        self._pending[key] = text
+        self._ready.set()
+
+    async def next(self) -> str:
+        while not self._pending:
+            self._ready.clear()
+            await self._ready.wait()
+        key = next(iter(self._pending))
+        return self._pending.pop(key)
+
+
+@dataclass(slots=True)
+class _Host:
+    info: HostInfo
+    seen: float  # this process's monotonic clock at the host's last notice
+    seq: int | None
+
+
+def _parse_notice(payload: str) -> dict[str, Any] | None:
+    """A notice, checked: anything with database access can NOTIFY this channel."""
+    try:
+        notice = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(notice, dict):
+        return None
+    host = notice.get("host")
+    if not isinstance(host, str) or not 0 < len(host) <= MAX_HOST_NAME:
+        return None
+    if notice.get("removed") is True:
+        return notice
+    seq, interval = notice.get("seq"), notice.get("interval_seconds")
+    if not isinstance(seq, int) or not isinstance(interval, int | float) or interval <= 0:
+        return None
+    summary = notice.get("summary")
+    if not isinstance(summary, dict):
+        return None
+    notice["summary"] = {
+        name: float(value) if isinstance(value := summary.get(name), int | float) else None
+        for name, *_ in SUMMARY_FIELDS
+    }
+    version = notice.get("version")
+    notice["version"] = version if isinstance(version, str) else ""
+    return notice
+
+
+class FleetListener:
+    """The fleet as this instance sees it, kept current from PostgreSQL notices."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        queue_size: int = 8,
+        resume_buffer: int = 600,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.database = database
+        self.queue_size = queue_size
+        self.resume_buffer = resume_buffer
+        self._clock = clock
+        self.hosts: dict[str, _Host] = {}
+        self.channels: dict[str, Broadcaster] = {}
+        self.fleet_clients: set[FleetClient] = set()
+        self.ready = asyncio.Event()
+        self.notices_total = 0
+        self.ignored_total = 0
+        self._wanted: set[str] = set()
+        self._fetch_wake = asyncio.Event()
+
+    # --- what the WebSocket route uses ---------------------------------------------------
+
+    def knows(self, host: str) -> bool:
+        return host in self.hosts
+
+    def open_channel(self, host: str) -> Broadcaster:
+        """The stream of one relayed host; its current snapshot is fetched at once."""
+        channel = self.channels.get(host)
+        if channel is None:
+            channel = self.channels[host] = Broadcaster(
+                queue_size=self.queue_size, resume_buffer=self.resume_buffer
+            )
+            self._want(host)
+        return channel
+
+    def release_channel(self, host: str) -> None:
+        """Drop a host's stream (and its kept snapshots) when its last client leaves."""
+        channel = self.channels.get(host)
+        if channel is not None and not channel.clients:
+            del self.channels[host]
+
+    def connect_fleet(self) -> FleetClient:
+        """A fleet client, its first message the whole list."""
+        client = FleetClient()
+        listing = [host.info.to_json() for host in self.hosts.values()]
+        client.offer("", orjson.dumps({"type": "hosts", "hosts": listing}).decode())
+        self.fleet_clients.add(client)
+        return client
+
+    def disconnect_fleet(self, client: FleetClient) -> None:
+        self.fleet_clients.discard(client)
+
+    def listing(self) -> list[HostInfo]:
+        return [host.info for host in self.hosts.values()]
+
+    # --- keeping the fleet current ------------------------------------------------------
+
+    async def run(self) -> None:
+        """Listen until cancelled, reconnecting with backoff; each (re)connection reloads
+        the list, so nothing missed while away stays missed."""
+        fetcher = asyncio.create_task(self._fetch_loop(), name="fleet-fetch")
+        sweeper = asyncio.create_task(self._sweep_loop(), name="fleet-sweep")
+        delay = 0.5
+        try:
+            while True:
+                try:
+                    await self._listen_once()
+                    delay = 0.5
+                except (
+                    OSError,
+                    TimeoutError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    DatabaseUnavailable,
+                ) as exc:
+                    log.warning("fleet listener: %s; reconnecting in %.0fs", describe(exc), delay)
+                self.ready.clear()
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+        finally:
+            for task in (fetcher, sweeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _listen_once(self) -> None:
+        await self.database.ready.wait()  # migrations first: the channel's tables exist
+        conn = await asyncpg.connect(self.database.listen_url, statement_cache_size=0)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _: lost.set())
+        try:
+            await conn.add_listener(CHANNEL, self._on_notice)
+            self._load(await list_hosts(conn))
+            self.ready.set()
+            log.info("fleet listener: %d hosts known", len(self.hosts))
+            await lost.wait()
+            raise DatabaseUnavailable("listen connection lost")
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+    def _load(self, rows: list[tuple[HostInfo, float, int | None]]) -> None:
+        now = self._clock()
+        current = {}
+        for info, age, seq in rows:
+            current[info.host] = _Host(info, now - age, seq)
+        for gone in self.hosts.keys() - current.keys():
+            self._broadcast(gone, {"type": "host_removed", "host": gone})
+        self.hosts = current
+        for host in current.values():
+            self._broadcast_host(host)
+        for watched in self.channels:
+            self._want(watched)
+
+    def _on_notice(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self.notices_total += 1
+        notice = _parse_notice(payload)
+        if notice is None:
+            self.ignored_total += 1
+            return
+        name = notice["host"]
+        if notice.get("removed"):
+            if self.hosts.pop(name, None) is not None:
+                self._broadcast(name, {"type": "host_removed", "host": name})
+            return
+        entry = self.hosts.get(name)
+        now = datetime.now(UTC)
+        if entry is None:
+            info = HostInfo(
+                name,
+                now,
+                float(notice["interval_seconds"]),
+                notice["version"],
+                False,
+                notice["summary"],
+                [],
+            )
+            entry = self.hosts[name] = _Host(info, self._clock(), notice["seq"])
+        else:
+            info = entry.info
+            info.last_seen = now
+            info.interval_seconds = float(notice["interval_seconds"])
+            info.version = notice["version"]
+            info.stale = False
+            info.summary = notice["summary"]
+            entry.seen = self._clock()
+            entry.seq = notice["seq"]
+        self._broadcast_host(entry)
+        if name in self.channels:
+            self._want(name)
+
+    def _broadcast_host(self, host: _Host) -> None:
+        self._broadcast(host.info.host, {"type": "host", **host.info.to_json()})
+
+    def _broadcast(self, key: str, message: dict[str, Any]) -> None:
+        if not self.fleet_clients:
+            return
+        text = orjson.dumps(message).decode()
+        for client in self.fleet_clients:
+            client.offer(key, text)
+
+    def sweep(self) -> int:
+        """Mark hosts silent for STALE_AFTER_INTERVALS of their intervals; returns how many
+        turned stale now."""
+        now = self._clock()
+        turned = 0
+        for host in self.hosts.values():
+            info = host.info
+            if not info.stale and now - host.seen > STALE_AFTER_INTERVALS * info.interval_seconds:
+                info.stale = True
+                turned += 1
+                self._broadcast_host(host)
+        return turned
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            self.sweep()
+
+    def _want(self, host: str) -> None:
+        self._wanted.add(host)
+        self._fetch_wake.set()
+
+    async def _fetch_loop(self) -> None:
+        while True:
+            await self._fetch_wake.wait()
+            await asyncio.sleep(FETCH_GATHER_SECONDS)
+            self._fetch_wake.clear()
+            wanted = [host for host in self._wanted if host in self.channels]
+            self._wanted.clear()
+            if not wanted:
+                continue
+            try:
+                rows = await self.database.pool.fetch(FETCH, wanted)
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                DatabaseUnavailable,
+            ) as exc:
+                log.debug("fleet listener: fetch failed: %s", describe(exc))
+                continue
+            for row in rows:
+                channel = self.channels.get(row["host"])
+                if channel is not None and (
+                    channel.last_seq is None or row["seq"] > channel.last_seq
+                ):
+                    channel.publish_json(row["seq"], row["snapshot"].encode())
+
+
+async def send_fleet(socket: TextSocket, client: FleetClient, send_timeout: float) -> None:
+    """Send a fleet client's messages until cancelled; close it when a send stalls."""
+    while True:
+        text = await client.next()
+        try:
+            async with asyncio.timeout(send_timeout):
+                await socket.send_text(text)
+        except TimeoutError:
+            client.evicted = True
+            log.info("fleet stream client evicted: its sends stalled past the send timeout")
+            await close_within(socket, TRY_AGAIN_LATER, "too slow: not reading")
+            return
+
+
+class FleetCollector(Collector):
+    """perfpulse_fleet_* metrics, on instances that listen."""
+
+    def __init__(self, listener: FleetListener) -> None:
+        self._listener = listener
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        hosts = GaugeMetricFamily(
+            "perfpulse_fleet_hosts", "Hosts this instance knows of, by state.", labels=("state",)
+        )
+        stale = sum(1 for h in self._listener.hosts.values() if h.info.stale)
+        hosts.add_metric(["live"], len(self._listener.hosts) - stale)
+        hosts.add_metric(["stale"], stale)
+        yield hosts
+        yield GaugeMetricFamily(
+            "perfpulse_fleet_stream_clients",
+            "Clients streaming the fleet list (host=*).",
+            value=len(self._listener.fleet_clients),
+        )

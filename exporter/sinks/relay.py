@@ -1,0 +1,117 @@
+"""The relay's sending half: each snapshot's live form goes to PostgreSQL, one statement a
+tick, for any instance serving the dashboard to stream (exporter/fleet/listener.py).
+
+Live data is state: when the database is slow or down, a tick's publish is skipped, never
+queued (the batch writer keeps every snapshot for history; this only feeds live views).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import orjson
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.fleet.hosts import summarize
+from exporter.sampler import Sampler, Snapshot
+from exporter.storage.database import DATABASE_ERRORS, Database, describe
+
+log = logging.getLogger(__name__)
+
+PUBLISH = "SELECT perfpulse_publish($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+
+
+def publish_args(snapshot: Snapshot, interval: float) -> tuple[object, ...]:
+    """The statement's arguments: host, seq, time, interval, version, collectors,
+    summary, the snapshot as the stream sends it, and the notice listeners receive."""
+    sections = {name: data for name, (data, _) in snapshot.sections().items()}
+    summary = summarize(sections)
+    notice = {
+        "host": snapshot.host,
+        "seq": snapshot.seq,
+        "interval_seconds": interval,
+        "version": __version__,
+        "summary": summary,
+    }
+    collectors = sorted(name for name, data in sections.items() if data.get("available"))
+    return (
+        snapshot.host,
+        snapshot.seq,
+        snapshot.timestamp,
+        interval,
+        __version__,
+        collectors,
+        orjson.dumps(summary).decode(),
+        snapshot.to_json().decode(),
+        orjson.dumps(notice).decode(),
+    )
+
+
+class RelayPublisher:
+    """Publishes the newest snapshot each tick; skips (and counts) what it cannot send."""
+
+    def __init__(self, database: Database, interval: float) -> None:
+        self.database = database
+        self.interval = interval
+        self.published_total = 0
+        self.skipped_total = 0
+        self._failing = False
+
+    async def run(self, sampler: Sampler) -> None:
+        subscription = sampler.subscribe(maxsize=1)  # only the newest matters
+        try:
+            async for snapshot in subscription:
+                await self.publish(snapshot)
+                self.skipped_total += subscription.dropped
+                subscription.dropped = 0
+        finally:
+            subscription.close()
+
+    async def publish(self, snapshot: Snapshot) -> bool:
+        if not self.database.ready.is_set():
+            self.skipped_total += 1
+            return False
+        try:
+            # A publish never outlives its tick: the next one carries newer data.
+            async with asyncio.timeout(self.interval):
+                await self.database.pool.execute(PUBLISH, *publish_args(snapshot, self.interval))
+        except DATABASE_ERRORS as exc:  # TimeoutError among them
+            self.skipped_total += 1
+            if not self._failing:
+                log.warning(
+                    "live relay: publish failed, skipping until it works: %s", describe(exc)
+                )
+                self._failing = True
+            return False
+        if self._failing:
+            log.info("live relay: publishing again")
+            self._failing = False
+        self.published_total += 1
+        return True
+
+
+class RelayCollector(Collector):
+    """perfpulse_relay_* metrics."""
+
+    def __init__(self, publisher: RelayPublisher) -> None:
+        self._publisher = publisher
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "perfpulse_relay_published_total",
+            "Snapshots relayed through PostgreSQL to the fleet's live views.",
+            value=self._publisher.published_total,
+        )
+        yield CounterMetricFamily(
+            "perfpulse_relay_skipped_total",
+            "Snapshots not relayed (database slow or down); history still has them.",
+            value=self._publisher.skipped_total,
+        )
