@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import abuse, core, perf, storage, stream, whole
+from bench import abuse, core, fleet, perf, storage, stream, whole
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -17,7 +17,7 @@ def main() -> None:
         "names",
         nargs="*",
         default=["core", "perf", "stream", "storage"],
-        choices=["core", "perf", "stream", "storage", "abuse", "whole"],
+        choices=["core", "perf", "stream", "storage", "abuse", "whole", "fleet"],
     )
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--scrapes", type=int, default=1000)
@@ -42,6 +42,14 @@ def main() -> None:
         help="whole: also measure the perfpulse checked out in DIR (git worktree add DIR "
         "<commit>), interleaved with this one",
     )
+    parser.add_argument("--fleet-hosts", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--fleet-interval", type=float, default=1.0)
+    parser.add_argument("--fleet-seconds", type=float, default=120.0)
+    parser.add_argument(
+        "--fleet-knee",
+        action="store_true",
+        help="fleet: then double the hosts until the targets break, and bisect",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     for name in args.names:
@@ -59,6 +67,11 @@ def main() -> None:
                 args.whole_seconds, args.whole_runs, not args.no_glances, args.whole_baseline
             )
             text = whole.report(result)
+        elif name == "fleet":
+            result = fleet.run(
+                args.fleet_hosts, args.fleet_interval, args.fleet_seconds, args.fleet_knee
+            )
+            text = fleet.report(result)
         elif name == "abuse":
             result = abuse.run(args.hold_seconds)
             text = abuse.report(result)

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 OnDatabaseReady = Callable[[asyncpg.Pool], Awaitable[object]]
 # Sampling stops first, so every snapshot taken reaches the sinks before they stop.
+# Snapshots kept for `resume_from` per relayed host being watched (5 minutes at 1 s).
+RELAYED_RESUME_BUFFER = 300
 STOP_ORDER = ("sampler", "broadcaster", "relay", "writer", "fleet", "retention", "perf")
 
 
@@ -95,7 +97,8 @@ class Runtime:
             FleetListener(
                 self.database,
                 queue_size=settings.ws_queue_size,
-                resume_buffer=settings.ws_resume_buffer,
+                # Kept per watched host: bounded tighter than this host's own buffer.
+                resume_buffer=min(settings.ws_resume_buffer, RELAYED_RESUME_BUFFER),
             )
             if settings.dashboard
             else None

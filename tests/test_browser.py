@@ -236,3 +236,64 @@ def test_the_dashboard_opens_full_and_draws_what_this_machine_has(browser, env, 
             assert len(set(lefts)) == 1, lefts
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
         page.close()
+
+
+def test_the_fleet_page_lists_three_hosts_and_opens_one_live_and_in_history(browser, env, tmp_path):
+    """alpha serves the dashboard; bravo and charlie are agents on the same database."""
+    agents = [
+        {
+            **env,
+            "PERFPULSE_HOSTNAME": name,
+            "PERFPULSE_DASHBOARD": "false",
+            "PERFPULSE_PERF_ENABLED": "false",
+            "PERFPULSE_DATA_DIR": str(tmp_path / name),
+        }
+        for name in ("bravo", "charlie")
+    ]
+    alpha = {**env, "PERFPULSE_HOSTNAME": "alpha", "PERFPULSE_DATA_DIR": str(tmp_path / "alpha")}
+    with (
+        serve(tmp_path, "--interval", "0.5", env=agents[0]),
+        serve(tmp_path, "--interval", "0.5", env=agents[1]),
+        serve(tmp_path, "--interval", "0.5", env=alpha) as server,
+    ):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        log_in(page, server.url)
+        expect(page.locator("[data-test=connection]")).to_have_text("Connected")
+        page.click("nav >> text=Fleet")
+        expect(page).to_have_url(re.compile(r"/fleet$"))
+        rows = page.locator(".row.host")
+        expect(rows).to_have_count(3)
+        assert rows.evaluate_all("rows => rows.map(r => r.dataset.host)") == [
+            "alpha",
+            "bravo",
+            "charlie",
+        ]
+        expect(page.locator("[data-host=bravo] .cell.figure").first).to_contain_text("%")
+        page.fill("input[name=filter]", "rav")
+        expect(rows).to_have_count(1)
+        shoot(page, "fleet.png")
+        page.click("[data-host=bravo]")
+        expect(page).to_have_url(re.compile(r"/hosts/bravo$"))
+        expect(page.locator(".toolbar .host")).to_have_text("bravo")
+        expect(page.locator("select[name=host]")).to_have_value("bravo")
+        wait_for_points(page, minimum=3)
+        shoot(page, "host-bravo.png")
+        page.click("nav >> text=History")
+        expect(page).to_have_url(re.compile(r"/hosts/bravo/history$"))
+        wait_for_points(page, minimum=1)
+        page.select_option("select[name=host]", "charlie")
+        expect(page).to_have_url(re.compile(r"/hosts/charlie/history$"))
+        expect(page.locator(".toolbar .host")).to_have_text("charlie")
+        wait_for_points(page, minimum=1)
+        page.close()
+
+
+def test_with_one_host_there_is_no_fleet_page_or_picker(browser, env, tmp_path):
+    with serve(tmp_path, "--interval", "0.5", env=env) as server:
+        page = browser.new_page()
+        log_in(page, server.url)
+        expect(page.locator("[data-test=connection]")).to_have_text("Connected")
+        wait_for_points(page)
+        assert page.locator("nav a").all_inner_texts() == ["Live", "History"]
+        assert page.locator("select[name=host]").count() == 0
+        page.close()

@@ -8,7 +8,10 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,15 +42,16 @@ def run(
     )
 
 
-def test_promtool_check_config():
-    result = run(tool("promtool"), "check", "config", "prometheus/prometheus.yml")
+@pytest.mark.parametrize("config", ["prometheus.yml", "fleet.yml"])
+def test_promtool_check_config(config):
+    result = run(tool("promtool"), "check", "config", f"prometheus/{config}")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_check_rules_with_all_lints():
     result = run(tool("promtool"), "check", "rules", "--lint=all", "prometheus/rules/perfpulse.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 15 rules found" in result.stdout
+    assert "SUCCESS: 16 rules found" in result.stdout
 
 
 def test_promtool_rule_unit_tests():
@@ -133,9 +137,51 @@ NO_DATA_HERE = {
 }
 
 
+@contextmanager
+def prometheus_running(tmp_path: Path, config: dict[str, Any]) -> Iterator[str]:
+    """The real Prometheus on `config`; yields its API's base URL."""
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    with (tmp_path / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                tool("prometheus"),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1"
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert process.returncode == 0, (tmp_path / "prometheus.log").read_text()
+
+
+def wait_until(
+    api: str, query: str, done: Callable[[list[dict[str, Any]]], Any], timeout: float = 60
+) -> list[dict[str, Any]]:
+    """Poll an instant query until `done(result)` holds."""
+    deadline = time.monotonic() + timeout
+    result: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{api}/query", params={"query": query})
+            # While its storage starts, Prometheus answers 503 in plain text.
+            result = response.json()["data"]["result"] if response.status_code == 200 else []
+            if done(result):
+                return result
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{query} never satisfied the test: {result}")
+
+
 @pytest.mark.e2e
 def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, server_env):
-    prometheus = tool("prometheus")
     with serve(tmp_path, "--interval", "0.5", env=server_env) as server:
         config = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
         config["global"]["scrape_interval"] = "1s"
@@ -145,38 +191,12 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, ser
         job["scrape_interval"] = "1s"
         job["scrape_timeout"] = "1s"
         job["static_configs"] = [{"targets": [server.url.removeprefix("http://")]}]
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        api = f"http://127.0.0.1:{port}/api/v1"
-        with (tmp_path / "prometheus.log").open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    prometheus,
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+        with prometheus_running(tmp_path, config) as api:
+            wait_until(
+                api,
+                'count_over_time(up{job="perfpulse"}[1m])',
+                lambda result: result and float(result[0]["value"][1]) >= 6,
             )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    response = httpx.get(
-                        f"{api}/query", params={"query": 'count_over_time(up{job="perfpulse"}[1m])'}
-                    )
-                    # While its storage starts, Prometheus answers 503 in plain text.
-                    result = (
-                        response.json()["data"]["result"] if response.status_code == 200 else []
-                    )
-                    if result and float(result[0]["value"][1]) >= 6:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
-                assert time.monotonic() < deadline, "Prometheus never scraped perfpulse"
-                time.sleep(0.5)
             results = {}
             for panel in load_panels():
                 for target in panel["prometheus"]:
@@ -192,9 +212,6 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, ser
                 ).json()
                 assert body["status"] == "success", (target["legendFormat"], body)
                 results[("Fleet", target["legendFormat"])] = body["data"]["result"]
-        finally:
-            process.terminate()
-            process.wait(30)
     empty = {key for key, result in results.items() if not result}
     expected_empty = NO_DATA_HERE | {("Fleet", "IPC"), ("Fleet", "DRAM bandwidth")}
     assert empty == expected_empty
@@ -253,3 +270,55 @@ def test_hardware_queries_on_synthetic_series(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     result = run(tool("promtool"), "test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.e2e
+def test_file_sd_finds_the_agents_and_lets_one_go(tmp_path, server_env):
+    """prometheus/fleet.yml as shipped, its targets file pointing at two real agents: both
+    are scraped and named by the dashboards' instance variable; one removed from the file
+    stops being a target, with no reload."""
+    agents = [
+        {
+            **server_env,
+            "PERFPULSE_HOSTNAME": name,
+            "PERFPULSE_DASHBOARD": "false",
+            "PERFPULSE_DATA_DIR": str(tmp_path / name),
+        }
+        for name in ("agent-a", "agent-b")
+    ]
+    with (
+        serve(tmp_path, "--interval", "0.5", env=agents[0]) as a,
+        serve(tmp_path, "--interval", "0.5", env=agents[1]) as b,
+    ):
+        addresses = [a.url.removeprefix("http://"), b.url.removeprefix("http://")]
+        targets = tmp_path / "targets"
+        targets.mkdir()
+        listing = targets / "agents.yml"
+        # The shipped example's first group, its hosts replaced by the two agents.
+        example = yaml.safe_load((ROOT / "prometheus/targets/perfpulse-agents.yml").read_text())
+        listing.write_text(yaml.safe_dump([{**example[0], "targets": addresses}]))
+        config = yaml.safe_load((ROOT / "prometheus/fleet.yml").read_text())
+        config["global"]["scrape_interval"] = "1s"
+        config["rule_files"] = [str(ROOT / "prometheus/rules/perfpulse.yml")]
+        job = config["scrape_configs"][0]
+        job["scrape_timeout"] = "1s"
+        job["file_sd_configs"][0]["files"] = [str(targets / "*.yml")]
+        with prometheus_running(tmp_path, config) as api:
+            up = wait_until(api, 'up{job="perfpulse"} == 1', lambda result: len(result) == 2)
+            assert {r["metric"]["instance"] for r in up} == set(addresses)
+            assert {r["metric"]["role"] for r in up} == {example[0]["labels"]["role"]}
+            # What the Grafana dashboards' instance variable asks for.
+            values = httpx.get(
+                f"{api}/label/instance/values",
+                params={"match[]": 'perfpulse_build_info{job=~"perfpulse"}'},
+            ).json()["data"]
+            assert sorted(values) == sorted(addresses)
+            listing.write_text(yaml.safe_dump([{"targets": addresses[:1]}]))
+            deadline = time.monotonic() + 30
+            while True:
+                active = httpx.get(f"{api}/targets", params={"state": "active"}).json()
+                found = [t["labels"]["instance"] for t in active["data"]["activeTargets"]]
+                if found == addresses[:1]:
+                    break
+                assert time.monotonic() < deadline, found
+                time.sleep(0.5)

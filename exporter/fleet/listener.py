@@ -76,6 +76,10 @@ class _Host:
     seen: float  # this process's monotonic clock at the host's last notice
     seq: int | None
 
+    def to_json(self) -> dict[str, Any]:
+        """/api/hosts' fields, plus the seq of the host's latest snapshot."""
+        return {**self.info.to_json(), "seq": self.seq}
+
 
 def _parse_notice(payload: str) -> dict[str, Any] | None:
     """A notice, checked: anything with database access can NOTIFY this channel."""
@@ -153,7 +157,7 @@ class FleetListener:
     def connect_fleet(self) -> FleetClient:
         """A fleet client, its first message the whole list."""
         client = FleetClient()
-        listing = [host.info.to_json() for host in self.hosts.values()]
+        listing = [host.to_json() for host in self.hosts.values()]
         client.offer("", orjson.dumps({"type": "hosts", "hosts": listing}).decode())
         self.fleet_clients.add(client)
         return client
@@ -261,7 +265,7 @@ class FleetListener:
             self._want(name)
 
     def _broadcast_host(self, host: _Host) -> None:
-        self._broadcast(host.info.host, {"type": "host", **host.info.to_json()})
+        self._broadcast(host.info.host, {"type": "host", **host.to_json()})
 
     def _broadcast(self, key: str, message: dict[str, Any]) -> None:
         if not self.fleet_clients:

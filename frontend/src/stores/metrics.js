@@ -17,10 +17,19 @@ export function backoffDelay(attempt) {
   return Math.min(BACKOFF_BASE_MS * 2 ** attempt, BACKOFF_MAX_MS)
 }
 
-/** ws: or wss: on this page's own host: never a hard-coded address. */
-export function streamUrl(location = window.location) {
+// Refusals that concern the host asked for, not the login: shown, no logout, no retry.
+export const HOST_REFUSALS = ['unknown host', 'invalid host', 'this instance collects no host']
+
+/** ws: or wss: on this page's own host: never a hard-coded address. With `host`, that
+ * host's stream (relayed by this instance); `*` is the fleet list. */
+export function streamUrl(location = window.location, host = null) {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:'
-  return `${scheme}//${location.host}/api/ws/metrics`
+  const query = host ? `?host=${encodeURIComponent(host)}` : ''
+  return `${scheme}//${location.host}/api/ws/metrics${query}`
+}
+
+export function refusesHost(reason) {
+  return HOST_REFUSALS.some((prefix) => (reason ?? '').startsWith(prefix))
 }
 
 function emptySeries() {
@@ -40,14 +49,16 @@ export const useMetricsStore = defineStore('metrics', () => {
   const reconnectAttempts = ref(0)
   const errorMessage = ref(null)
   const series = shallowRef(emptySeries())
+  const host = ref(null) // null: this instance's own host
 
   // Injected for tests: the WebSocket class, timers, where to go on a refused token.
   const env = {
     WebSocket: globalThis.WebSocket,
     setTimeout: (...a) => globalThis.setTimeout(...a),
     clearTimeout: (...a) => globalThis.clearTimeout(...a),
-    url: () => streamUrl(),
+    url: (name) => streamUrl(window.location, name),
     onUnauthorized: () => {},
+    onHostRefused: () => {},
   }
   let socket = null
   let timer = null
@@ -72,7 +83,7 @@ export const useMetricsStore = defineStore('metrics', () => {
       return
     }
     connectionState.value = 'connecting'
-    const ws = new env.WebSocket(env.url(), ['bearer', auth.token])
+    const ws = new env.WebSocket(env.url(host.value), ['bearer', auth.token])
     socket = ws
     ws.onopen = () => {
       if (socket !== ws) return
@@ -91,6 +102,15 @@ export const useMetricsStore = defineStore('metrics', () => {
     ws.onclose = (event) => {
       if (socket !== ws) return
       socket = null
+      if (event.code === POLICY_VIOLATION && refusesHost(event.reason)) {
+        // No such host here (or this instance collects none): the login is fine.
+        wanted = false
+        reconnecting.value = false
+        connectionState.value = 'error'
+        errorMessage.value = event.reason
+        env.onHostRefused(event.reason)
+        return
+      }
       if (event.code === POLICY_VIOLATION) {
         // The token is refused: retrying cannot help. Back to the login page.
         wanted = false
@@ -161,6 +181,23 @@ export const useMetricsStore = defineStore('metrics', () => {
     currentMetrics.value = null
   }
 
+  /** Stream another host (null: this instance's own); its charts start empty. */
+  function selectHost(name) {
+    const next = name || null
+    if (next === host.value) return
+    host.value = next
+    lastSeq = null
+    currentMetrics.value = null
+    series.value = emptySeries()
+    if (wanted || socket) {
+      const ws = socket
+      socket = null
+      if (ws) ws.close(NORMAL_CLOSURE, 'another host')
+      reconnectAttempts.value = 0
+      connect()
+    }
+  }
+
   function retry() {
     reconnectAttempts.value = 0
     errorMessage.value = null
@@ -175,6 +212,8 @@ export const useMetricsStore = defineStore('metrics', () => {
     reconnectAttempts,
     errorMessage,
     series,
+    host,
+    selectHost,
     configure,
     connect,
     disconnect,

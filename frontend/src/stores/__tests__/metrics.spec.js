@@ -63,7 +63,7 @@ beforeEach(() => {
     WebSocket: FakeSocket,
     setTimeout,
     clearTimeout,
-    url: () => 'ws://dash.example/api/ws/metrics',
+    url: (host) => streamUrl({ protocol: 'http:', host: 'dash.example' }, host),
     onUnauthorized: unauthorized,
   })
 })
@@ -212,5 +212,40 @@ describe('metrics store', () => {
     expect(store.connectionState).toBe('connecting')
     last().open()
     expect(store.connectionState).toBe('connected')
+  })
+
+  it('streams another host on request, its series starting empty, and back to its own', () => {
+    store.connect()
+    last().open()
+    last().message(snapshot(5))
+    const own = last()
+    store.selectHost('web 1')
+    expect(own.closed.code).toBe(1000)
+    expect(last().url).toBe('ws://dash.example/api/ws/metrics?host=web%201')
+    expect(store.currentMetrics).toBeNull()
+    expect(store.series.cpu.t).toHaveLength(0)
+    last().open()
+    // A host's seq has nothing to do with the last one's: the first open asks for all.
+    expect(JSON.parse(last().sent[0])).toEqual({ resume_from: 0 })
+    last().message(snapshot(2, { host: 'web 1' }))
+    expect(store.currentMetrics.host).toBe('web 1')
+    store.selectHost(null)
+    expect(last().url).toBe('ws://dash.example/api/ws/metrics')
+  })
+
+  it('an unknown host is an error on the page, not a logout, and is not retried', () => {
+    const refused = vi.fn()
+    store.configure({ onHostRefused: refused })
+    store.selectHost('gone')
+    store.connect()
+    last().open()
+    last().drop(1008, 'unknown host')
+    expect(useAuthStore().token).toBe('token-123')
+    expect(unauthorized).not.toHaveBeenCalled()
+    expect(refused).toHaveBeenCalledWith('unknown host')
+    expect(store.connectionState).toBe('error')
+    expect(store.errorMessage).toBe('unknown host')
+    vi.advanceTimersByTime(60_000)
+    expect(FakeSocket.instances).toHaveLength(1)
   })
 })

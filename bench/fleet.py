@@ -1,0 +1,453 @@
+"""Fleet: many simulated agents on one PostgreSQL, through PgBouncer, watched live.
+
+Each simulated agent is what `perfpulse serve` does for the database, on the real code
+path: every tick it builds a real Snapshot (this machine's collector results, its own host
+name, seq and time), relays it (`sinks.relay.publish_args` and the PUBLISH statement), and
+every `batch` ticks writes its buffered snapshots (`ingest.write_batch`, as the batch
+writer does). Each agent has its own connection through a real PgBouncer in transaction
+mode. A real `perfpulse serve` with PERFPULSE_COLLECT=false listens on the direct URL, and
+a separate process streams from it: the fleet list (`host=*`) and one host (`host=NAME`),
+and asks for one host's 24 h history while it runs.
+
+Agents stamp seq with the tick's wall-clock time in microseconds, so a client computes the
+delay from the agent's tick to its own receipt from any message (the same machine's clock).
+
+    python -m bench fleet --fleet-hosts 100 1000 --fleet-seconds 600
+    python -m bench fleet --fleet-knee --fleet-interval 5
+
+Needs the machine's PostgreSQL (PERFPULSE_BENCH_DATABASE_URL, default
+postgresql://postgres@127.0.0.1:5432/postgres): a database of its own is created there
+and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import psutil
+
+from bench.common import machine, percentile, perfpulse
+from exporter.config import load_settings
+from exporter.runtime import Runtime
+from exporter.sampler import Snapshot
+from exporter.sinks.relay import PUBLISH, publish_args
+from exporter.sinks.writer import to_stored
+from exporter.storage import ingest
+from exporter.storage.database import TransactionPooledConnection
+from exporter.storage.embedded import url_for
+from exporter.storage.fields import FIELDS
+from exporter.storage.ingest import StoredSnapshot
+from exporter.storage.migrate import migrate
+from tests.pgbouncer import pgbouncer
+
+ADMIN_URL = os.environ.get(
+    "PERFPULSE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+BATCH = 10  # PERFPULSE_BATCH_SIZE's default
+DRAIN = 1000  # PERFPULSE_WRITER_DRAIN_BATCH's default
+WATCHED = "sim-00001"
+# PgBouncer's connections to PostgreSQL, for every agent.
+SERVER_POOL = 20
+
+
+async def _template() -> Snapshot:
+    runtime = Runtime(load_settings(sampling_interval_seconds=1.0, hostname="template"))
+    async with runtime.sampling_only() as sampler:
+        await sampler.sample_once()
+        await asyncio.sleep(0.5)
+        return await sampler.sample_once()
+
+
+@dataclass
+class Agent:
+    host: str
+    conn: asyncpg.Connection
+    offset: float
+    pending: list[StoredSnapshot] = field(default_factory=list)
+    produced: int = 0
+    published: int = 0
+    skipped: int = 0
+    write_seconds: list[float] = field(default_factory=list)
+
+
+async def _agent(
+    agent: Agent, template: Snapshot, interval: float, start: float, stop: float
+) -> None:
+    """Tick on schedule; relay the newest snapshot (skip it when behind, as the real
+    publisher does); write in batches; never drop a snapshot."""
+    tick = 0
+    while True:
+        due = start + agent.offset + tick * interval
+        if due >= stop:
+            break
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.time()
+        snapshot = Snapshot(
+            int(due * 1e6), datetime.fromtimestamp(due, UTC), agent.host, template.results
+        )
+        agent.produced += 1
+        agent.pending.append(to_stored(snapshot))
+        if now - due < interval:
+            await agent.conn.execute(PUBLISH, *publish_args(snapshot, interval))
+            agent.published += 1
+        else:
+            agent.skipped += 1
+        if len(agent.pending) >= BATCH:
+            chunk = agent.pending[:DRAIN]
+            started = time.perf_counter()
+            await ingest.write_batch(agent.conn, chunk)
+            agent.write_seconds.append(time.perf_counter() - started)
+            del agent.pending[: len(chunk)]
+        tick += 1
+        # Catch up on the schedule rather than replay every missed tick at once.
+        tick = max(tick, int((time.time() - start - agent.offset) / interval))
+
+
+async def _final_flush(agent: Agent) -> None:
+    while agent.pending:
+        chunk = agent.pending[:DRAIN]
+        await ingest.write_batch(agent.conn, chunk)
+        del agent.pending[: len(chunk)]
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _postgres_processes() -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.process_iter(["name", "username"])
+        if p.info["name"] == "postgres" and p.info["username"] == "postgres"
+    ]
+
+
+def _clients(base: str, token: str, seconds: float, interval: float, results: Any) -> None:
+    """In its own process: a fleet stream, one host's stream, and history queries."""
+    import websockets
+
+    async def main() -> dict[str, Any]:
+        fleet: list[float] = []
+        single: list[float] = []
+        history: list[float] = []
+        ws_url = base.replace("http", "ws") + "/api/ws/metrics"
+        deadline = time.time() + seconds
+
+        async def read(query: str, into: list[float]) -> None:
+            async with websockets.connect(f"{ws_url}?token={token}&{query}", max_size=None) as ws:
+                while time.time() < deadline:
+                    try:
+                        text = await asyncio.wait_for(ws.recv(), deadline - time.time())
+                    except TimeoutError:
+                        return
+                    received = time.time()
+                    message = orjson.loads(text)
+                    seq = message.get("seq")
+                    if message.get("type") == "hosts" or not isinstance(seq, int):
+                        continue
+                    into.append(received - seq / 1e6)
+
+        async def ask_history() -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                while time.time() < deadline:
+                    host = f"sim-{random.randint(1, 100):05d}"
+                    started = time.perf_counter()
+                    response = await client.get(
+                        "/api/metrics/history",
+                        params={"metric_type": "cpu", "start": "now-24h", "host": host},
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                    elapsed = time.perf_counter() - started
+                    if response.status_code == 200:
+                        history.append(elapsed)
+                    await asyncio.sleep(2.0)
+
+        await asyncio.gather(read("host=*", fleet), read("host=" + WATCHED, single), ask_history())
+        return {"fleet": fleet, "single": single, "history": history}
+
+    results.put(asyncio.run(main()))
+
+
+async def _prefill_history(url: str, hosts: int, started: datetime) -> float:
+    """24 h of minute rollups for every host (what a 24 h history query reads), ending
+    where the run begins; returns the seconds it took."""
+    began = time.perf_counter()
+    conn = await asyncpg.connect(url)
+    try:
+        width = len(FIELDS["cpu"])
+        await conn.execute(
+            f"""
+            INSERT INTO metrics_rollup_1m (host, metric_type, bucket, samples, counts, sums, maxes)
+            SELECT 'sim-' || lpad(h::text, 5, '0'), 'cpu', b, 60,
+                   array_fill(60, ARRAY[{width}]),
+                   array_fill((random() * 3000)::float8, ARRAY[{width}]),
+                   array_fill((random() * 100)::float8, ARRAY[{width}])
+            FROM generate_series(1, $1) AS h,
+                 generate_series($2::timestamptz - interval '24 hours',
+                                 $2::timestamptz - interval '1 minute', interval '1 minute') AS b
+            """,
+            hosts,
+            started.replace(second=0, microsecond=0),
+        )
+        await conn.execute("VACUUM ANALYZE metrics_rollup_1m")
+    finally:
+        await conn.close()
+    return time.perf_counter() - began
+
+
+async def _one(hosts: int, interval: float, seconds: float, template: Snapshot) -> dict[str, Any]:
+    name = f"perfpulse_bench_fleet_{os.getpid()}"
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = url_for(ADMIN_URL, name)
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        return await _measure(url, hosts, interval, seconds, template)
+    finally:
+        admin = await asyncpg.connect(ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _measure(
+    url: str, hosts: int, interval: float, seconds: float, template: Snapshot
+) -> dict[str, Any]:
+    prefill = await _prefill_history(url, hosts, datetime.now(UTC))
+    with pgbouncer(url, pool_size=SERVER_POOL, max_clients=hosts + 100) as pooled:
+        bouncer = next(
+            p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "pgbouncer"
+        )
+        opened = time.perf_counter()
+        conns = await asyncio.gather(
+            *(
+                asyncpg.connect(
+                    pooled, statement_cache_size=0, connection_class=TransactionPooledConnection
+                )
+                for _ in range(hosts)
+            )
+        )
+        opened = time.perf_counter() - opened
+        agents = [
+            Agent(f"sim-{i + 1:05d}", conn, random.uniform(0, interval))
+            for i, conn in enumerate(conns)
+        ]
+        dashboard_env = {
+            "PERFPULSE_DATABASE_URL": url,
+            "PERFPULSE_COLLECT": "false",
+            "PERFPULSE_WS_QUEUE_SIZE": "64",
+        }
+        with perfpulse(interval, dashboard_env) as dashboard:
+            # Registered hosts first, so the clients find them.
+            warm = time.time() + 1
+            await asyncio.gather(
+                *(_agent(a, template, interval, warm, warm + interval) for a in agents)
+            )
+            results: Any = multiprocessing.get_context("spawn").Queue()
+            start = time.time() + 2
+            clients = multiprocessing.get_context("spawn").Process(
+                target=_clients,
+                args=(dashboard.base, dashboard.token, seconds + 2, interval, results),
+            )
+            clients.start()
+            postgres = _postgres_processes()
+            listener = psutil.Process(dashboard.pid)
+            me = psutil.Process()
+            probe = await asyncpg.connect(url)
+            cpu0 = {
+                "postgres": _cpu_seconds(postgres),
+                "pgbouncer": _cpu_seconds([bouncer]),
+                "dashboard": _cpu_seconds([listener]),
+                "agents": _cpu_seconds([me]),
+            }
+            wal0 = await probe.fetchval("SELECT pg_current_wal_lsn()")
+            size0 = await probe.fetchval("SELECT pg_database_size(current_database())")
+            rows0 = await probe.fetchval("SELECT count(*) FROM metrics_snapshots")
+            backlog: list[tuple[float, int]] = []
+
+            async def sample_backlog() -> None:
+                while True:
+                    await asyncio.sleep(5)
+                    backlog.append((time.time() - start, sum(len(a.pending) for a in agents)))
+
+            sampler = asyncio.create_task(sample_backlog())
+            await asyncio.gather(
+                *(_agent(a, template, interval, start, start + seconds) for a in agents)
+            )
+            elapsed = time.time() - start
+            sampler.cancel()
+            cpu1 = {
+                "postgres": _cpu_seconds(postgres),
+                "pgbouncer": _cpu_seconds([bouncer]),
+                "dashboard": _cpu_seconds([listener]),
+                "agents": _cpu_seconds([me]),
+            }
+            wal = await probe.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)", wal0)
+            rows_during = await probe.fetchval("SELECT count(*) FROM metrics_snapshots") - rows0
+            size1 = await probe.fetchval("SELECT pg_database_size(current_database())")
+            await asyncio.gather(*(_final_flush(a) for a in agents))
+            produced = sum(a.produced for a in agents)
+            stored = await probe.fetchval(
+                "SELECT count(*) FROM metrics_snapshots WHERE metric_type = 'cpu'"
+            )
+            await probe.close()
+            clients.join(seconds + 60)
+            received = results.get(timeout=30)
+        await asyncio.gather(*(c.close() for c in conns))
+    per_snapshot_rows = len(template.sections())
+    cpu = {k: (cpu1[k] - cpu0[k]) / elapsed * 100 for k in cpu0}
+    writes = [s for a in agents for s in a.write_seconds]
+    half = len(backlog) // 2
+    return {
+        "hosts": hosts,
+        "interval_seconds": interval,
+        "seconds": round(elapsed, 1),
+        "connections_opened_seconds": round(opened, 1),
+        "history_prefill_seconds": round(prefill, 1),
+        "snapshots_per_second": round(rows_during / per_snapshot_rows / elapsed, 1),
+        "rows_per_second": round(rows_during / elapsed, 1),
+        "offered_snapshots_per_second": round(hosts / interval, 1),
+        "published": sum(a.published for a in agents),
+        "publish_skipped": sum(a.skipped for a in agents),
+        "produced": produced,
+        "lost": produced - stored,
+        "backlog": backlog,
+        "backlog_max_first_half": max((b for _, b in backlog[:half]), default=0),
+        "backlog_max_second_half": max((b for _, b in backlog[half:]), default=0),
+        "cpu_percent_of_one_core": {k: round(v, 1) for k, v in cpu.items()},
+        "write_batch_ms_p50": round(percentile(writes, 50) * 1000, 1) if writes else None,
+        "write_batch_ms_p99": round(percentile(writes, 99) * 1000, 1) if writes else None,
+        "fleet_delay_ms": _delays(received["fleet"]),
+        "single_host_delay_ms": _delays(received["single"]),
+        "history_24h_ms": {
+            "count": len(received["history"]),
+            "p50": round(percentile(received["history"], 50) * 1000, 1)
+            if received["history"]
+            else None,
+            "p95": round(percentile(received["history"], 95) * 1000, 1)
+            if received["history"]
+            else None,
+        },
+        "wal_bytes_per_host_per_second": round(wal / hosts / elapsed, 1),
+        "disk_bytes_per_host_per_day": round((size1 - size0) / hosts / elapsed * 86400),
+        "postgres_cpu_percent_per_host": round(cpu["postgres"] / hosts, 4),
+    }
+
+
+def _delays(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0, "p50": None, "p99": None}
+    return {
+        "count": len(values),
+        "p50": round(percentile(values, 50) * 1000, 1),
+        "p99": round(percentile(values, 99) * 1000, 1),
+        "max": round(max(values) * 1000, 1),
+    }
+
+
+def holds(result: dict[str, Any]) -> bool:
+    """The issue's targets: nothing lost, both delays' p99 under a second, history p95
+    under 150 ms, and the writer's backlog not growing."""
+    return (
+        result["lost"] == 0
+        and (result["fleet_delay_ms"]["p99"] or 1e9) < 1000
+        and (result["single_host_delay_ms"]["p99"] or 1e9) < 1000
+        and (result["history_24h_ms"]["p95"] or 1e9) < 150
+        # Each agent holds up to a batch between flushes; more means writes fall behind.
+        and result["backlog_max_second_half"] <= BATCH * result["hosts"]
+    )
+
+
+def run(hosts: list[int], interval: float, seconds: float, knee: bool) -> dict[str, Any]:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    template = asyncio.run(_template())
+    runs = []
+    for count in hosts:
+        result = asyncio.run(_one(count, interval, seconds, template))
+        result["holds"] = holds(result)
+        runs.append(result)
+        print(orjson.dumps(result).decode(), flush=True)
+    knee_result = None
+    if knee:
+        # Double until the targets break, then bisect between the last good and the first
+        # bad count to within 10 %.
+        good, bad = 0, None
+        count = max(hosts) if hosts else 1000
+        while bad is None or bad - good > max(100, good // 10):
+            result = asyncio.run(_one(count, interval, seconds, template))
+            result["holds"] = holds(result)
+            runs.append(result)
+            print(orjson.dumps(result).decode(), flush=True)
+            if result["holds"]:
+                good = count
+                count = count * 2 if bad is None else (good + bad) // 2
+            else:
+                bad = count
+                count = (good + bad) // 2
+        knee_result = good
+    return {"machine": machine(), "runs": runs, "knee_hosts": knee_result}
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = [
+        f"Machine: {result['machine']}",
+        "",
+        "| hosts | interval | seconds | snapshots/s (offered) | rows/s | lost | backlog max "
+        "(1st / 2nd half) | fleet delay p50 / p99 ms | host delay p50 / p99 ms | "
+        "history 24 h p50 / p95 ms | CPU % of a core: PostgreSQL / PgBouncer / dashboard / "
+        "agents | holds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        cpu = r["cpu_percent_of_one_core"]
+        lines.append(
+            f"| {r['hosts']} | {r['interval_seconds']:g} s | {r['seconds']} | "
+            f"{r['snapshots_per_second']} ({r['offered_snapshots_per_second']}) | "
+            f"{r['rows_per_second']} | {r['lost']} | {r['backlog_max_first_half']} / "
+            f"{r['backlog_max_second_half']} | {r['fleet_delay_ms']['p50']} / "
+            f"{r['fleet_delay_ms']['p99']} | {r['single_host_delay_ms']['p50']} / "
+            f"{r['single_host_delay_ms']['p99']} | {r['history_24h_ms']['p50']} / "
+            f"{r['history_24h_ms']['p95']} | {cpu['postgres']} / {cpu['pgbouncer']} / "
+            f"{cpu['dashboard']} / {cpu['agents']} | {'yes' if r['holds'] else 'no'} |"
+        )
+    lines.append("")
+    for r in result["runs"]:
+        lines.append(
+            f"- {r['hosts']} hosts at {r['interval_seconds']:g} s: per host, PostgreSQL "
+            f"{r['postgres_cpu_percent_per_host']} % of a core, WAL "
+            f"{r['wal_bytes_per_host_per_second']} B/s, disk "
+            f"{r['disk_bytes_per_host_per_day'] / 1e6:.1f} MB/day; relay publishes skipped "
+            f"{r['publish_skipped']} of {r['produced']}; write_batch p50 / p99 "
+            f"{r['write_batch_ms_p50']} / {r['write_batch_ms_p99']} ms"
+        )
+    if result.get("knee_hosts") is not None:
+        lines.append(f"\nKnee: {result['knee_hosts']} hosts hold the targets.")
+    return "\n".join(lines)
