@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--fleet-interval", type=float, default=1.0)
     parser.add_argument("--fleet-seconds", type=float, default=120.0)
     parser.add_argument(
+        "--fleet-agent-processes", type=int, default=2, help="fleet: processes simulating agents"
+    )
+    parser.add_argument(
         "--fleet-knee",
         action="store_true",
         help="fleet: then double the hosts until the targets break, and bisect",
@@ -69,7 +72,11 @@ def main() -> None:
             text = whole.report(result)
         elif name == "fleet":
             result = fleet.run(
-                args.fleet_hosts, args.fleet_interval, args.fleet_seconds, args.fleet_knee
+                args.fleet_hosts,
+                args.fleet_interval,
+                args.fleet_seconds,
+                args.fleet_knee,
+                args.fleet_agent_processes,
             )
             text = fleet.report(result)
         elif name == "abuse":

@@ -42,7 +42,7 @@ from bench.common import machine, percentile, perfpulse
 from exporter.config import load_settings
 from exporter.runtime import Runtime
 from exporter.sampler import Snapshot
-from exporter.sinks.relay import PUBLISH, publish_args
+from exporter.sinks.relay import publish_args, publish_sql
 from exporter.sinks.writer import to_stored
 from exporter.storage import ingest
 from exporter.storage.database import TransactionPooledConnection
@@ -102,7 +102,8 @@ async def _agent(
         agent.produced += 1
         agent.pending.append(to_stored(snapshot))
         if now - due < interval:
-            await agent.conn.execute(PUBLISH, *publish_args(snapshot, interval))
+            # What an agent does through PgBouncer (PERFPULSE_DATABASE_TRANSACTION_POOLING).
+            await agent.conn.execute(publish_sql(publish_args(snapshot, interval)))
             agent.published += 1
         else:
             agent.skipped += 1
@@ -133,6 +134,15 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
+def _cpu_by_pid(processes: list[psutil.Process]) -> dict[int, float]:
+    seconds = {}
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            seconds[proc.pid] = times.user + times.system
+    return seconds
+
+
 def _postgres_processes() -> list[psutil.Process]:
     return [
         p
@@ -141,7 +151,7 @@ def _postgres_processes() -> list[psutil.Process]:
     ]
 
 
-def _clients(base: str, token: str, seconds: float, interval: float, results: Any) -> None:
+def _clients(base: str, token: str, start: float, seconds: float, results: Any) -> None:
     """In its own process: a fleet stream, one host's stream, and history queries."""
     import websockets
 
@@ -150,9 +160,10 @@ def _clients(base: str, token: str, seconds: float, interval: float, results: An
         single: list[float] = []
         history: list[float] = []
         ws_url = base.replace("http", "ws") + "/api/ws/metrics"
-        deadline = time.time() + seconds
+        deadline = start + seconds
 
         async def read(query: str, into: list[float]) -> None:
+            await asyncio.sleep(max(0.0, start - 1 - time.time()))  # the hosts registered
             async with websockets.connect(f"{ws_url}?token={token}&{query}", max_size=None) as ws:
                 while time.time() < deadline:
                     try:
@@ -162,7 +173,14 @@ def _clients(base: str, token: str, seconds: float, interval: float, results: An
                     received = time.time()
                     message = orjson.loads(text)
                     seq = message.get("seq")
-                    if message.get("type") == "hosts" or not isinstance(seq, int):
+                    # Only the measured window; the fleet list on connect and a host
+                    # stream's first snapshot (the latest kept, fetched on connect) are
+                    # not relay delays.
+                    if (
+                        received < start
+                        or message.get("type") == "hosts"
+                        or not isinstance(seq, int)
+                    ):
                         continue
                     into.append(received - seq / 1e6)
 
@@ -214,7 +232,7 @@ async def _prefill_history(url: str, hosts: int, started: datetime) -> float:
     return time.perf_counter() - began
 
 
-async def _one(hosts: int, interval: float, seconds: float, template: Snapshot) -> dict[str, Any]:
+async def _one(hosts: int, interval: float, seconds: float, workers: int) -> dict[str, Any]:
     name = f"perfpulse_bench_fleet_{os.getpid()}"
     admin = await asyncpg.connect(ADMIN_URL)
     try:
@@ -228,7 +246,7 @@ async def _one(hosts: int, interval: float, seconds: float, template: Snapshot) 
             await migrate(conn)
         finally:
             await conn.close()
-        return await _measure(url, hosts, interval, seconds, template)
+        return await _measure(url, hosts, interval, seconds, workers)
     finally:
         admin = await asyncpg.connect(ADMIN_URL)
         try:
@@ -237,110 +255,157 @@ async def _one(hosts: int, interval: float, seconds: float, template: Snapshot) 
             await admin.close()
 
 
+def _agents_worker(
+    pooled: str,
+    names: list[str],
+    interval: float,
+    warm: float,
+    start: float,
+    seconds: float,
+    results: Any,
+) -> None:
+    """In its own process: these agents, each with its own connection through PgBouncer;
+    one tick at `warm` (registration), then `seconds` of ticks from `start`."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    async def main() -> dict[str, Any]:
+        template = await _template()
+        conns = []
+        for chunk in range(0, len(names), 200):  # PgBouncer accepts faster in bursts
+            conns += await asyncio.gather(
+                *(
+                    asyncpg.connect(
+                        pooled,
+                        statement_cache_size=0,
+                        connection_class=TransactionPooledConnection,
+                    )
+                    for _ in names[chunk : chunk + 200]
+                )
+            )
+        agents = [
+            Agent(name, conn, random.uniform(0, interval))
+            for name, conn in zip(names, conns, strict=True)
+        ]
+        await asyncio.gather(
+            *(_agent(a, template, interval, warm, warm + interval) for a in agents)
+        )
+        backlog: list[int] = []
+
+        async def sample_backlog() -> None:
+            while True:
+                await asyncio.sleep(5 - (time.time() - start) % 5)
+                backlog.append(sum(len(a.pending) for a in agents))
+
+        sampler = asyncio.create_task(sample_backlog())
+        await asyncio.gather(
+            *(_agent(a, template, interval, start, start + seconds) for a in agents)
+        )
+        sampler.cancel()
+        ended = time.time()
+        await asyncio.gather(*(_final_flush(a) for a in agents))
+        await asyncio.gather(*(c.close() for c in conns))
+        return {
+            "ended": ended,
+            "backlog": backlog,
+            "produced": sum(a.produced for a in agents),
+            "published": sum(a.published for a in agents),
+            "skipped": sum(a.skipped for a in agents),
+            "writes": [w for a in agents for w in a.write_seconds],
+        }
+
+    results.put(asyncio.run(main()))
+
+
 async def _measure(
-    url: str, hosts: int, interval: float, seconds: float, template: Snapshot
+    url: str, hosts: int, interval: float, seconds: float, workers: int
 ) -> dict[str, Any]:
     prefill = await _prefill_history(url, hosts, datetime.now(UTC))
+    context = multiprocessing.get_context("spawn")
     with pgbouncer(url, pool_size=SERVER_POOL, max_clients=hosts + 100) as pooled:
         bouncer = next(
             p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "pgbouncer"
         )
-        opened = time.perf_counter()
-        conns = await asyncio.gather(
-            *(
-                asyncpg.connect(
-                    pooled, statement_cache_size=0, connection_class=TransactionPooledConnection
-                )
-                for _ in range(hosts)
-            )
-        )
-        opened = time.perf_counter() - opened
-        agents = [
-            Agent(f"sim-{i + 1:05d}", conn, random.uniform(0, interval))
-            for i, conn in enumerate(conns)
-        ]
         dashboard_env = {
             "PERFPULSE_DATABASE_URL": url,
             "PERFPULSE_COLLECT": "false",
             "PERFPULSE_WS_QUEUE_SIZE": "64",
         }
         with perfpulse(interval, dashboard_env) as dashboard:
-            # Registered hosts first, so the clients find them.
-            warm = time.time() + 1
-            await asyncio.gather(
-                *(_agent(a, template, interval, warm, warm + interval) for a in agents)
-            )
-            results: Any = multiprocessing.get_context("spawn").Queue()
-            start = time.time() + 2
-            clients = multiprocessing.get_context("spawn").Process(
+            names = [f"sim-{i + 1:05d}" for i in range(hosts)]
+            # Connections and a first tick (registration) before the measured window.
+            warm = time.time() + 10 + hosts / 500
+            start = warm + interval + 3
+            agent_results: Any = context.Queue()
+            procs = [
+                context.Process(
+                    target=_agents_worker,
+                    args=(pooled, names[k::workers], interval, warm, start, seconds, agent_results),
+                )
+                for k in range(workers)
+            ]
+            for proc in procs:
+                proc.start()
+            client_results: Any = context.Queue()
+            clients = context.Process(
                 target=_clients,
-                args=(dashboard.base, dashboard.token, seconds + 2, interval, results),
+                args=(dashboard.base, dashboard.token, start, seconds, client_results),
             )
             clients.start()
-            postgres = _postgres_processes()
-            listener = psutil.Process(dashboard.pid)
-            me = psutil.Process()
-            probe = await asyncpg.connect(url)
-            cpu0 = {
-                "postgres": _cpu_seconds(postgres),
-                "pgbouncer": _cpu_seconds([bouncer]),
-                "dashboard": _cpu_seconds([listener]),
-                "agents": _cpu_seconds([me]),
+            watched = {
+                "pgbouncer": [bouncer],
+                "dashboard": [psutil.Process(dashboard.pid)],
+                "agents": [psutil.Process(p.pid) for p in procs],
             }
+            probe = await asyncpg.connect(url)
+            await asyncio.sleep(max(0.0, start - time.time()))
+            cpu0 = {k: _cpu_seconds(v) for k, v in watched.items()}
+            # PostgreSQL's backends come and go (PgBouncer opens them as needed): every
+            # process at the end, less what it had used before the window if it existed.
+            postgres0 = _cpu_by_pid(_postgres_processes())
             wal0 = await probe.fetchval("SELECT pg_current_wal_lsn()")
             size0 = await probe.fetchval("SELECT pg_database_size(current_database())")
             rows0 = await probe.fetchval("SELECT count(*) FROM metrics_snapshots")
-            backlog: list[tuple[float, int]] = []
-
-            async def sample_backlog() -> None:
-                while True:
-                    await asyncio.sleep(5)
-                    backlog.append((time.time() - start, sum(len(a.pending) for a in agents)))
-
-            sampler = asyncio.create_task(sample_backlog())
-            await asyncio.gather(
-                *(_agent(a, template, interval, start, start + seconds) for a in agents)
-            )
+            await asyncio.sleep(max(0.0, start + seconds - time.time()))
+            cpu1 = {k: _cpu_seconds(v) for k, v in watched.items()}
+            postgres1 = _cpu_by_pid(_postgres_processes())
+            cpu0["postgres"] = 0.0
+            cpu1["postgres"] = sum(t - postgres0.get(pid, 0.0) for pid, t in postgres1.items())
             elapsed = time.time() - start
-            sampler.cancel()
-            cpu1 = {
-                "postgres": _cpu_seconds(postgres),
-                "pgbouncer": _cpu_seconds([bouncer]),
-                "dashboard": _cpu_seconds([listener]),
-                "agents": _cpu_seconds([me]),
-            }
             wal = await probe.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)", wal0)
             rows_during = await probe.fetchval("SELECT count(*) FROM metrics_snapshots") - rows0
             size1 = await probe.fetchval("SELECT pg_database_size(current_database())")
-            await asyncio.gather(*(_final_flush(a) for a in agents))
-            produced = sum(a.produced for a in agents)
+            parts = [agent_results.get(timeout=seconds + 600) for _ in procs]
+            for proc in procs:
+                proc.join(60)
             stored = await probe.fetchval(
                 "SELECT count(*) FROM metrics_snapshots WHERE metric_type = 'cpu'"
             )
             await probe.close()
-            clients.join(seconds + 60)
-            received = results.get(timeout=30)
-        await asyncio.gather(*(c.close() for c in conns))
-    per_snapshot_rows = len(template.sections())
+            received = client_results.get(timeout=120)
+            clients.join(60)
+    per_snapshot_rows = 6
     cpu = {k: (cpu1[k] - cpu0[k]) / elapsed * 100 for k in cpu0}
-    writes = [s for a in agents for s in a.write_seconds]
+    writes = [w for part in parts for w in part["writes"]]
+    backlog = [sum(samples) for samples in zip(*(part["backlog"] for part in parts), strict=False)]
     half = len(backlog) // 2
+    produced = sum(part["produced"] for part in parts)
     return {
         "hosts": hosts,
         "interval_seconds": interval,
         "seconds": round(elapsed, 1),
-        "connections_opened_seconds": round(opened, 1),
+        "agent_processes": workers,
         "history_prefill_seconds": round(prefill, 1),
         "snapshots_per_second": round(rows_during / per_snapshot_rows / elapsed, 1),
         "rows_per_second": round(rows_during / elapsed, 1),
         "offered_snapshots_per_second": round(hosts / interval, 1),
-        "published": sum(a.published for a in agents),
-        "publish_skipped": sum(a.skipped for a in agents),
+        "published": sum(part["published"] for part in parts),
+        "publish_skipped": sum(part["skipped"] for part in parts),
         "produced": produced,
         "lost": produced - stored,
         "backlog": backlog,
-        "backlog_max_first_half": max((b for _, b in backlog[:half]), default=0),
-        "backlog_max_second_half": max((b for _, b in backlog[half:]), default=0),
+        "backlog_max_first_half": max(backlog[:half], default=0),
+        "backlog_max_second_half": max(backlog[half:], default=0),
         "cpu_percent_of_one_core": {k: round(v, 1) for k, v in cpu.items()},
         "write_batch_ms_p50": round(percentile(writes, 50) * 1000, 1) if writes else None,
         "write_batch_ms_p99": round(percentile(writes, 99) * 1000, 1) if writes else None,
@@ -355,7 +420,7 @@ async def _measure(
             if received["history"]
             else None,
         },
-        "wal_bytes_per_host_per_second": round(wal / hosts / elapsed, 1),
+        "wal_bytes_per_host_per_second": round(float(wal) / hosts / elapsed, 1),
         "disk_bytes_per_host_per_day": round((size1 - size0) / hosts / elapsed * 86400),
         "postgres_cpu_percent_per_host": round(cpu["postgres"] / hosts, 4),
     }
@@ -385,13 +450,12 @@ def holds(result: dict[str, Any]) -> bool:
     )
 
 
-def run(hosts: list[int], interval: float, seconds: float, knee: bool) -> dict[str, Any]:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    template = asyncio.run(_template())
+def run(
+    hosts: list[int], interval: float, seconds: float, knee: bool, workers: int = 2
+) -> dict[str, Any]:
     runs = []
     for count in hosts:
-        result = asyncio.run(_one(count, interval, seconds, template))
+        result = asyncio.run(_one(count, interval, seconds, workers))
         result["holds"] = holds(result)
         runs.append(result)
         print(orjson.dumps(result).decode(), flush=True)
@@ -402,7 +466,7 @@ def run(hosts: list[int], interval: float, seconds: float, knee: bool) -> dict[s
         good, bad = 0, None
         count = max(hosts) if hosts else 1000
         while bad is None or bad - good > max(100, good // 10):
-            result = asyncio.run(_one(count, interval, seconds, template))
+            result = asyncio.run(_one(count, interval, seconds, workers))
             result["holds"] = holds(result)
             runs.append(result)
             print(orjson.dumps(result).decode(), flush=True)

@@ -92,7 +92,11 @@ class Runtime:
             spool_path=settings.data_dir / "spool.jsonl" if settings.writer_spool else None,
         )
         self.retention = Retention(self.database, settings.retention_days)
-        self.relay = RelayPublisher(self.database, settings.sampling_interval_seconds)
+        self.relay = RelayPublisher(
+            self.database,
+            settings.sampling_interval_seconds,
+            simple=settings.database_transaction_pooling,
+        )
         self.fleet: FleetListener | None = (
             FleetListener(
                 self.database,

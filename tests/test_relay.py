@@ -1,0 +1,174 @@
+"""The relay: what an agent sends each tick, and what a listening instance makes of it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from exporter.collectors.base import CollectorResult
+from exporter.fleet.hosts import list_hosts
+from exporter.fleet.listener import FleetClient, FleetListener, _parse_notice
+from exporter.sampler import Snapshot
+from exporter.sinks.relay import PUBLISH, RelayPublisher, literal, publish_args, publish_sql
+from exporter.storage.database import Database
+from tests.conftest import FakeClock
+
+
+class Figures:
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+
+    def to_dict(self) -> Mapping[str, Any]:
+        return self.data
+
+    def metrics(self) -> Iterable[Any]:
+        return []
+
+
+def snapshot(host: str = "web-1", seq: int = 7, cpu: float = 25.0) -> Snapshot:
+    sections = {
+        "cpu": {"usage_percent": cpu},
+        "memory": {"percent": 50.0},
+        "network": {"total": {"receive_bytes_per_second": 10.0, "transmit_bytes_per_second": 20}},
+        "disk": {"total": {"read_bytes_per_second": 1.5}},  # written_bytes missing
+    }
+    results = {
+        name: CollectorResult(name, Figures(data), None, 0.001) for name, data in sections.items()
+    }
+    results["perf_events"] = CollectorResult("perf_events", None, "not supported", 0.0)
+    return Snapshot(seq, datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC), host, results)
+
+
+HOSTILE = [
+    "it's",
+    "back\\slash",
+    "\\'; DROP TABLE hosts; --",
+    "E'quoted'",
+    "$$dollar$$",
+    "ünïcødé ☃",
+    "line\nbreak\ttab",
+    "\\x41\\101",
+]
+
+
+@pytest.mark.parametrize("conforming", ["on", "off"])
+async def test_literals_read_back_exactly_whatever_the_server_setting(database_url, conforming):
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"SET standard_conforming_strings = {conforming}")
+        for text in HOSTILE:
+            assert await conn.fetchval(f"SELECT {literal(text)}") == text
+        assert await conn.fetchval("SELECT count(*) FROM hosts") is not None  # still there
+    finally:
+        await conn.close()
+    with pytest.raises(ValueError, match="NUL"):
+        literal("a\x00b")
+
+
+async def test_the_simple_query_and_the_prepared_statement_store_the_same(clean_database_url):
+    conn = await asyncpg.connect(clean_database_url)
+    try:
+        await conn.execute(PUBLISH, *publish_args(snapshot("prepared"), 1.0))
+        hostile = snapshot(HOSTILE[2])
+        await conn.execute(publish_sql(publish_args(hostile, 1.0)))
+        rows = await conn.fetch(
+            'SELECT host, seq, "timestamp", summary::text, snapshot FROM live_snapshots '
+            "ORDER BY host"
+        )
+        hosts = await list_hosts(conn)
+    finally:
+        await conn.close()
+    assert [row["host"] for row in rows] == sorted(["prepared", HOSTILE[2]])
+    for row in rows:
+        assert row["seq"] == 7
+        assert row["timestamp"] == datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
+        assert orjson.loads(row["summary"]) == {
+            "cpu_busy_ratio": 0.25,
+            "memory_used_ratio": 0.5,
+            "network_receive_bytes_per_second": 10.0,
+            "network_transmit_bytes_per_second": 20.0,
+            "disk_read_bytes_per_second": 1.5,
+            "disk_write_bytes_per_second": None,
+        }
+        assert orjson.loads(row["snapshot"])["host"] == row["host"]
+    by_name = {info.host: info for info, _, _ in hosts}
+    assert by_name["prepared"].collectors == ["cpu", "disk", "memory", "network"]
+    assert by_name[HOSTILE[2]].interval_seconds == 1.0
+    assert not by_name["prepared"].stale
+
+
+async def test_a_publish_is_skipped_not_queued_while_the_database_is_away(make_settings):
+    database = Database(make_settings())  # never started: not ready
+    publisher = RelayPublisher(database, 1.0)
+    assert await publisher.publish(snapshot()) is False
+    assert (publisher.published_total, publisher.skipped_total) == (0, 1)
+
+
+def test_notices_are_checked_before_use():
+    good = {"host": "a", "seq": 1, "interval_seconds": 1, "summary": {"cpu_busy_ratio": 0.5}}
+    parsed = _parse_notice(orjson.dumps(good).decode())
+    assert parsed is not None
+    assert parsed["summary"]["cpu_busy_ratio"] == 0.5
+    assert parsed["summary"]["memory_used_ratio"] is None
+    for bad in [
+        "not json",
+        "[]",
+        orjson.dumps({**good, "host": ""}).decode(),
+        orjson.dumps({**good, "host": "x" * 256}).decode(),
+        orjson.dumps({**good, "seq": "1"}).decode(),
+        orjson.dumps({**good, "interval_seconds": 0}).decode(),
+        orjson.dumps({**good, "summary": None}).decode(),
+    ]:
+        assert _parse_notice(bad) is None, bad
+    removed = _parse_notice(orjson.dumps({"host": "a", "removed": True}).decode())
+    assert removed == {"host": "a", "removed": True}
+
+
+async def test_a_silent_host_turns_stale_after_three_intervals_and_live_on_its_next_notice(
+    make_settings,
+):
+    clock = FakeClock()
+    listener = FleetListener(Database(make_settings()), clock=clock)
+    client = listener.connect_fleet()
+    assert orjson.loads(await client.next()) == {"type": "hosts", "hosts": []}
+
+    def notice(seq: int) -> str:
+        body = {"host": "a", "seq": seq, "interval_seconds": 2, "summary": {}, "version": "v"}
+        return orjson.dumps(body).decode()
+
+    listener._on_notice(None, 0, "perfpulse_live", notice(1))
+    first = orjson.loads(await client.next())
+    assert (first["type"], first["host"], first["stale"], first["seq"]) == ("host", "a", False, 1)
+    clock.advance(5.9)
+    assert listener.sweep() == 0
+    clock.advance(0.2)  # 6.1 s: three intervals of 2 s
+    assert listener.sweep() == 1
+    assert listener.sweep() == 0  # said once
+    stale = orjson.loads(await client.next())
+    assert (stale["host"], stale["stale"]) == ("a", True)
+    listener._on_notice(None, 0, "perfpulse_live", notice(2))
+    live = orjson.loads(await client.next())
+    assert (live["stale"], live["seq"]) == (False, 2)
+    listener._on_notice(
+        None, 0, "perfpulse_live", orjson.dumps({"host": "a", "removed": True}).decode()
+    )
+    assert orjson.loads(await client.next()) == {"type": "host_removed", "host": "a"}
+    assert not listener.knows("a")
+
+
+async def test_a_slow_fleet_reader_gets_each_hosts_newest_state_not_a_backlog():
+    client = FleetClient()
+    for seq in range(1000):
+        client.offer("a", f"a{seq}")
+        client.offer("b", f"b{seq}")
+    client.offer("a", "a-last")
+    assert [await client.next() for _ in range(2)] == ["b999", "a-last"]
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await client.next()
