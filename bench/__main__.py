@@ -49,6 +49,11 @@ def main() -> None:
         "--fleet-agent-processes", type=int, default=2, help="fleet: processes simulating agents"
     )
     parser.add_argument(
+        "--fleet-browser",
+        action="store_true",
+        help="fleet: also watch the Fleet page in Chromium (long tasks)",
+    )
+    parser.add_argument(
         "--fleet-knee",
         action="store_true",
         help="fleet: then double the hosts until the targets break, and bisect",
@@ -77,6 +82,7 @@ def main() -> None:
                 args.fleet_seconds,
                 args.fleet_knee,
                 args.fleet_agent_processes,
+                args.fleet_browser,
             )
             text = fleet.report(result)
         elif name == "abuse":

@@ -31,6 +31,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -58,6 +59,13 @@ ADMIN_URL = os.environ.get(
 BATCH = 10  # PERFPULSE_BATCH_SIZE's default
 DRAIN = 1000  # PERFPULSE_WRITER_DRAIN_BATCH's default
 WATCHED = "sim-00001"
+# What history takes on disk: the snapshot partitions and the minute rollups, with their
+# indexes and TOAST (not live_snapshots, one row per host, nor WAL).
+HISTORY_BYTES = """
+SELECT sum(pg_total_relation_size(oid)) FROM pg_class
+WHERE relkind = 'r' AND (relname LIKE 'metrics\\_snapshots\\_p%' OR relname = 'metrics_rollup_1m')
+"""
+DASHBOARD = Path(__file__).parent.parent / "exporter" / "dashboard"
 # PgBouncer's connections to PostgreSQL, for every agent.
 SERVER_POOL = 20
 
@@ -76,6 +84,9 @@ class Agent:
     conn: asyncpg.Connection
     offset: float
     pending: list[StoredSnapshot] = field(default_factory=list)
+    # Agents start at different times, so their flushes spread over a batch's ticks: the
+    # first batch is cut short at random.
+    first_batch: int = field(default_factory=lambda: random.randint(1, BATCH))
     produced: int = 0
     published: int = 0
     skipped: int = 0
@@ -107,7 +118,8 @@ async def _agent(
             agent.published += 1
         else:
             agent.skipped += 1
-        if len(agent.pending) >= BATCH:
+        if len(agent.pending) >= (agent.first_batch or BATCH):
+            agent.first_batch = 0
             chunk = agent.pending[:DRAIN]
             started = time.perf_counter()
             await ingest.write_batch(agent.conn, chunk)
@@ -151,8 +163,51 @@ def _postgres_processes() -> list[psutil.Process]:
     ]
 
 
-def _clients(base: str, token: str, start: float, seconds: float, results: Any) -> None:
-    """In its own process: a fleet stream, one host's stream, and history queries."""
+# Installed before the dashboard's own scripts: every long task (over 50 ms) of the page.
+LONG_TASKS = """
+window.__longTasks = [];
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) window.__longTasks.push(entry.duration);
+}).observe({ type: 'longtask', buffered: true });
+"""
+
+
+async def _fleet_page(base: str, token: str, start: float, seconds: float) -> dict[str, Any]:
+    """The Fleet page in Debian's Chromium for up to 60 s of the window: long tasks (a
+    PerformanceObserver), and how many rows the page holds against the hosts it lists."""
+    import shutil
+
+    from playwright.async_api import async_playwright
+
+    from tests.test_browser import CHROMIUM_ARGS
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
+        )
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        await page.add_init_script(
+            f"sessionStorage.setItem('perfpulse.token', {orjson.dumps(token).decode()});"
+            "sessionStorage.setItem('perfpulse.token.user', 'admin');" + LONG_TASKS
+        )
+        await asyncio.sleep(max(0.0, start - 1 - time.time()))
+        await page.goto(base + "/fleet")
+        await page.wait_for_selector(".row.host")
+        watched = min(60.0, seconds - 5)
+        await page.evaluate("window.__longTasks = []")
+        await asyncio.sleep(watched)
+        tasks = await page.evaluate("window.__longTasks")
+        rows = await page.locator(".row.host").count()
+        counts = await page.locator("[data-test=counts]").inner_text()
+        await browser.close()
+    return {"seconds": watched, "long_tasks_ms": tasks, "rows_in_page": rows, "counts": counts}
+
+
+def _clients(
+    base: str, token: str, start: float, seconds: float, browser: bool, results: Any
+) -> None:
+    """In its own process: a fleet stream, one host's stream, history queries, and with
+    `browser` the Fleet page in Chromium."""
     import websockets
 
     async def main() -> dict[str, Any]:
@@ -199,8 +254,11 @@ def _clients(base: str, token: str, start: float, seconds: float, results: Any) 
                         history.append(elapsed)
                     await asyncio.sleep(2.0)
 
-        await asyncio.gather(read("host=*", fleet), read("host=" + WATCHED, single), ask_history())
-        return {"fleet": fleet, "single": single, "history": history}
+        page = _fleet_page(base, token, start, seconds) if browser else asyncio.sleep(0)
+        *_, shown = await asyncio.gather(
+            read("host=*", fleet), read("host=" + WATCHED, single), ask_history(), page
+        )
+        return {"fleet": fleet, "single": single, "history": history, "page": shown}
 
     results.put(asyncio.run(main()))
 
@@ -232,7 +290,9 @@ async def _prefill_history(url: str, hosts: int, started: datetime) -> float:
     return time.perf_counter() - began
 
 
-async def _one(hosts: int, interval: float, seconds: float, workers: int) -> dict[str, Any]:
+async def _one(
+    hosts: int, interval: float, seconds: float, workers: int, browser: bool = False
+) -> dict[str, Any]:
     name = f"perfpulse_bench_fleet_{os.getpid()}"
     admin = await asyncpg.connect(ADMIN_URL)
     try:
@@ -246,7 +306,7 @@ async def _one(hosts: int, interval: float, seconds: float, workers: int) -> dic
             await migrate(conn)
         finally:
             await conn.close()
-        return await _measure(url, hosts, interval, seconds, workers)
+        return await _measure(url, hosts, interval, seconds, workers, browser)
     finally:
         admin = await asyncpg.connect(ADMIN_URL)
         try:
@@ -318,7 +378,7 @@ def _agents_worker(
 
 
 async def _measure(
-    url: str, hosts: int, interval: float, seconds: float, workers: int
+    url: str, hosts: int, interval: float, seconds: float, workers: int, browser: bool
 ) -> dict[str, Any]:
     prefill = await _prefill_history(url, hosts, datetime.now(UTC))
     context = multiprocessing.get_context("spawn")
@@ -330,6 +390,7 @@ async def _measure(
             "PERFPULSE_DATABASE_URL": url,
             "PERFPULSE_COLLECT": "false",
             "PERFPULSE_WS_QUEUE_SIZE": "64",
+            "PERFPULSE_DASHBOARD_DIR": str(DASHBOARD),
         }
         with perfpulse(interval, dashboard_env) as dashboard:
             names = [f"sim-{i + 1:05d}" for i in range(hosts)]
@@ -349,7 +410,7 @@ async def _measure(
             client_results: Any = context.Queue()
             clients = context.Process(
                 target=_clients,
-                args=(dashboard.base, dashboard.token, start, seconds, client_results),
+                args=(dashboard.base, dashboard.token, start, seconds, browser, client_results),
             )
             clients.start()
             watched = {
@@ -364,7 +425,7 @@ async def _measure(
             # process at the end, less what it had used before the window if it existed.
             postgres0 = _cpu_by_pid(_postgres_processes())
             wal0 = await probe.fetchval("SELECT pg_current_wal_lsn()")
-            size0 = await probe.fetchval("SELECT pg_database_size(current_database())")
+            size0 = await probe.fetchval(HISTORY_BYTES)
             rows0 = await probe.fetchval("SELECT count(*) FROM metrics_snapshots")
             await asyncio.sleep(max(0.0, start + seconds - time.time()))
             cpu1 = {k: _cpu_seconds(v) for k, v in watched.items()}
@@ -374,7 +435,8 @@ async def _measure(
             elapsed = time.time() - start
             wal = await probe.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)", wal0)
             rows_during = await probe.fetchval("SELECT count(*) FROM metrics_snapshots") - rows0
-            size1 = await probe.fetchval("SELECT pg_database_size(current_database())")
+            size1 = await probe.fetchval(HISTORY_BYTES)
+            live_bytes = await probe.fetchval("SELECT pg_total_relation_size('live_snapshots')")
             parts = [agent_results.get(timeout=seconds + 600) for _ in procs]
             for proc in procs:
                 proc.join(60)
@@ -422,7 +484,23 @@ async def _measure(
         },
         "wal_bytes_per_host_per_second": round(float(wal) / hosts / elapsed, 1),
         "disk_bytes_per_host_per_day": round((size1 - size0) / hosts / elapsed * 86400),
+        "live_snapshots_bytes_per_host": round(live_bytes / hosts),
         "postgres_cpu_percent_per_host": round(cpu["postgres"] / hosts, 4),
+        "fleet_page": _page_summary(received["page"]),
+    }
+
+
+def _page_summary(page: dict[str, Any] | None) -> dict[str, Any] | None:
+    if page is None:
+        return None
+    tasks = page["long_tasks_ms"]
+    return {
+        "seconds": page["seconds"],
+        "long_tasks": len(tasks),
+        "long_tasks_over_100_ms": sum(1 for t in tasks if t > 100),
+        "longest_ms": round(max(tasks), 1) if tasks else 0,
+        "rows_in_page": page["rows_in_page"],
+        "counts": page["counts"],
     }
 
 
@@ -451,11 +529,16 @@ def holds(result: dict[str, Any]) -> bool:
 
 
 def run(
-    hosts: list[int], interval: float, seconds: float, knee: bool, workers: int = 2
+    hosts: list[int],
+    interval: float,
+    seconds: float,
+    knee: bool,
+    workers: int = 2,
+    browser: bool = False,
 ) -> dict[str, Any]:
     runs = []
     for count in hosts:
-        result = asyncio.run(_one(count, interval, seconds, workers))
+        result = asyncio.run(_one(count, interval, seconds, workers, browser))
         result["holds"] = holds(result)
         runs.append(result)
         print(orjson.dumps(result).decode(), flush=True)
@@ -508,10 +591,20 @@ def report(result: dict[str, Any]) -> str:
             f"- {r['hosts']} hosts at {r['interval_seconds']:g} s: per host, PostgreSQL "
             f"{r['postgres_cpu_percent_per_host']} % of a core, WAL "
             f"{r['wal_bytes_per_host_per_second']} B/s, disk "
-            f"{r['disk_bytes_per_host_per_day'] / 1e6:.1f} MB/day; relay publishes skipped "
+            f"{r['disk_bytes_per_host_per_day'] / 1e6:.1f} MB/day of history, live row "
+            f"{r.get('live_snapshots_bytes_per_host', 0) / 1e3:.0f} kB; relay publishes skipped "
             f"{r['publish_skipped']} of {r['produced']}; write_batch p50 / p99 "
             f"{r['write_batch_ms_p50']} / {r['write_batch_ms_p99']} ms"
         )
+    for r in result["runs"]:
+        page = r.get("fleet_page")
+        if page:
+            lines.append(
+                f"- Fleet page in Chromium, {r['hosts']} hosts at {r['interval_seconds']:g} s, "
+                f"{page['seconds']:g} s observed: {page['long_tasks']} long tasks, "
+                f"{page['long_tasks_over_100_ms']} over 100 ms, longest {page['longest_ms']} ms; "
+                f'{page["rows_in_page"]} rows in the page for "{page["counts"]}"'
+            )
     if result.get("knee_hosts") is not None:
         lines.append(f"\nKnee: {result['knee_hosts']} hosts hold the targets.")
     return "\n".join(lines)
