@@ -483,8 +483,8 @@ async def _measure(
             else None,
         },
         "wal_bytes_per_host_per_second": round(float(wal) / hosts / elapsed, 1),
-        "disk_bytes_per_host_per_day": round((size1 - size0) / hosts / elapsed * 86400),
-        "live_snapshots_bytes_per_host": round(live_bytes / hosts),
+        "disk_bytes_per_host_per_day": round(float(size1 - size0) / hosts / elapsed * 86400),
+        "live_snapshots_bytes_per_host": round(float(live_bytes) / hosts),
         "postgres_cpu_percent_per_host": round(cpu["postgres"] / hosts, 4),
         "fleet_page": _page_summary(received["page"]),
     }
