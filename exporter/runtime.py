@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 OnDatabaseReady = Callable[[asyncpg.Pool], Awaitable[object]]
 # Sampling stops first, so every snapshot taken reaches the sinks before they stop.
-# Snapshots kept for `resume_from` per relayed host being watched (5 minutes at 1 s).
-RELAYED_RESUME_BUFFER = 300
+# Snapshots kept for `resume_from` per relayed host being watched (2 minutes at 1 s).
+RELAYED_RESUME_BUFFER = 120
 STOP_ORDER = ("sampler", "broadcaster", "relay", "writer", "fleet", "retention", "perf")
 
 

@@ -13,7 +13,13 @@ import pytest
 
 from exporter.collectors.base import CollectorResult
 from exporter.fleet.hosts import list_hosts
-from exporter.fleet.listener import FleetClient, FleetListener, _parse_notice
+from exporter.fleet.listener import (
+    MAX_CHANNELS,
+    FleetClient,
+    FleetListener,
+    TooManyChannels,
+    _parse_notice,
+)
 from exporter.sampler import Snapshot
 from exporter.sinks.relay import PUBLISH, RelayPublisher, literal, publish_args, publish_sql
 from exporter.storage.database import Database
@@ -172,3 +178,18 @@ async def test_a_slow_fleet_reader_gets_each_hosts_newest_state_not_a_backlog():
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.05):
             await client.next()
+
+
+async def test_other_hosts_streamed_at_once_are_bounded(make_settings):
+    listener = FleetListener(Database(make_settings()), resume_buffer=3)
+    for i in range(MAX_CHANNELS):
+        listener.open_channel(f"h{i}")
+    assert listener.open_channel("h0") is listener.channels["h0"]  # one channel per host
+    with pytest.raises(TooManyChannels):
+        listener.open_channel("one-more")
+    listener.release_channel("h0")  # nobody watching: gone
+    listener.open_channel("one-more")
+    channel = listener.channels["one-more"]
+    for seq in range(10):
+        channel.publish_json(seq, b"{}")
+    assert [frame.seq for frame in channel.since(-1)] == [7, 8, 9]

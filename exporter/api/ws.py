@@ -24,7 +24,7 @@ from exporter.api.deps import (
 )
 from exporter.auth.tokens import Claims, TokenError, session_for_token
 from exporter.config import Settings
-from exporter.fleet.listener import FleetListener, send_fleet
+from exporter.fleet.listener import FleetListener, TooManyChannels, send_fleet
 from exporter.sinks.protocol import (
     INVALID_PAYLOAD,
     MESSAGE_TOO_BIG,
@@ -156,7 +156,10 @@ def _target(
         return fleet
     if not fleet.knows(requested):
         return POLICY_VIOLATION, "unknown host"
-    return _Relayed(fleet, requested, fleet.open_channel(requested))
+    try:
+        return _Relayed(fleet, requested, fleet.open_channel(requested))
+    except TooManyChannels:
+        return TRY_AGAIN_LATER, "too many hosts streamed from this instance, try again later"
 
 
 async def _stream_snapshots(

@@ -46,6 +46,15 @@ SWEEP_SECONDS = 0.25
 FETCH_GATHER_SECONDS = 0.01  # notices arriving together are fetched in one query
 RETRY_MAX_SECONDS = 30.0
 MAX_HOST_NAME = 255
+# Other hosts streamed from this instance at once, each with its own kept snapshots: what
+# clients can make it hold is bounded (at most this x the per-host resume buffer).
+MAX_CHANNELS = 100
+
+
+class TooManyChannels(Exception):
+    """MAX_CHANNELS other hosts are streamed already."""
+
+
 FETCH = "SELECT host, seq, snapshot FROM live_snapshots WHERE host = ANY($1::text[])"
 
 
@@ -142,6 +151,8 @@ class FleetListener:
         """The stream of one relayed host; its current snapshot is fetched at once."""
         channel = self.channels.get(host)
         if channel is None:
+            if len(self.channels) >= MAX_CHANNELS:
+                raise TooManyChannels(f"{MAX_CHANNELS} other hosts are streamed already")
             channel = self.channels[host] = Broadcaster(
                 queue_size=self.queue_size, resume_buffer=self.resume_buffer
             )
