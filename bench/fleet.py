@@ -3,7 +3,7 @@
 Each simulated agent is what `perfpulse serve` does for the database, on the real code
 path: every tick it builds a real Snapshot (this machine's collector results, its own host
 name, seq and time), relays it (`sinks.relay.publish_args` and the PUBLISH statement), and
-every `batch` ticks writes its buffered snapshots (`ingest.write_batch`, as the batch
+by the batch writer's rule writes its buffered snapshots (`ingest.write_batch`, as the batch
 writer does). Each agent has its own connection through a real PgBouncer in transaction
 mode. A real `perfpulse serve` with PERFPULSE_COLLECT=false listens on the direct URL, and
 a separate process streams from it: the fleet list (`host=*`) and one host (`host=NAME`),
@@ -57,6 +57,7 @@ ADMIN_URL = os.environ.get(
     "PERFPULSE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BATCH = 10  # PERFPULSE_BATCH_SIZE's default
+MAX_AGE = 5.0  # PERFPULSE_BATCH_MAX_AGE_SECONDS's default: at 1 s, flushes of ~5
 DRAIN = 1000  # PERFPULSE_WRITER_DRAIN_BATCH's default
 WATCHED = "sim-00001"
 # What history takes on disk: the snapshot partitions and the minute rollups, with their
@@ -84,9 +85,9 @@ class Agent:
     conn: asyncpg.Connection
     offset: float
     pending: list[StoredSnapshot] = field(default_factory=list)
-    # Agents start at different times, so their flushes spread over a batch's ticks: the
-    # first batch is cut short at random.
-    first_batch: int = field(default_factory=lambda: random.randint(1, BATCH))
+    # Agents start at different times, so their flushes spread over the batch age: the
+    # first one comes after a random part of it.
+    first_age: float = field(default_factory=lambda: random.uniform(0, MAX_AGE))
     produced: int = 0
     published: int = 0
     skipped: int = 0
@@ -118,8 +119,11 @@ async def _agent(
             agent.published += 1
         else:
             agent.skipped += 1
-        if len(agent.pending) >= (agent.first_batch or BATCH):
-            agent.first_batch = 0
+        # The batch writer's rule: a full batch, or an oldest snapshot MAX_AGE old.
+        oldest = agent.pending[0].timestamp.timestamp()
+        age = agent.first_age or MAX_AGE
+        if len(agent.pending) >= BATCH or time.time() - oldest >= age - 1e-3:
+            agent.first_age = 0.0
             chunk = agent.pending[:DRAIN]
             started = time.perf_counter()
             await ingest.write_batch(agent.conn, chunk)
