@@ -2,7 +2,7 @@
 
 Each simulated agent is what `perfpulse serve` does for the database, on the real code
 path: every tick it builds a real Snapshot (this machine's collector results, its own host
-name, seq and time), relays it (`sinks.relay.publish_args` and the PUBLISH statement), and
+name, seq and time), relays it (`sinks.relay.publish_sql`, what an agent sends through PgBouncer), and
 by the batch writer's rule writes its buffered snapshots (`ingest.write_batch`, as the batch
 writer does). Each agent has its own connection through a real PgBouncer in transaction
 mode. A real `perfpulse serve` with PERFPULSE_COLLECT=false listens on the direct URL, and
@@ -289,6 +289,8 @@ async def _prefill_history(url: str, hosts: int, started: datetime) -> float:
             started.replace(second=0, microsecond=0),
         )
         await conn.execute("VACUUM ANALYZE metrics_rollup_1m")
+        # The prefill's WAL would otherwise be checkpointed inside the measured window.
+        await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
     return time.perf_counter() - began
@@ -541,7 +543,7 @@ def run(
     browser: bool = False,
 ) -> dict[str, Any]:
     runs = []
-    for count in hosts:
+    for count in [] if knee else hosts:
         result = asyncio.run(_one(count, interval, seconds, workers, browser))
         result["holds"] = holds(result)
         runs.append(result)
@@ -551,7 +553,7 @@ def run(
         # Double until the targets break, then bisect between the last good and the first
         # bad count to within 10 %.
         good, bad = 0, None
-        count = max(hosts) if hosts else 1000
+        count = max(hosts) if hosts else 1000  # where the search starts
         while bad is None or bad - good > max(100, good // 10):
             result = asyncio.run(_one(count, interval, seconds, workers))
             result["holds"] = holds(result)
