@@ -15,6 +15,7 @@ from exporter.collectors.base import CollectorResult
 from exporter.fleet.hosts import list_hosts
 from exporter.fleet.listener import (
     MAX_CHANNELS,
+    WATCH,
     FleetClient,
     FleetListener,
     TooManyChannels,
@@ -80,6 +81,7 @@ async def test_literals_read_back_exactly_whatever_the_server_setting(database_u
 async def test_the_simple_query_and_the_prepared_statement_store_the_same(clean_database_url):
     conn = await asyncpg.connect(clean_database_url)
     try:
+        await conn.execute(WATCH, ["prepared", HOSTILE[2]], 30.0)
         await conn.execute(PUBLISH, *publish_args(snapshot("prepared"), 1.0))
         hostile = snapshot(HOSTILE[2])
         await conn.execute(publish_sql(publish_args(hostile, 1.0)))
@@ -107,6 +109,24 @@ async def test_the_simple_query_and_the_prepared_statement_store_the_same(clean_
     assert by_name["prepared"].collectors == ["cpu", "disk", "memory", "network"]
     assert by_name[HOSTILE[2]].interval_seconds == 1.0
     assert not by_name["prepared"].stale
+
+
+async def test_only_watched_hosts_store_their_snapshot(clean_database_url):
+    conn = await asyncpg.connect(clean_database_url)
+    stored = "SELECT snapshot IS NOT NULL FROM live_snapshots WHERE host = $1"
+    try:
+        await conn.execute(PUBLISH, *publish_args(snapshot("quiet", seq=1), 1.0))
+        assert await conn.fetchval(stored, "quiet") is False
+        await conn.execute(WATCH, ["quiet"], 30.0)
+        await conn.execute(PUBLISH, *publish_args(snapshot("quiet", seq=2), 1.0))
+        assert await conn.fetchval(stored, "quiet") is True
+        await conn.execute("UPDATE watched_hosts SET until = now() - interval '1 second'")
+        await conn.execute(PUBLISH, *publish_args(snapshot("quiet", seq=3), 1.0))
+        assert await conn.fetchval(stored, "quiet") is False
+        # The summary and seq are kept either way.
+        assert await conn.fetchval("SELECT seq FROM live_snapshots WHERE host = 'quiet'") == 3
+    finally:
+        await conn.close()
 
 
 async def test_a_publish_is_skipped_not_queued_while_the_database_is_away(make_settings):

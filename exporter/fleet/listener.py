@@ -55,7 +55,19 @@ class TooManyChannels(Exception):
     """MAX_CHANNELS other hosts are streamed already."""
 
 
-FETCH = "SELECT host, seq, snapshot FROM live_snapshots WHERE host = ANY($1::text[])"
+FETCH = (
+    "SELECT host, seq, snapshot FROM live_snapshots "
+    "WHERE host = ANY($1::text[]) AND snapshot IS NOT NULL"
+)
+# Agents store their snapshot only while some instance has renewed its watch: renewed
+# every WATCH_RENEW_SECONDS for WATCH_SECONDS.
+WATCH = """
+INSERT INTO watched_hosts AS w (host, until)
+SELECT unnest($1::text[]), now() + make_interval(secs => $2)
+ON CONFLICT (host) DO UPDATE SET until = greatest(w.until, excluded.until)
+"""
+WATCH_SECONDS = 30.0
+WATCH_RENEW_SECONDS = 10.0
 
 
 class FleetClient:
@@ -141,6 +153,8 @@ class FleetListener:
         self.ignored_total = 0
         self._wanted: set[str] = set()
         self._fetch_wake = asyncio.Event()
+        self._watch_now: set[str] = set()
+        self._watch_wake = asyncio.Event()
 
     # --- what the WebSocket route uses ---------------------------------------------------
 
@@ -156,6 +170,8 @@ class FleetListener:
             channel = self.channels[host] = Broadcaster(
                 queue_size=self.queue_size, resume_buffer=self.resume_buffer
             )
+            self._watch_now.add(host)
+            self._watch_wake.set()
             self._want(host)
         return channel
 
@@ -186,6 +202,7 @@ class FleetListener:
         the list, so nothing missed while away stays missed."""
         fetcher = asyncio.create_task(self._fetch_loop(), name="fleet-fetch")
         sweeper = asyncio.create_task(self._sweep_loop(), name="fleet-sweep")
+        watcher = asyncio.create_task(self._watch_loop(), name="fleet-watch")
         delay = 0.5
         try:
             while True:
@@ -204,7 +221,7 @@ class FleetListener:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
         finally:
-            for task in (fetcher, sweeper):
+            for task in (fetcher, sweeper, watcher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -302,6 +319,30 @@ class FleetListener:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             self.sweep()
+
+    async def _watch_loop(self) -> None:
+        """Tell agents which hosts are streamed from here: a new one at once, all of them
+        every WATCH_RENEW_SECONDS."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_RENEW_SECONDS):
+                    await self._watch_wake.wait()
+            self._watch_wake.clear()
+            fresh, self._watch_now = self._watch_now, set()
+            hosts = list(fresh | self.channels.keys())
+            if not hosts:
+                continue
+            try:
+                await self.database.pool.execute(WATCH, hosts, WATCH_SECONDS)
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                DatabaseUnavailable,
+            ) as exc:
+                log.debug("fleet listener: watch failed: %s", describe(exc))
+                self._watch_now |= fresh
 
     def _want(self, host: str) -> None:
         self._wanted.add(host)

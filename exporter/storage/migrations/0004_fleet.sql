@@ -13,30 +13,45 @@ CREATE TABLE hosts (
     collectors       text[]           NOT NULL DEFAULT '{}'
 );
 
--- Each host's latest snapshot, overwritten every tick. Unlogged: no WAL, and a crash
--- empties it, which loses only what the next tick rewrites.
+-- Each host's latest figures, overwritten every tick; the snapshot itself only while an
+-- instance streams that host (watched_hosts), so an unwatched host's row stays small:
+-- updated in place (HOT, room left by the fillfactor) and pruned without vacuum, where a
+-- 7 KB snapshot every tick would leave dead TOAST chunks faster than autovacuum removes
+-- them (3.8 MB per host after 10 minutes at 1 s, bench/README.md). Unlogged: no WAL, and
+-- a crash empties it, which loses only what the next tick rewrites.
 CREATE UNLOGGED TABLE live_snapshots (
     host        text        PRIMARY KEY,
     seq         bigint      NOT NULL,
     "timestamp" timestamptz NOT NULL,
     received_at timestamptz NOT NULL,
     summary     json        NOT NULL,
-    snapshot    text        NOT NULL
-);
--- Stored out of line and uncompressed: compressing 7 KB every tick for every host cost
--- PostgreSQL a quarter of the relay's time, to save disk on a table of one row per host.
+    snapshot    text
+) WITH (fillfactor = 50);
+-- Out of line and uncompressed: compressing 7 KB every tick cost PostgreSQL a quarter of
+-- the relay's time.
 ALTER TABLE live_snapshots ALTER COLUMN snapshot SET STORAGE EXTERNAL;
+
+-- Hosts some dashboard instance streams now: each listener renews its hosts' rows every
+-- few seconds while it has clients for them; a row past `until` is ignored.
+CREATE UNLOGGED TABLE watched_hosts (
+    host  text        PRIMARY KEY,
+    until timestamptz NOT NULL
+);
 
 -- An agent's whole share of the relay, one statement per tick: keep the latest
 -- snapshot, register or refresh the host, and tell the listening instances (the notice is
--- small: host, seq and summary; a listener fetches the snapshot only for hosts watched).
+-- small: host, seq and summary; a listener fetches the snapshot only for hosts watched,
+-- and only those store it).
 CREATE FUNCTION perfpulse_publish(
     p_host text, p_seq bigint, p_timestamp timestamptz, p_interval double precision,
     p_version text, p_collectors text[], p_summary json, p_snapshot text, p_notice text
 ) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    watched boolean := EXISTS (SELECT 1 FROM watched_hosts WHERE host = p_host AND until > now());
 BEGIN
     INSERT INTO live_snapshots AS l (host, seq, "timestamp", received_at, summary, snapshot)
-    VALUES (p_host, p_seq, p_timestamp, now(), p_summary, p_snapshot)
+    VALUES (p_host, p_seq, p_timestamp, now(), p_summary,
+            CASE WHEN watched THEN p_snapshot END)
     ON CONFLICT (host) DO UPDATE SET
         seq = excluded.seq, "timestamp" = excluded."timestamp",
         received_at = excluded.received_at, summary = excluded.summary,
