@@ -82,9 +82,13 @@ async def _template() -> Snapshot:
 @dataclass
 class Agent:
     host: str
-    conn: asyncpg.Connection
+    conn: asyncpg.Connection  # the relay's
+    writer: asyncpg.Connection  # the batch writer's: an agent's second connection
     offset: float
     pending: list[StoredSnapshot] = field(default_factory=list)
+    flush: asyncio.Event = field(default_factory=asyncio.Event)
+    writing: asyncio.Task[None] | None = None
+    stopping: bool = False
     # Agents start at different times, so their flushes spread over the batch age: the
     # first one comes after a random part of it.
     first_age: float = field(default_factory=lambda: random.uniform(0, MAX_AGE))
@@ -98,46 +102,64 @@ async def _agent(
     agent: Agent, template: Snapshot, interval: float, start: float, stop: float
 ) -> None:
     """Tick on schedule; relay the newest snapshot (skip it when behind, as the real
-    publisher does); write in batches; never drop a snapshot."""
+    publisher does); hand batches to the writer, which writes on its own connection, as
+    the real batch writer does; never drop a snapshot."""
+    agent.stopping = False
+    agent.writing = asyncio.create_task(_writer(agent))
     tick = 0
+    try:
+        while True:
+            due = start + agent.offset + tick * interval
+            if due >= stop:
+                break
+            delay = due - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.time()
+            snapshot = Snapshot(
+                int(due * 1e6), datetime.fromtimestamp(due, UTC), agent.host, template.results
+            )
+            agent.produced += 1
+            agent.pending.append(to_stored(snapshot))
+            # The batch writer's rule: a full batch, or an oldest snapshot MAX_AGE old.
+            oldest = agent.pending[0].timestamp.timestamp()
+            if len(agent.pending) >= BATCH or now - oldest >= (agent.first_age or MAX_AGE) - 1e-3:
+                agent.first_age = 0.0
+                agent.flush.set()
+            if now - due < interval:
+                # What an agent sends through PgBouncer (PERFPULSE_DATABASE_TRANSACTION_POOLING).
+                await agent.conn.execute(publish_sql(publish_args(snapshot, interval)))
+                agent.published += 1
+            else:
+                agent.skipped += 1
+            tick += 1
+            # Catch up on the schedule rather than replay every missed tick at once.
+            tick = max(tick, int((time.time() - start - agent.offset) / interval))
+    finally:
+        agent.stopping = True
+        agent.flush.set()
+        await agent.writing  # its write in progress, if any; the rest is _final_flush's
+
+
+async def _writer(agent: Agent) -> None:
     while True:
-        due = start + agent.offset + tick * interval
-        if due >= stop:
-            break
-        delay = due - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        now = time.time()
-        snapshot = Snapshot(
-            int(due * 1e6), datetime.fromtimestamp(due, UTC), agent.host, template.results
-        )
-        agent.produced += 1
-        agent.pending.append(to_stored(snapshot))
-        if now - due < interval:
-            # What an agent does through PgBouncer (PERFPULSE_DATABASE_TRANSACTION_POOLING).
-            await agent.conn.execute(publish_sql(publish_args(snapshot, interval)))
-            agent.published += 1
-        else:
-            agent.skipped += 1
-        # The batch writer's rule: a full batch, or an oldest snapshot MAX_AGE old.
-        oldest = agent.pending[0].timestamp.timestamp()
-        age = agent.first_age or MAX_AGE
-        if len(agent.pending) >= BATCH or time.time() - oldest >= age - 1e-3:
-            agent.first_age = 0.0
-            chunk = agent.pending[:DRAIN]
-            started = time.perf_counter()
-            await ingest.write_batch(agent.conn, chunk)
-            agent.write_seconds.append(time.perf_counter() - started)
-            del agent.pending[: len(chunk)]
-        tick += 1
-        # Catch up on the schedule rather than replay every missed tick at once.
-        tick = max(tick, int((time.time() - start - agent.offset) / interval))
+        await agent.flush.wait()
+        agent.flush.clear()
+        if agent.stopping:
+            return
+        chunk = agent.pending[:DRAIN]
+        if not chunk:
+            continue
+        started = time.perf_counter()
+        await ingest.write_batch(agent.writer, chunk)
+        agent.write_seconds.append(time.perf_counter() - started)
+        del agent.pending[: len(chunk)]
 
 
 async def _final_flush(agent: Agent) -> None:
     while agent.pending:
         chunk = agent.pending[:DRAIN]
-        await ingest.write_batch(agent.conn, chunk)
+        await ingest.write_batch(agent.writer, chunk)
         del agent.pending[: len(chunk)]
 
 
@@ -338,7 +360,7 @@ def _agents_worker(
     async def main() -> dict[str, Any]:
         template = await _template()
         conns = []
-        for chunk in range(0, len(names), 200):  # PgBouncer accepts faster in bursts
+        for chunk in range(0, 2 * len(names), 200):  # PgBouncer accepts faster in bursts
             conns += await asyncio.gather(
                 *(
                     asyncpg.connect(
@@ -346,12 +368,12 @@ def _agents_worker(
                         statement_cache_size=0,
                         connection_class=TransactionPooledConnection,
                     )
-                    for _ in names[chunk : chunk + 200]
+                    for _ in range(chunk, min(chunk + 200, 2 * len(names)))
                 )
             )
         agents = [
-            Agent(name, conn, random.uniform(0, interval))
-            for name, conn in zip(names, conns, strict=True)
+            Agent(name, conns[2 * i], conns[2 * i + 1], random.uniform(0, interval))
+            for i, name in enumerate(names)
         ]
         await asyncio.gather(
             *(_agent(a, template, interval, warm, warm + interval) for a in agents)
@@ -388,7 +410,7 @@ async def _measure(
 ) -> dict[str, Any]:
     prefill = await _prefill_history(url, hosts, datetime.now(UTC))
     context = multiprocessing.get_context("spawn")
-    with pgbouncer(url, pool_size=SERVER_POOL, max_clients=hosts + 100) as pooled:
+    with pgbouncer(url, pool_size=SERVER_POOL, max_clients=2 * hosts + 100) as pooled:
         bouncer = next(
             p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "pgbouncer"
         )
