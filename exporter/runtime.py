@@ -92,6 +92,10 @@ class Runtime:
             spool_path=settings.data_dir / "spool.jsonl" if settings.writer_spool else None,
         )
         self.retention = Retention(self.database, settings.retention_days)
+        # The relay and the listener serve other instances on the same database; the
+        # embedded server is this instance's alone (a socket in its data directory), so
+        # with it they would only cost (a third of the server's CPU at 1 s).
+        self.shared = settings.database_url is not None
         self.relay = RelayPublisher(
             self.database,
             settings.sampling_interval_seconds,
@@ -104,14 +108,15 @@ class Runtime:
                 # Kept per watched host: bounded tighter than this host's own buffer.
                 resume_buffer=min(settings.ws_resume_buffer, RELAYED_RESUME_BUFFER),
             )
-            if settings.dashboard
+            if settings.dashboard and self.shared
             else None
         )
         self.registry: CollectorRegistry = build_registry(self.sampler)
         if settings.collect:
             self.registry.register(StreamCollector(self.broadcaster))
             self.registry.register(WriterCollector(self.writer))
-            self.registry.register(RelayCollector(self.relay))
+            if self.shared:
+                self.registry.register(RelayCollector(self.relay))
         if self.fleet is not None:
             self.registry.register(FleetCollector(self.fleet))
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -125,7 +130,8 @@ class Runtime:
         if self.settings.collect:
             self._spawn(self.broadcaster.run(self.sampler), "broadcaster")
             self._spawn(self.writer.run(self.sampler), "writer")
-            self._spawn(self.relay.run(self.sampler), "relay")
+            if self.shared:
+                self._spawn(self.relay.run(self.sampler), "relay")
             # The sinks subscribe first, so the first snapshot reaches them too.
             await asyncio.sleep(0)
             self._spawn(self.sampler.run(), "sampler")

@@ -255,3 +255,33 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=60,
     )
+
+
+def test_on_the_embedded_database_there_is_no_relay_and_one_host(tmp_path):
+    """`make run`'s setting: the embedded server is this instance's alone, so nothing is
+    relayed or listened for; /api/hosts is this host, from its own snapshot."""
+    env = {
+        "PERFPULSE_DATA_DIR": str(tmp_path / "data"),
+        "PERFPULSE_HOSTNAME": "solo",
+        "PERFPULSE_PERF_ENABLED": "false",
+    }
+    with serve(tmp_path, "--interval", str(INTERVAL), env=env, timeout=60) as server:
+        password = (tmp_path / "data" / "initial-admin-password").read_text().strip()
+        token = httpx.post(
+            server.url + "/api/auth/login", json={"username": "admin", "password": password}
+        ).json()["access_token"]
+        listing = httpx.get(
+            server.url + "/api/hosts", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        ws_url = server.url.replace("http", "ws") + "/api/ws/metrics"
+        fleet_close = asyncio.run(close_of(f"{ws_url}?token={token}&host=*"))
+        other_close = asyncio.run(close_of(f"{ws_url}?token={token}&host=other"))
+        own = asyncio.run(host_snapshots(ws_url, token, "solo", 1))
+        exposition = httpx.get(server.url + "/metrics").text
+    assert [h["host"] for h in listing] == ["solo"]
+    assert listing[0]["stale"] is False and set(listing[0]["summary"]) == SUMMARY
+    assert fleet_close == (1008, "no fleet: this instance's embedded database holds one host")
+    assert other_close == (1008, "no fleet: this instance's embedded database holds one host")
+    assert own[0]["host"] == "solo"
+    assert "perfpulse_relay_published_total" not in exposition
+    assert "perfpulse_fleet_hosts" not in exposition

@@ -150,7 +150,9 @@ def _target(
         or any(ord(c) < 32 or ord(c) == 127 for c in requested)
     ):
         return POLICY_VIOLATION, "invalid host"
-    if fleet is None or not fleet.ready.is_set():
+    if fleet is None:  # the embedded database: this host alone
+        return POLICY_VIOLATION, "no fleet: this instance's embedded database holds one host"
+    if not fleet.ready.is_set():
         return TRY_AGAIN_LATER, "fleet not available yet (database unreachable), try again later"
     if requested == "*":
         return fleet
