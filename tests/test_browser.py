@@ -245,7 +245,6 @@ def test_the_fleet_page_lists_three_hosts_and_opens_one_live_and_in_history(brow
             **env,
             "PERFPULSE_HOSTNAME": name,
             "PERFPULSE_DASHBOARD": "false",
-            "PERFPULSE_PERF_ENABLED": "false",
             "PERFPULSE_DATA_DIR": str(tmp_path / name),
         }
         for name in ("bravo", "charlie")
