@@ -161,11 +161,14 @@ def test_scrape_credentials_are_checked_off_the_loop(tmp_path, server_env):
         url = server.url + "/metrics"
         good = httpx.get(url, headers=basic("prometheus", "scrape-secret"))
         long_password = httpx.get(url, headers=basic("prometheus", "x" * 73))
-        timings = {}
-        for user in ("prometheus", "nobody"):
-            started = time.perf_counter()
-            httpx.get(url, headers=basic(user, "wrong"))
-            timings[user] = time.perf_counter() - started
+        # The fastest of three tries each, alternating (one sample is at the mercy of
+        # whatever else the machine does): six failures, under the throttle's ten.
+        timings = {"prometheus": float("inf"), "nobody": float("inf")}
+        for _ in range(3):
+            for user in timings:
+                started = time.perf_counter()
+                httpx.get(url, headers=basic(user, "wrong"))
+                timings[user] = min(timings[user], time.perf_counter() - started)
         # 40 bad scrapes at once (from one address: most are refused without a check)
         # while /healthz keeps answering. The attack runs on one asyncio client in its own
         # thread, and /healthz is timed on a client built before it starts: the test's own

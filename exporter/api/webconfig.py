@@ -105,25 +105,36 @@ class WebConfig:
             return True
         return False
 
+    def _cost(self) -> int:
+        """The configured hashes' highest bcrypt cost: an unknown user is checked against a
+        dummy hash of that cost, so it takes as long as a known one."""
+        return max((_cost_of(h) for h in self.users.values()), default=10)
+
     async def _bcrypt(self, secret: bytes, stored: bytes | None) -> bool:
         if self._checks is None:
             self._checks = asyncio.Semaphore(CHECKS_AT_ONCE)
         self._waiting += 1
         try:
             async with self._checks:
-                return await asyncio.to_thread(_checkpw, secret, stored)
+                return await asyncio.to_thread(_checkpw, secret, stored, self._cost())
         finally:
             self._waiting -= 1
 
 
 @functools.cache
-def _dummy_hash() -> bytes:
-    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(10))
+def _dummy_hash(cost: int) -> bytes:
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
 
 
-def _checkpw(secret: bytes, stored: bytes | None) -> bool:
+def _cost_of(hashed: bytes) -> int:
+    """The cost in a `$2b$12$...` hash (10 if it cannot be read)."""
+    parts = hashed.split(b"$")
+    return int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else 10
+
+
+def _checkpw(secret: bytes, stored: bytes | None, dummy_cost: int = 10) -> bool:
     """bcrypt, costing the same for an unknown user, and False for an over-long secret."""
-    target = stored if stored is not None else _dummy_hash()
+    target = stored if stored is not None else _dummy_hash(min(max(dummy_cost, 4), 31))
     too_long = len(secret) > BCRYPT_MAX_BYTES
     try:
         ok = bcrypt.checkpw(secret[:BCRYPT_MAX_BYTES], target)
