@@ -46,6 +46,14 @@ SWEEP_SECONDS = 0.25
 FETCH_GATHER_SECONDS = 0.01  # notices arriving together are fetched in one query
 RETRY_MAX_SECONDS = 30.0
 MAX_HOST_NAME = 255
+# What a query on the listen connection or the pool raises when it cannot be answered now.
+QUERY_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    DatabaseUnavailable,
+)
 # Other hosts streamed from this instance at once, each with its own kept snapshots: what
 # clients can make it hold is bounded (at most this x the per-host resume buffer).
 MAX_CHANNELS = 100
@@ -76,7 +84,6 @@ class FleetClient:
     def __init__(self) -> None:
         self._pending: dict[str, str] = {}
         self._ready = asyncio.Event()
-        self.evicted = False
 
     def offer(self, key: str, text: str) -> None:
         self._pending.pop(key, None)
@@ -149,8 +156,6 @@ class FleetListener:
         self.channels: dict[str, Broadcaster] = {}
         self.fleet_clients: set[FleetClient] = set()
         self.ready = asyncio.Event()
-        self.notices_total = 0
-        self.ignored_total = 0
         self._wanted: set[str] = set()
         self._fetch_wake = asyncio.Event()
         self._watch_now: set[str] = set()
@@ -192,9 +197,6 @@ class FleetListener:
     def disconnect_fleet(self, client: FleetClient) -> None:
         self.fleet_clients.discard(client)
 
-    def listing(self) -> list[HostInfo]:
-        return [host.info for host in self.hosts.values()]
-
     # --- keeping the fleet current ------------------------------------------------------
 
     async def run(self) -> None:
@@ -207,15 +209,10 @@ class FleetListener:
         try:
             while True:
                 try:
-                    await self._listen_once()
-                    delay = 0.5
-                except (
-                    OSError,
-                    TimeoutError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                    DatabaseUnavailable,
-                ) as exc:
+                    await self._listen_once()  # returns only by raising
+                except QUERY_ERRORS as exc:
+                    if self.ready.is_set():  # a connection that had worked: back off anew
+                        delay = 0.5
                     log.warning("fleet listener: %s; reconnecting in %.0fs", describe(exc), delay)
                 self.ready.clear()
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
@@ -256,10 +253,8 @@ class FleetListener:
             self._want(watched)
 
     def _on_notice(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        self.notices_total += 1
         notice = _parse_notice(payload)
         if notice is None:
-            self.ignored_total += 1
             return
         name = notice["host"]
         if notice.get("removed"):
@@ -334,13 +329,7 @@ class FleetListener:
                 continue
             try:
                 await self.database.pool.execute(WATCH, hosts, WATCH_SECONDS)
-            except (
-                OSError,
-                TimeoutError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                DatabaseUnavailable,
-            ) as exc:
+            except QUERY_ERRORS as exc:
                 log.debug("fleet listener: watch failed: %s", describe(exc))
                 self._watch_now |= fresh
 
@@ -359,13 +348,7 @@ class FleetListener:
                 continue
             try:
                 rows = await self.database.pool.fetch(FETCH, wanted)
-            except (
-                OSError,
-                TimeoutError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                DatabaseUnavailable,
-            ) as exc:
+            except QUERY_ERRORS as exc:
                 log.debug("fleet listener: fetch failed: %s", describe(exc))
                 continue
             for row in rows:
@@ -384,7 +367,6 @@ async def send_fleet(socket: TextSocket, client: FleetClient, send_timeout: floa
             async with asyncio.timeout(send_timeout):
                 await socket.send_text(text)
         except TimeoutError:
-            client.evicted = True
             log.info("fleet stream client evicted: its sends stalled past the send timeout")
             await close_within(socket, TRY_AGAIN_LATER, "too slow: not reading")
             return
