@@ -37,7 +37,10 @@ class StartError(Exception):
 class Settings(BaseSettings):
     """Everything perfpulse can be told; each field is the variable `PERFPULSE_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # An empty variable (`PERFPULSE_DASHBOARD_DIR=`) means the default, not an empty value.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     sampling_interval_seconds: float = Field(
         5.0, ge=0.1, le=3600, description="Seconds between two snapshots."
@@ -147,8 +150,28 @@ class Settings(BaseSettings):
         description="Open connections served at once; more are refused with a 503 "
         "(default: from the open-file limit, at most 16,384).",
     )
+    max_connections_per_client: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Open connections from one client address (an IPv6 /64); more are "
+        "refused with a 503; trusted proxies are exempt (default: an eighth of "
+        "PERFPULSE_MAX_CONNECTIONS, at least 64).",
+    )
     request_header_timeout_seconds: float = Field(
         5, gt=0, le=300, description="A connection must send its request headers within this."
+    )
+    request_body_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        le=300,
+        description="A request's body must arrive within this of its headers (408 after).",
+    )
+    allowed_hosts: str = Field(
+        "",
+        description="Comma-separated names the server may be reached by (the Host header), "
+        "besides IP addresses, localhost and this machine's names; `.example.com` or "
+        "`*.example.com` for a domain and its subdomains, `*` for any. Others get a 400.",
     )
     session_recheck_seconds: float = Field(
         30,
@@ -183,6 +206,53 @@ class Settings(BaseSettings):
     )
     ws_ping_interval_seconds: float = Field(
         20, gt=0, le=3600, description="Keepalive ping interval (and pong timeout)."
+    )
+    ws_max_control_frames_per_second: float = Field(
+        10,
+        gt=0,
+        le=10_000,
+        description="Pings and pongs a client may send a second; past it, it is dropped.",
+    )
+    ws_max_streams_per_user: int = Field(
+        32,
+        ge=1,
+        le=100_000,
+        description="Open streams per user on this instance; more are closed with 4429.",
+    )
+    ws_max_replays: int = Field(
+        8,
+        ge=1,
+        le=10_000,
+        description="`resume_from` replays sent at once, server-wide; the others wait.",
+    )
+
+    history_concurrency: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="History queries run at once, on database connections of their own.",
+    )
+    history_queue: int = Field(
+        16,
+        ge=0,
+        le=10_000,
+        description="History queries waiting for one of those; more get 503.",
+    )
+    history_per_user: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="History queries one user may have running or waiting; more get 429.",
+    )
+    history_timeout_seconds: float = Field(
+        10, gt=0, le=600, description="A history query is cancelled after this (503)."
+    )
+    history_raw_max_hours: float = Field(
+        6,
+        gt=0,
+        le=24 * 366,
+        description="Longest range served from raw snapshots; longer ones come from the "
+        "minute rollups.",
     )
 
     batch_size: int = Field(10, ge=1, le=10_000, description="Snapshots per flush to PostgreSQL.")

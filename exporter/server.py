@@ -1,7 +1,6 @@
-"""The uvicorn configuration perfpulse runs under (shared by `serve` and the tests), and
-the guards a server reachable without logging in needs: the open-file limit raised,
-concurrent connections bounded, and a deadline on request headers so idle or half-sent
-connections cannot hold the server's descriptors."""
+"""The uvicorn configuration perfpulse runs under (shared by `serve` and the tests): the
+guarded protocols (exporter/protocols.py) with the configured bounds, the open-file limit
+raised, and a server loop that wakes once a second."""
 
 from __future__ import annotations
 
@@ -14,12 +13,12 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from exporter.api.webconfig import load_web_config
 from exporter.config import Settings, StartError
 from exporter.logs import logging_config
+from exporter.memory import FloodTrim
+from exporter.protocols import MAX_DEFAULT_CONNECTIONS, GuardedWebSocketsProtocol, guarded_protocols
 from exporter.sinks.wire import DIRECT_WS, describe_frame_path
 
 log = logging.getLogger(__name__)
@@ -28,11 +27,17 @@ WS_PROTOCOL = DIRECT_WS
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvicorn.Config:
+    max_connections = settings.max_connections or default_max_connections()
+    http, ws = guarded_protocols(
+        max_connections=max_connections,
+        header_timeout=settings.request_header_timeout_seconds,
+        body_timeout=settings.request_body_timeout_seconds,
+        per_client=settings.max_connections_per_client or default_per_client(max_connections),
+        exempt=settings.proxies,
+        max_control_per_second=settings.ws_max_control_frames_per_second,
+    )
     options: dict[str, object] = {
-        "http": guarded_protocol(
-            max_connections=settings.max_connections or default_max_connections(),
-            header_timeout=settings.request_header_timeout_seconds,
-        ),
+        "http": http,
         # X-Forwarded-For is believed only from PERFPULSE_TRUSTED_PROXIES (none by default):
         # anyone else could name any address and dodge the login throttle.
         "proxy_headers": bool(settings.proxies),
@@ -55,7 +60,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvi
         "ws_per_message_deflate": False,
         # The live stream writes pre-built frames straight to this protocol's transport
         # (exporter/sinks/wire.py); any other implementation takes the slower ASGI path.
-        "ws": GuardedWebSocketsProtocol,
+        "ws": ws,
         "h11_max_incomplete_event_size": 16 * 1024,
     }
     if settings.web_config_file is not None:
@@ -64,25 +69,15 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvi
             options["ssl_certfile"] = str(web.cert_file)
             options["ssl_keyfile"] = str(web.key_file)
     options.update(overrides)
-    ws = options["ws"]
-    log.info(
-        "live stream: %s",
-        describe_frame_path(WS_PROTOCOL if ws is GuardedWebSocketsProtocol else str(ws)),
-    )
+    chosen = options["ws"]
+    direct = isinstance(chosen, type) and issubclass(chosen, GuardedWebSocketsProtocol)
+    log.info("live stream: %s", describe_frame_path(WS_PROTOCOL if direct else str(chosen)))
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 
 
 # --- descriptors and connections ----------------------------------------------------
 
 FD_RESERVE = 256  # descriptors kept for the database pool, the perf child, files
-MAX_DEFAULT_CONNECTIONS = 16_384
-# Bytes a WebSocket may hold unread in this process before it is dropped: a few
-# snapshots' worth (the kernel's socket buffer absorbs a slow reader long before this).
-MAX_UNSENT_BYTES = 1 << 20
-BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 5\r\n"
-    b"connection: close\r\ncontent-length: 31\r\n\r\ntoo many connections, try later\n"
-)
 
 
 def raise_open_file_limit() -> int:
@@ -96,6 +91,11 @@ def raise_open_file_limit() -> int:
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def default_per_client(max_connections: int) -> int:
+    """An eighth of the connection slots for one client address, and at least 64."""
+    return max(64, max_connections // 8)
 
 
 def default_max_connections() -> int:
@@ -118,11 +118,13 @@ class Server(uvicorn.Server):
         super().__init__(config)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.flood_trim = FloodTrim()
 
     async def main_loop(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         while not await self.on_tick(0):  # counter 0: refresh the Date header each time
+            self.flood_trim.observe(len(self.server_state.connections))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
             self._wake.clear()
@@ -165,84 +167,3 @@ def bind(host: str, port: int) -> socket.socket:
         raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.set_inheritable(True)
     return sock
-
-
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with two guards.
-
-    - At most `max_connections` connections (stream clients included) are served; one
-      more gets a 503 and is closed at once, before it can hold a descriptor.
-    - A connection must send complete request headers within `header_timeout` seconds of
-      connecting (or of its previous response): idle sockets and half-sent requests or
-      WebSocket handshakes are closed instead of being held open for ever.
-    """
-
-    max_connections = MAX_DEFAULT_CONNECTIONS
-    header_timeout = 5.0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._deadline: asyncio.TimerHandle | None = None
-        super().connection_made(transport)
-        if len(self.server_state.connections) > self.max_connections:
-            transport.write(BUSY)
-            transport.close()
-            return
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._disarm()  # the headers are in: the request is being served
-
-    def handle_websocket_upgrade(self, event: Any) -> None:
-        self._disarm()
-        super().handle_websocket_upgrade(event)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self) -> None:
-        self._deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-
-def guarded_protocol(*, max_connections: int, header_timeout: float) -> type[H11Protocol]:
-    """A GuardedH11Protocol class with these bounds (uvicorn takes a class as `http`)."""
-    return type(
-        "GuardedH11Protocol",
-        (GuardedH11Protocol,),
-        {"max_connections": max_connections, "header_timeout": header_timeout},
-    )
-
-
-class GuardedWebSocketsProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol (the one the stream writes frames to directly),
-    dropping a connection that holds more than MAX_UNSENT_BYTES unread.
-
-    websockets answers every ping as it is parsed, even before the app has accepted: a
-    client that sends pings and never reads makes the pongs pile up in this process. The
-    check runs on every read from the client, so the pile never grows past the bound.
-    """
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        transport = self.transport
-        if transport.get_write_buffer_size() > MAX_UNSENT_BYTES and not transport.is_closing():
-            log.info("WebSocket client dropped: %d bytes unread", transport.get_write_buffer_size())
-            transport.abort()

@@ -17,7 +17,8 @@ from exporter import __version__
 from exporter.api import auth, health, history, hosts, landing, metrics, ws
 from exporter.api.dashboard import default_directory, mount_dashboard
 from exporter.api.deps import Access
-from exporter.api.guards import BodyLimit, SecurityHeaders
+from exporter.api.guards import BodyLimit, HostAllowList, SecurityHeaders, default_allowed_hosts
+from exporter.api.querygate import QueryGate, QueryGateCollector
 from exporter.api.webconfig import WebConfig, load_web_config
 from exporter.auth.bootstrap import create_initial_admin
 from exporter.auth.sessions import Sessions
@@ -50,7 +51,12 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
         web_config=(
             load_web_config(settings.web_config_file) if settings.web_config_file else WebConfig()
         ),
-        sessions=Sessions(settings.session_recheck_seconds),
+        sessions=Sessions(settings.session_recheck_seconds, settings.ws_max_streams_per_user),
+        queries=QueryGate(
+            concurrency=settings.history_concurrency,
+            queue=settings.history_queue,
+            per_user=settings.history_per_user,
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -64,6 +70,7 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
             ),
         )
         runtime.registry.register(LoginCollector(access.login_gate))
+        runtime.registry.register(QueryGateCollector(access.queries))
         async with runtime:
             sweeper = asyncio.create_task(access.sessions.run(runtime.database), name="sessions")
             try:
@@ -86,9 +93,14 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
     app.add_exception_handler(RequestValidationError, _validation_error)
     for error in DATABASE_ERRORS:
         app.add_exception_handler(error, _database_error)
-    # Outermost last: headers on every response, then the body limit, then the stream's.
+    # Outermost last: headers on every response, then the Host check, the body limit,
+    # then the stream's.
     app.add_middleware(RawSendCapture)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        HostAllowList,
+        allowed=default_allowed_hosts(settings.hostname, settings.host, settings.allowed_hosts),
+    )
     app.add_middleware(SecurityHeaders)
     app.include_router(metrics.router)
     app.include_router(health.router)

@@ -1,9 +1,12 @@
-"""Plain ASGI middleware that every response goes through: a request body limit enforced
-before the body is read, and the browser security headers."""
+"""Plain ASGI middleware that every request goes through: the Host allow-list, a request
+body limit enforced before the body is read, and the browser security headers."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+import ipaddress
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import orjson
@@ -14,14 +17,15 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-
-class BodyTooLarge(Exception):
-    pass
+log = logging.getLogger(__name__)
 
 
 class BodyLimit:
-    """Refuses bodies over `max_bytes` with a 413: at once when Content-Length says so,
-    else as soon as the chunks read add up past it. Nothing larger is ever buffered."""
+    """Reads a request's whole body before the app sees the request, refusing one over
+    `max_bytes` with a 413 (at once when Content-Length says so, else as soon as the
+    chunks add up past it). Nothing larger is ever buffered, and a client that sends its
+    body slowly holds only this small coroutine until the server's body deadline ends it,
+    not a request half-way through the app (routing, dependencies, a parsed model)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -35,35 +39,34 @@ class BodyLimit:
         if declared is not None and declared > self.max_bytes:
             await self._refuse(send)
             return
+        chunks: list[bytes] = []
         seen = 0
-        started = refused = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, refused
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    # Answer now: the app turns a failed body read into a 400 of its own,
-                    # which is dropped below.
-                    if not started and not refused:
-                        refused = True
-                        await self._refuse(send)
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started and not refused:
+            if message["type"] != "http.request":
+                return  # the client left before its body was in: nobody to answer
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
                 await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body: Message | None = {
+            "type": "http.request",
+            "body": b"".join(chunks),
+            "more_body": False,
+        }
+
+        async def replay() -> Message:
+            nonlocal body
+            if body is not None:
+                message, body = body, None
+                return message
+            return await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         body = orjson.dumps({"detail": f"request body larger than {self.max_bytes} bytes"})
@@ -136,3 +139,87 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class HostAllowList:
+    """Serves only requests whose Host header names this server (400 otherwise).
+
+    A page on an attacker's domain whose DNS answer is re-pointed at this server (DNS
+    rebinding) is same-origin with it for the browser, and could read whatever answers
+    without a login; its requests carry the attacker's name in Host. IP addresses are
+    always allowed (no name to rebind), as are `localhost` and the names in `allowed`:
+    exact names, `.example.com` or `*.example.com` for a domain and everything under it,
+    `*` for anything.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
+        self.app = app
+        names = {_bare(name) for name in allowed if name.strip()}
+        self.any = "*" in names
+        self.exact = {name for name in names if not name.startswith((".", "*."))}
+        self.domains = tuple(
+            "." + name.removeprefix("*").removeprefix(".")
+            for name in names
+            if name.startswith((".", "*."))
+        )
+        self._reported: set[str] = set()
+
+    def allows(self, host: str) -> bool:
+        name = _bare(host)
+        if self.any or not name or name in self.exact or name.endswith(self.domains):
+            return True
+        try:
+            ipaddress.ip_address(name.strip("[]"))
+        except ValueError:
+            return False
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = next((v for k, v in scope.get("headers", []) if k == b"host"), b"")
+        text = host.decode("latin-1")
+        if self.allows(text):
+            await self.app(scope, receive, send)
+            return
+        shown = text[:100]
+        if len(self._reported) < 100 and shown not in self._reported:
+            self._reported.add(shown)
+            log.info(
+                "refused a request for Host %r (not this server's name; "
+                "PERFPULSE_ALLOWED_HOSTS lists more)",
+                shown,
+            )
+        body = orjson.dumps(
+            {"detail": f"Host {shown!r} is not allowed here; see PERFPULSE_ALLOWED_HOSTS"}
+        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": 400, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+
+def _bare(host: str) -> str:
+    """A Host header's name: lower case, no port, no trailing dot (IPv6 keeps brackets)."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        return name.partition("]")[0] + "]"
+    return name.partition(":")[0].rstrip(".")
+
+
+def default_allowed_hosts(hostname: str, bind: str, configured: str) -> list[str]:
+    """localhost, this machine's names, the bind address's name, and the configured ones."""
+    names = ["localhost", ".localhost", hostname, socket.gethostname(), socket.getfqdn()]
+    if bind not in ("0.0.0.0", "::", ""):
+        names.append(bind)
+    names += [item.strip() for item in configured.split(",") if item.strip()]
+    return names
