@@ -11,27 +11,31 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
+from exporter.api.querygate import QueryGate
 from exporter.api.webconfig import WebConfig
 from exporter.auth.sessions import Sessions
 from exporter.auth.throttle import LoginGate
-from exporter.auth.tokens import TokenError, user_for_token
+from exporter.auth.tokens import Claims, TokenError, session_for_token
 from exporter.config import Settings
 from exporter.fleet.listener import FleetListener
 from exporter.runtime import Runtime
 from exporter.sampler import Sampler
 from exporter.sinks.stream import Broadcaster
 from exporter.storage.database import Database, DatabaseUnavailable
+from exporter.storage.history import Reader
 from exporter.storage.users import User
 
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """What guards the API: the token key, the login gate, /metrics' web config."""
+    """What guards the API: the token key, the login gate, /metrics' web config, the
+    streams' sessions and the history reads' gate."""
 
     jwt_secret: bytes
     login_gate: LoginGate
     web_config: WebConfig
     sessions: Sessions
+    queries: QueryGate
 
 
 async def _runtime(connection: HTTPConnection) -> Runtime:
@@ -97,7 +101,12 @@ async def _sessions(access: AccessDep) -> Sessions:
     return access.sessions
 
 
+async def _queries(access: AccessDep) -> QueryGate:
+    return access.queries
+
+
 SecretDep = Annotated[bytes, Depends(_secret)]
+QueryGateDep = Annotated[QueryGate, Depends(_queries)]
 SessionsDep = Annotated[Sessions, Depends(_sessions)]
 LoginGateDep = Annotated[LoginGate, Depends(_login_gate)]
 WebConfigDep = Annotated[WebConfig, Depends(_web_config)]
@@ -114,14 +123,26 @@ async def _pool(database: DatabaseDep) -> asyncpg.Pool:
 
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 
+
+async def _reader(database: DatabaseDep, settings: SettingsDep) -> Reader:
+    try:
+        return Reader(database.reader, settings.history_timeout_seconds)
+    except DatabaseUnavailable as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
+        ) from None
+
+
+ReaderDep = Annotated[Reader, Depends(_reader)]
+
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /api/auth/login")
 
 
-async def _current_user(
+async def _current_session(
     pool: PoolDep,
     secret: SecretDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> tuple[User, Claims]:
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -129,13 +150,20 @@ async def _current_user(
             headers={"WWW-Authenticate": "Bearer"},
         )
     try:
-        return await user_for_token(pool, secret, credentials.credentials)
+        return await session_for_token(pool, secret, credentials.credentials)
     except TokenError as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             str(exc),
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None
+
+
+CurrentSession = Annotated[tuple[User, Claims], Depends(_current_session)]
+
+
+async def _current_user(session: CurrentSession) -> User:
+    return session[0]
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]

@@ -6,10 +6,12 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+import asyncpg
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
-from exporter.api.deps import CurrentUser, PoolDep, SettingsDep
+from exporter.api.deps import CurrentUser, QueryGateDep, ReaderDep, SettingsDep
+from exporter.api.querygate import QueryGate
 from exporter.api.timeparse import parse_time
 from exporter.storage import history as reads
 from exporter.storage.fields import FIELDS, METRIC_TYPES
@@ -47,18 +49,45 @@ def _invalid(parameter: str, message: str) -> HTTPException:
     )
 
 
-def bucket_width(start: datetime, end: datetime, points: int) -> tuple[str, float]:
-    """("raw" | "1m", seconds): whole minutes from the rollups once a bucket spans a minute."""
+def bucket_width(
+    start: datetime, end: datetime, points: int, raw_max: timedelta | None = None
+) -> tuple[str, float]:
+    """("raw" | "1m", seconds): whole minutes from the rollups once a bucket spans a
+    minute, or once the range is longer than `raw_max` (what one request may scan raw)."""
     seconds = max((end - start).total_seconds() / points, 0.001)
-    if seconds >= ROLLUP_SECONDS:
-        return "1m", float(math.ceil(seconds / ROLLUP_SECONDS) * ROLLUP_SECONDS)
+    if seconds >= ROLLUP_SECONDS or (raw_max is not None and end - start > raw_max):
+        return "1m", float(max(1, math.ceil(seconds / ROLLUP_SECONDS)) * ROLLUP_SECONDS)
     return "raw", seconds
+
+
+async def _bounded(gate: QueryGate, request: Request, user: str, work: Any) -> Any:
+    """Run one read under the gate (waiting for its turn included), cancelled if the
+    client leaves; a statement timeout is a 503 that says so."""
+
+    async def admitted() -> Any:
+        async with gate.admitted(user):
+            return await work
+
+    try:
+        return await gate.until_disconnect(request.receive, admitted())
+    except asyncpg.QueryCanceledError:
+        gate.timed_out_total += 1
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "history query stopped by its time limit (PERFPULSE_HISTORY_TIMEOUT_SECONDS); "
+            "ask for a shorter range",
+            headers={"Retry-After": "5"},
+        ) from None
+    finally:
+        work.close()  # a read refused before it ran: no "never awaited" warning
 
 
 @router.get("/history")
 async def history(
+    request: Request,
     user: CurrentUser,
-    pool: PoolDep,
+    reader: ReaderDep,
+    gate: QueryGateDep,
     settings: SettingsDep,
     metric_type: Annotated[str, Query(description=f"One of {', '.join(METRIC_TYPES)}.")],
     start: Annotated[
@@ -83,10 +112,12 @@ async def history(
         raise _invalid("start", "must be before end")
     if finish - begin > MAX_RANGE:
         raise _invalid("end", f"the range may span at most {MAX_RANGE.days} days")
-    resolution, seconds = bucket_width(begin, finish, points)
+    raw_max = timedelta(hours=settings.history_raw_max_hours)
+    resolution, seconds = bucket_width(begin, finish, points, raw_max)
     query = reads.history_rollup if resolution == "1m" else reads.history_raw
     target = host or settings.hostname
-    series = await query(pool, target, metric_type, begin, finish, seconds)
+    work = query(reader, target, metric_type, begin, finish, seconds)
+    series: reads.Series = await _bounded(gate, request, user.username, work)
     return HistoryOut(
         host=target,
         metric_type=metric_type,
@@ -104,13 +135,15 @@ async def history(
 
 @router.get("/latest")
 async def latest(
+    request: Request,
     user: CurrentUser,
-    pool: PoolDep,
+    reader: ReaderDep,
+    gate: QueryGateDep,
     settings: SettingsDep,
     host: HostQuery = None,
 ) -> dict[str, Any]:
     target = host or settings.hostname
-    found = await reads.latest(pool, target)
+    found = await _bounded(gate, request, user.username, reads.latest(reader, target))
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stored snapshot for host {target!r}")
     timestamp, sections = found

@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import asyncpg
 
@@ -21,6 +22,8 @@ from exporter.storage.embedded import EmbeddedPostgres
 from exporter.storage.migrate import migrate
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RETRY_MAX_SECONDS = 30.0
 
@@ -101,6 +104,7 @@ class Database:
         self._on_ready = on_ready
         self.ready = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
+        self._reader: asyncpg.Pool | None = None
         self._embedded: EmbeddedPostgres | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_error = "connecting"
@@ -112,6 +116,14 @@ class Database:
         if self._pool is None or not self.ready.is_set():
             raise DatabaseUnavailable(f"database not ready ({self._last_error})")
         return self._pool
+
+    @property
+    def reader(self) -> asyncpg.Pool:
+        """Connections of their own for history reads: however long those run, the
+        writer, logins and the stream never wait behind them."""
+        if self._reader is None or not self.ready.is_set():
+            raise DatabaseUnavailable(f"database not ready ({self._last_error})")
+        return self._reader
 
     @property
     def status(self) -> str:
@@ -145,24 +157,35 @@ class Database:
         else:
             self._task = asyncio.create_task(self._connect_with_retry(url), name="database")
 
+    async def _create_pool(self, url: str, size: int, role: str = "") -> asyncpg.Pool:
+        pooled = self.settings.database_transaction_pooling
+        name = f"perfpulse {self.settings.hostname}{role}"
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            url,
+            min_size=0,
+            max_size=size,
+            reset=_no_session_state,
+            connection_class=TransactionPooledConnection if pooled else asyncpg.Connection,
+            statement_cache_size=0 if pooled else 100,
+            # Which host (and which part) each connection serves, in pg_stat_activity.
+            server_settings={"application_name": name[:63]},
+        )
+        return pool
+
     async def _connect(self, url: str) -> None:
         try:
-            pooled = self.settings.database_transaction_pooling
-            pool = await asyncpg.create_pool(
-                url,
-                min_size=0,
-                max_size=self.settings.pool_size,
-                reset=_no_session_state,
-                connection_class=TransactionPooledConnection if pooled else asyncpg.Connection,
-                statement_cache_size=0 if pooled else 100,
-                # Which host each connection serves, in pg_stat_activity.
-                server_settings={"application_name": f"perfpulse {self.settings.hostname}"[:63]},
-            )
+            pool = await self._create_pool(url, self.settings.pool_size)
             async with pool.acquire() as conn:
                 await migrate(conn)
+            reader = (
+                await self._create_pool(url, self.settings.history_concurrency, " history")
+                if self.settings.dashboard
+                else None
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(describe(exc)) from exc
         self._pool = pool
+        self._reader = reader
         if self._on_ready is not None:
             await self._on_ready(pool)
         self.ready.set()
@@ -195,8 +218,9 @@ class Database:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._pool is not None:
-            await self._pool.close()
+        for pool in (self._reader, self._pool):
+            if pool is not None:
+                await pool.close()
         if self._embedded is not None:
             await self._embedded.stop()
 
@@ -210,3 +234,13 @@ async def open_database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
         yield database.pool
     finally:
         await database.stop()
+
+
+def with_database(settings: Settings, action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    """Run one database action with a migrated pool, then close it (for the CLI)."""
+
+    async def run() -> T:
+        async with open_database(settings) as pool:
+            return await action(pool)
+
+    return asyncio.run(run())

@@ -1,4 +1,8 @@
-"""Reading snapshots back: downsampled series (raw rows or minute rollups) and the latest."""
+"""Reading snapshots back: downsampled series (raw rows or minute rollups) and the latest.
+
+Every read goes through a `Reader`: one statement in a read-only transaction with a
+statement timeout, so however much a request asks for, PostgreSQL stops working on it.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,21 @@ from exporter.storage.fields import FIELDS, sql_path
 # Buckets start at whole multiples of their width from here, whatever the range asked:
 # the same data always lands in the same buckets.
 BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Runs read statements from `pool`, each stopped by the server after `timeout` s."""
+
+    pool: asyncpg.Pool
+    timeout: float
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            # SET LOCAL: ends with the transaction, and works through a transaction pooler.
+            await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(self.timeout * 1000))}")
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
 
 
 @dataclass(frozen=True, slots=True)
