@@ -79,8 +79,12 @@ class Runtime:
             host=settings.hostname,
             tick_reads=tick_reads,
         )
+        # Replays (`resume_from`) sent at once, for this host's stream and relayed ones.
+        replay_slots = asyncio.Semaphore(settings.ws_max_replays)
         self.broadcaster = Broadcaster(
-            queue_size=settings.ws_queue_size, resume_buffer=settings.ws_resume_buffer
+            queue_size=settings.ws_queue_size,
+            resume_buffer=settings.ws_resume_buffer,
+            replay_slots=replay_slots,
         )
         self.database = Database(settings, on_ready=on_database_ready)
         self.writer = BatchWriter(
@@ -107,6 +111,7 @@ class Runtime:
                 queue_size=settings.ws_queue_size,
                 # Kept per watched host: bounded tighter than this host's own buffer.
                 resume_buffer=min(settings.ws_resume_buffer, RELAYED_RESUME_BUFFER),
+                replay_slots=replay_slots,
             )
             if settings.dashboard and self.shared
             else None

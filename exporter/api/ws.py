@@ -22,9 +22,11 @@ from exporter.api.deps import (
     SessionsDep,
     SettingsDep,
 )
+from exporter.auth.sessions import TooManyStreams
 from exporter.auth.tokens import Claims, TokenError, session_for_token
 from exporter.config import Settings
 from exporter.fleet.listener import FleetListener, TooManyChannels, send_fleet
+from exporter.protocols import ADMIT_EXTENSION
 from exporter.sinks.protocol import (
     INVALID_PAYLOAD,
     MESSAGE_TOO_BIG,
@@ -78,7 +80,10 @@ async def metrics_stream(
     sessions: SessionsDep,
 ) -> None:
     token, subprotocol = token_from(websocket)
-    raw_send = websocket.scope.get("extensions", {}).get(EXTENSION)
+    extensions = websocket.scope.get("extensions", {})
+    raw_send = extensions.get(EXTENSION)
+    # The protocol reads nothing past the handshake until told the client is checked.
+    admitted_by_protocol = extensions.get(ADMIT_EXTENSION, lambda: None)
     try:
         # Admission (accept, origin, token) has the same deadline as request headers: a
         # client that stops reading cannot hold the handler here.
@@ -89,6 +94,8 @@ async def metrics_stream(
     except TimeoutError:
         abort_later(raw_send, 0)
         return
+    finally:
+        admitted_by_protocol()
     if admitted is None:
         return
     user, claims = admitted
@@ -99,12 +106,24 @@ async def metrics_stream(
     closing: set[asyncio.Task[None]] = set()
 
     def close_session(reason: str) -> None:
-        """Called by the session sweeper: the user is gone or changed password."""
+        """Called by the session sweeper or a logout: the user is gone, changed password
+        or logged this token out."""
         task = asyncio.create_task(_refuse(websocket, raw_send, POLICY_VIOLATION, reason))
         closing.add(task)
         task.add_done_callback(closing.discard)
 
-    session = sessions.open(user.username, claims.issued_at, close_session)
+    try:
+        session = sessions.open(user.username, claims.version, claims.token_id, close_session)
+    except TooManyStreams:
+        if isinstance(target, _Relayed):
+            target.fleet.release_channel(target.host)
+        await _refuse(
+            websocket,
+            raw_send,
+            TOO_MANY_MESSAGES,
+            f"too many streams for this user (at most {sessions.max_per_user})",
+        )
+        return
     log.debug("stream client connected: %s", user.username)
     expires_in = (claims.expires_at - datetime.now(UTC)).total_seconds()
     try:
@@ -237,8 +256,9 @@ async def _receive(
     broadcaster: Broadcaster | None,
     settings: Settings,
 ) -> None:
-    """Handle `{"resume_from": seq}` (the fleet list has nothing to resume: it starts
-    whole); anything too fast or malformed ends the connection."""
+    """Handle `{"resume_from": seq}`, or `{"resume_from": seq, "limit": n}` for only the
+    newest n missed snapshots (what the client's window holds); the fleet list has nothing
+    to resume: it starts whole. Anything too fast or malformed ends the connection."""
     window_start, count = time.monotonic(), 0
     resumed = False
     while True:
@@ -260,13 +280,13 @@ async def _receive(
         if len(raw) > settings.ws_max_message_bytes:
             await close_within(websocket, MESSAGE_TOO_BIG, "message too big")
             return
-        try:
-            request = orjson.loads(raw)
-            resume_from = request["resume_from"] if isinstance(request, dict) else None
-        except (orjson.JSONDecodeError, KeyError):
-            resume_from = None
-        if not isinstance(resume_from, int) or isinstance(resume_from, bool):
-            await close_within(websocket, INVALID_PAYLOAD, 'expected {"resume_from": <seq>}')
+        resume_from, limit = _resume_request(raw, settings.ws_resume_buffer)
+        if resume_from is None:
+            await close_within(
+                websocket,
+                INVALID_PAYLOAD,
+                'expected {"resume_from": <seq>} or {"resume_from": <seq>, "limit": <n>}',
+            )
             return
         if resumed:
             # A replay can be the whole resume buffer: one per connection.
@@ -274,4 +294,22 @@ async def _receive(
             return
         resumed = True
         if client is not None and broadcaster is not None:
-            client.resume(broadcaster.since(resume_from))
+            client.resume(broadcaster.since(resume_from, limit))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _resume_request(raw: str | bytes, most: int) -> tuple[int | None, int | None]:
+    """(resume_from, limit) from a client's message; (None, None) if malformed."""
+    try:
+        request = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(request, dict) or not set(request) <= {"resume_from", "limit"}:
+        return None, None
+    resume_from, limit = request.get("resume_from"), request.get("limit", most)
+    if not _is_int(resume_from) or not _is_int(limit) or limit < 0:
+        return None, None
+    return resume_from, min(limit, most)

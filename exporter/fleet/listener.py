@@ -32,12 +32,12 @@ from prometheus_client.registry import Collector
 from exporter.fleet.hosts import (
     CHANNEL,
     STALE_AFTER_INTERVALS,
-    SUMMARY_FIELDS,
     HostInfo,
     list_hosts,
 )
 from exporter.sinks.protocol import TRY_AGAIN_LATER
 from exporter.sinks.stream import Broadcaster, TextSocket, close_within
+from exporter.sinks.summary import SUMMARY_FIELDS
 from exporter.storage.database import Database, DatabaseUnavailable, describe
 
 log = logging.getLogger(__name__)
@@ -146,11 +146,13 @@ class FleetListener:
         *,
         queue_size: int = 8,
         resume_buffer: int = 600,
+        replay_slots: asyncio.Semaphore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.database = database
         self.queue_size = queue_size
         self.resume_buffer = resume_buffer
+        self.replay_slots = replay_slots
         self._clock = clock
         self.hosts: dict[str, _Host] = {}
         self.channels: dict[str, Broadcaster] = {}
@@ -173,7 +175,9 @@ class FleetListener:
             if len(self.channels) >= MAX_CHANNELS:
                 raise TooManyChannels(f"{MAX_CHANNELS} other hosts are streamed already")
             channel = self.channels[host] = Broadcaster(
-                queue_size=self.queue_size, resume_buffer=self.resume_buffer
+                queue_size=self.queue_size,
+                resume_buffer=self.resume_buffer,
+                replay_slots=self.replay_slots,
             )
             self._watch_now.add(host)
             self._watch_wake.set()

@@ -5,8 +5,14 @@ and its own sender, so a slow client loses old snapshots and, if it stalls, is e
 it never delays anyone else. Recent snapshots are kept for clients that resume.
 
 Two paths deliver a frame: written straight to the connection when it keeps up
-(`wire.DirectWriter`), or queued and sent through ASGI by the client's sender task
-(`send_until_evicted`). Both, and their counters, live here and in `wire.py`.
+(`wire.DirectWriter`), or queued and sent by the client's sender task
+(`send_until_evicted`): the pre-built frame again once the connection can take it, or
+through ASGI under another server. Both, and their counters, live here and in `wire.py`.
+
+A resume is a replay of kept frames, sent by the same sender task before anything queued
+after it: in chunks, each under one of a server-wide number of replay slots, yielding to
+the event loop after every frame, and stopping the moment the connection closes. Hundreds
+of clients resuming at once share the slots instead of holding the loop.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ class TextSocket(Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
+REPLAY_CHUNK = 16  # frames sent under one replay slot before it is given up
+
+
 class Client:
     """One connected client's pending frames."""
 
@@ -58,6 +67,7 @@ class Client:
         self.dropped = 0
         self.direct: DirectWriter | None = None
         self.sending = False
+        self._replay: list[Frame] | None = None
 
     def deliver(self, frame: Frame) -> None:
         """Write the frame now when nothing is waiting before it, else queue it.
@@ -71,6 +81,7 @@ class Client:
             direct is not None
             and frame.wire is not None
             and not self.sending
+            and self._replay is None
             and not self._queue
             and direct.write(frame.wire)
         ):
@@ -86,33 +97,53 @@ class Client:
         self._ready.set()
 
     def resume(self, frames: list[Frame]) -> int:
-        """Put missed frames before the queued ones, in order; returns how many."""
+        """Replay missed frames before the queued ones, in order; returns how many. Frames
+        published meanwhile wait in the queue behind them."""
         first_queued = self._queue[0].seq if self._queue else None
         missed = [f for f in frames if first_queued is None or f.seq < first_queued]
         if missed:
-            size = max(self._queue.maxlen or 0, len(missed) + len(self._queue))
-            self._queue = deque([*missed, *self._queue], maxlen=size)
+            self._replay = missed
             self._ready.set()
         return len(missed)
 
-    async def next(self) -> Frame:
-        while not self._queue:
+    def take_replay(self) -> list[Frame] | None:
+        replay, self._replay = self._replay, None
+        return replay
+
+    @property
+    def replaying(self) -> bool:
+        return self._replay is not None
+
+    async def next(self) -> Frame | None:
+        """The next queued frame; None when a replay is waiting to be sent first."""
+        while not self._queue and self._replay is None:
             self._ready.clear()
             await self._ready.wait()
+        if self._replay is not None:
+            return None
         return self._queue.popleft()
 
 
 class Broadcaster:
     """Receives every snapshot from the sampler and offers it to every client."""
 
-    def __init__(self, *, queue_size: int = 8, resume_buffer: int = 600) -> None:
+    def __init__(
+        self,
+        *,
+        queue_size: int = 8,
+        resume_buffer: int = 600,
+        replay_slots: asyncio.Semaphore | None = None,
+    ) -> None:
         self.queue_size = queue_size
+        # Shared by every broadcaster of the process (relayed hosts too): replays at once.
+        self.replay_slots = replay_slots or asyncio.Semaphore(8)
         self.clients: set[Client] = set()
         self._recent: deque[Frame] = deque(maxlen=resume_buffer)
         self.dropped_total = 0
         self.evictions_total = 0
         self.sent_total = 0  # through the queue and the ASGI send
         self.sent_direct_total = 0  # the pre-built frame written to the connection
+        self.replayed_total = 0
         self.last_seq: int | None = None
 
     def connect(self) -> Client:
@@ -134,9 +165,10 @@ class Broadcaster:
         for client in self.clients:
             client.deliver(frame)
 
-    def since(self, seq: int) -> list[Frame]:
-        """Kept frames newer than `seq`, oldest first."""
-        return [frame for frame in self._recent if frame.seq > seq]
+    def since(self, seq: int, limit: int | None = None) -> list[Frame]:
+        """Kept frames newer than `seq`, oldest first: the newest `limit` of them."""
+        frames = [frame for frame in self._recent if frame.seq > seq]
+        return frames if limit is None else frames[max(0, len(frames) - limit) :]
 
     async def run(self, sampler: Sampler) -> None:
         subscription = sampler.subscribe(maxsize=4)
@@ -160,20 +192,50 @@ async def send_until_evicted(socket: TextSocket, client: Client, send_timeout: f
 
 
 async def send_queued(socket: TextSocket, client: Client, send_timeout: float) -> None:
-    """Send queued frames one by one; raise Evicted when one takes longer than `send_timeout`."""
+    """Send a replay, then queued frames, one by one; raise Evicted when one takes longer
+    than `send_timeout`. Returns when the connection has closed."""
     while True:
         frame = await client.next()
-        client.sending = True
-        try:
-            # asyncio.timeout, not wait_for: no extra task per message (measurable at 5,000
-            # clients).
-            async with asyncio.timeout(send_timeout):
-                await socket.send_text(frame.text)
-        except TimeoutError:
-            raise Evicted from None
-        finally:
-            client.sending = False
+        if frame is None:
+            if not await _replay(socket, client, send_timeout):
+                return
+            continue
+        if not await _send(socket, client, frame, send_timeout):
+            return
         client.owner.sent_total += 1
+
+
+async def _replay(socket: TextSocket, client: Client, send_timeout: float) -> bool:
+    """Send the client's replay in chunks, a replay slot held for each; False once the
+    connection has closed."""
+    frames = client.take_replay() or []
+    slots = client.owner.replay_slots
+    for start in range(0, len(frames), REPLAY_CHUNK):
+        async with slots:
+            for frame in frames[start : start + REPLAY_CHUNK]:
+                if not await _send(socket, client, frame, send_timeout):
+                    return False
+                client.owner.replayed_total += 1
+                await asyncio.sleep(0)  # a fast reader never holds the loop
+    return True
+
+
+async def _send(socket: TextSocket, client: Client, frame: Frame, send_timeout: float) -> bool:
+    """One frame, the pre-built bytes where the connection allows; False if it is closed."""
+    direct = client.direct
+    client.sending = True
+    try:
+        # asyncio.timeout, not wait_for: no extra task per message (measurable at 5,000
+        # clients).
+        async with asyncio.timeout(send_timeout):
+            if direct is not None and frame.wire is not None:
+                return await direct.send(frame.wire)
+            await socket.send_text(frame.text)
+            return True
+    except TimeoutError:
+        raise Evicted from None
+    finally:
+        client.sending = False
 
 
 async def close_within(socket: TextSocket, code: int, reason: str, seconds: float = 1.0) -> bool:
@@ -219,3 +281,8 @@ class StreamCollector(Collector):
         sent.add_metric(["direct"], b.sent_direct_total)
         sent.add_metric(["queued"], b.sent_total)
         yield sent
+        yield CounterMetricFamily(
+            "perfpulse_ws_messages_replayed_total",
+            "Kept snapshots sent to clients that resumed (`resume_from`).",
+            value=b.replayed_total,
+        )

@@ -84,6 +84,22 @@ class DirectWriter:
         p.transport.write(frame)
         return True
 
+    def closed(self) -> bool:
+        p = self._protocol
+        return bool(p.disconnected or p.close_sent or p.transport.is_closing())
+
+    async def send(self, frame: bytes) -> bool:
+        """Write once the connection can take it (not paused); False if it has closed."""
+        p = self._protocol
+        if self.closed():
+            return False
+        if not p.writable.is_set():
+            await p.writable.wait()
+            if self.closed():
+                return False
+        p.transport.write(frame)
+        return True
+
     def abort(self) -> None:
         """Drop the connection at once (a client whose buffers never drain)."""
         transport = self._protocol.transport

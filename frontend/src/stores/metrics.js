@@ -93,7 +93,7 @@ export const useMetricsStore = defineStore('metrics', () => {
       errorMessage.value = null
       // After a reconnect: what was missed. On the first open: every snapshot the server
       // keeps (its resume buffer), so the charts open full instead of one point a tick.
-      ws.send(JSON.stringify({ resume_from: lastSeq ?? 0 }))
+      ws.send(JSON.stringify({ resume_from: lastSeq ?? 0, limit: MAX_POINTS }))
     }
     ws.onmessage = (event) => {
       if (socket !== ws) return

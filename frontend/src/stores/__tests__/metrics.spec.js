@@ -156,7 +156,7 @@ describe('metrics store', () => {
     last().drop()
     vi.advanceTimersByTime(1000)
     last().open()
-    expect(last().sent).toEqual([JSON.stringify({ resume_from: 42 })])
+    expect(last().sent).toEqual([JSON.stringify({ resume_from: 42, limit: MAX_POINTS })])
     last().message(snapshot(42)) // a duplicate is ignored
     expect(store.series.cpu.t).toHaveLength(2)
   })
@@ -164,7 +164,7 @@ describe('metrics store', () => {
   it('asks for the server\'s kept snapshots on the first open and fills the series from them', () => {
     store.connect()
     last().open()
-    expect(last().sent).toEqual([JSON.stringify({ resume_from: 0 })])
+    expect(last().sent).toEqual([JSON.stringify({ resume_from: 0, limit: MAX_POINTS })])
     // The server answers with its buffer, oldest first, before any live snapshot.
     for (let seq = 1; seq <= 30; seq += 1) last().message(snapshot(seq))
     expect(store.series.cpu.t).toHaveLength(30)
@@ -226,7 +226,7 @@ describe('metrics store', () => {
     expect(store.series.cpu.t).toHaveLength(0)
     last().open()
     // A host's seq has nothing to do with the last one's: the first open asks for all.
-    expect(JSON.parse(last().sent[0])).toEqual({ resume_from: 0 })
+    expect(JSON.parse(last().sent[0])).toEqual({ resume_from: 0, limit: MAX_POINTS })
     last().message(snapshot(2, { host: 'web 1' }))
     expect(store.currentMetrics.host).toBe('web 1')
     store.selectHost(null)
