@@ -1,16 +1,25 @@
-"""POST /api/auth/login and GET /api/auth/me."""
+"""POST /api/auth/login, POST /api/auth/logout and GET /api/auth/me."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field, field_validator
 
-from exporter.api.deps import CurrentUser, LoginGateDep, PoolDep, SecretDep, SettingsDep
+from exporter.api.deps import (
+    CurrentSession,
+    CurrentUser,
+    LoginGateDep,
+    PoolDep,
+    SecretDep,
+    SessionsDep,
+    SettingsDep,
+)
 from exporter.auth.passwords import authenticate
 from exporter.auth.tokens import issue_token
+from exporter.storage import users
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -82,6 +91,7 @@ async def login(
             headers={"Retry-After": str(math.ceil(refusal.retry_after))},
         )
     with gate.checking(address, body.username) as attempt:
+        await attempt.turn()  # an account past its failure limit: one check at a time
         user = await authenticate(pool, body.username, body.password)
         if user is None:
             raise HTTPException(
@@ -90,10 +100,26 @@ async def login(
                 headers={"WWW-Authenticate": "Bearer"},
             )
         attempt.succeeded()
+    # The version read before the password was checked: a password change meanwhile makes
+    # this token invalid from the start.
     issued = issue_token(
-        secret, user.username, timedelta(minutes=settings.access_token_expire_minutes)
+        secret,
+        user.username,
+        timedelta(minutes=settings.access_token_expire_minutes),
+        version=user.token_version,
     )
     return Token(access_token=issued.token, expires_in=issued.expires_in)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+async def logout(session: CurrentSession, pool: PoolDep, sessions: SessionsDep) -> Response:
+    """Revoke this token at once, on every instance sharing the database; this
+    instance's streams opened with it close now, other instances' within
+    PERFPULSE_SESSION_RECHECK_SECONDS."""
+    user, claims = session
+    await users.revoke_token(pool, claims.token_id, user.username, claims.expires_at)
+    sessions.revoked(claims.token_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/me")

@@ -4,10 +4,8 @@ command shares (a terminal, or --password-stdin)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import sys
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
@@ -15,7 +13,7 @@ import asyncpg
 from exporter.auth.passwords import hash_password
 from exporter.config import CommandError, Settings
 from exporter.storage import users
-from exporter.storage.database import open_database
+from exporter.storage.database import with_database
 
 T = TypeVar("T")
 
@@ -47,16 +45,6 @@ def _read_password(args: argparse.Namespace, question: str = "Password: ") -> st
 def _validate_username(username: str) -> None:
     if not 1 <= len(username) <= 64 or not username.isprintable() or username.strip() != username:
         raise CommandError("a user name is 1 to 64 printable characters, no surrounding spaces")
-
-
-def with_database(settings: Settings, action: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    """Run one database action with a migrated pool, then close it."""
-
-    async def run() -> T:
-        async with open_database(settings) as pool:
-            return await action(pool)
-
-    return asyncio.run(run())
 
 
 def users_create(settings: Settings, args: argparse.Namespace) -> int:

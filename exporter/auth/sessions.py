@@ -2,8 +2,13 @@
 
 A token is checked once, at connect; a stream can stay open for days. Each stream closes
 itself when its token expires (a timer of its own), and one sweeper asks the database
-every `recheck_seconds` about the users that have streams open, in one query, closing
-those whose user is gone or whose password changed after the token was issued.
+every `recheck_seconds` about the users and tokens that have streams open, closing those
+whose user is gone, whose password changed after the token was issued (its token version
+moved on), or whose token was logged out on any instance. A logout here closes this
+instance's streams of that token at once.
+
+Streams are also counted per user, so that one account cannot hold the server's
+connections (`max_per_user`).
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import asyncpg
 
+from exporter.storage import users
 from exporter.storage.database import DATABASE_ERRORS, Database, DatabaseUnavailable, describe
 
 log = logging.getLogger(__name__)
@@ -27,25 +33,57 @@ Close = Callable[[str], None]
 @dataclass(eq=False)
 class Session:
     username: str
-    issued_at: datetime
+    version: int
+    token_id: str
     close: Close = field(repr=False)
+
+
+class TooManyStreams(Exception):
+    """The user has `max_per_user` streams open here already."""
 
 
 class Sessions:
     """The open streams' sessions, and the sweeper that re-checks them."""
 
-    def __init__(self, recheck_seconds: float = 30.0) -> None:
+    def __init__(self, recheck_seconds: float = 30.0, max_per_user: int = 32) -> None:
         self.recheck_seconds = recheck_seconds
+        self.max_per_user = max_per_user
         self._open: set[Session] = set()
+        self._per_user: Counter[str] = Counter()
         self.closed_total = 0
 
-    def open(self, username: str, issued_at: datetime, close: Close) -> Session:
-        session = Session(username, issued_at, close)
+    def open(self, username: str, version: int, token_id: str, close: Close) -> Session:
+        """Count a new stream of `username`; TooManyStreams past the bound."""
+        if self._per_user[username] >= self.max_per_user:
+            raise TooManyStreams(username)
+        session = Session(username, version, token_id, close)
         self._open.add(session)
+        self._per_user[username] += 1
         return session
 
     def end(self, session: Session) -> None:
-        self._open.discard(session)
+        if session in self._open:
+            self._open.discard(session)
+            self._per_user[session.username] -= 1
+            if self._per_user[session.username] <= 0:
+                del self._per_user[session.username]
+
+    def open_for(self, username: str) -> int:
+        return self._per_user[username]
+
+    def revoked(self, token_id: str) -> int:
+        """Close this instance's streams of a token just logged out; returns how many."""
+        return self._close(
+            [s for s in self._open if s.token_id == token_id],
+            lambda _: "token revoked (logged out)",
+        )
+
+    def _close(self, sessions: list[Session], reason: Callable[[Session], str]) -> int:
+        for session in sessions:
+            self.end(session)
+            session.close(reason(session))
+        self.closed_total += len(sessions)
+        return len(sessions)
 
     async def run(self, database: Database) -> None:
         """Re-check every `recheck_seconds`, until cancelled; a database outage only
@@ -56,30 +94,30 @@ class Sessions:
                 await self.recheck(database.pool)
 
     async def recheck(self, pool: asyncpg.Pool) -> int:
-        """Close the sessions whose user is gone or changed password; returns how many."""
+        """Close the sessions whose user is gone, whose password changed or whose token
+        was logged out; returns how many."""
         if not self._open:
             return 0
         names = sorted({s.username for s in self._open})
         try:
             rows = await pool.fetch(
-                "SELECT username, password_changed_at FROM users WHERE username = ANY($1)",
-                names,
+                "SELECT username, token_version FROM users WHERE username = ANY($1)", names
             )
+            revoked = await users.revoked_among(pool, sorted({s.token_id for s in self._open}))
         except DATABASE_ERRORS as exc:
             log.debug("session recheck postponed: %s", describe(exc))
             return 0
-        changed = {row["username"]: row["password_changed_at"] for row in rows}
-        closed = 0
-        for session in list(self._open):
-            since = changed.get(session.username)
-            if since is None:
-                reason = "user no longer exists"
-            elif session.issued_at < since.replace(microsecond=0):
-                reason = "password changed"
-            else:
-                continue
-            self._open.discard(session)
-            session.close(reason)
-            closed += 1
-        self.closed_total += closed
-        return closed
+        versions = {row["username"]: row["token_version"] for row in rows}
+
+        def reason(session: Session) -> str | None:
+            version = versions.get(session.username)
+            if version is None:
+                return "user no longer exists"
+            if session.version != version:
+                return "password changed"
+            if session.token_id in revoked:
+                return "token revoked (logged out)"
+            return None
+
+        ending = {s: why for s in self._open if (why := reason(s)) is not None}
+        return self._close(list(ending), ending.__getitem__)

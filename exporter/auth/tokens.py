@@ -1,4 +1,9 @@
-"""Access tokens: JWT, HS256 only, with required claims; the key from settings or the data dir."""
+"""Access tokens: JWT, HS256 only, with required claims; the key from settings or the data dir.
+
+A token names its user (`sub`), itself (`jti`, for logout) and the user's token version
+when it was issued (`ver`): a password change increments the version, so no token issued
+before it, or by a login whose password check was already under way, works after it.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from exporter.storage.users import User
 
 ALGORITHM = "HS256"
 ALGORITHMS = [ALGORITHM]  # the only algorithm decode accepts: no "none", no RS/HS confusion
-REQUIRED_CLAIMS = ("exp", "iat", "sub")
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti")
 MAX_TOKEN_BYTES = 4096
 SECRET_FILE = "jwt-secret"
 
@@ -34,10 +39,23 @@ class IssuedToken:
 
 
 def issue_token(
-    secret: bytes, username: str, lifetime: timedelta, now: datetime | None = None
+    secret: bytes,
+    username: str,
+    lifetime: timedelta,
+    now: datetime | None = None,
+    *,
+    version: int = 0,
 ) -> IssuedToken:
+    """A token for `username` at token version `version` (read before the password was
+    checked)."""
     issued = (now or datetime.now(UTC)).replace(microsecond=0)
-    claims = {"sub": username, "iat": issued, "exp": issued + lifetime}
+    claims = {
+        "sub": username,
+        "iat": issued,
+        "exp": issued + lifetime,
+        "jti": secrets.token_urlsafe(16),
+        "ver": version,
+    }
     token = jwt.encode(claims, secret, algorithm=ALGORITHM)
     return IssuedToken(token, int(lifetime.total_seconds()))
 
@@ -47,6 +65,8 @@ class Claims:
     subject: str
     issued_at: datetime
     expires_at: datetime
+    token_id: str
+    version: int
 
 
 def decode_token(secret: bytes, token: str) -> Claims:
@@ -64,31 +84,36 @@ def decode_token(secret: bytes, token: str) -> Claims:
         raise TokenError("token expired") from None
     except JWTError:
         raise TokenError("invalid token") from None
-    subject = claims.get("sub")
+    subject, token_id, version = claims.get("sub"), claims.get("jti"), claims.get("ver")
     if not isinstance(subject, str) or not subject:
+        raise TokenError("invalid token")
+    if not isinstance(token_id, str) or not 0 < len(token_id) <= 64:
+        raise TokenError("invalid token")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise TokenError("invalid token")
     try:
         return Claims(
             subject,
             datetime.fromtimestamp(int(claims["iat"]), UTC),
             datetime.fromtimestamp(int(claims["exp"]), UTC),
+            token_id,
+            version,
         )
     except (TypeError, ValueError, OverflowError):
         raise TokenError("invalid token") from None
 
 
-async def user_for_token(db: asyncpg.Pool, secret: bytes, token: str) -> User:
-    """The user a valid token speaks for; TokenError when it cannot speak for anyone."""
-    return (await session_for_token(db, secret, token))[0]
-
-
 async def session_for_token(db: asyncpg.Pool, secret: bytes, token: str) -> tuple[User, Claims]:
-    """`user_for_token`, with the token's claims (a stream needs its expiry)."""
+    """The user a valid token speaks for, and its claims (a stream needs its expiry);
+    TokenError when it cannot speak for anyone."""
     claims = decode_token(secret, token)
-    user = await users.get(db, claims.subject)
-    if user is None:
+    found = await users.get_for_token(db, claims.subject, claims.token_id)
+    if found is None:
         raise TokenError("user no longer exists")
-    if claims.issued_at < user.password_changed_at.replace(microsecond=0):
+    user, revoked = found
+    if revoked:
+        raise TokenError("token revoked (logged out)")
+    if claims.version != user.token_version:
         raise TokenError("token issued before the password was changed")
     return user, claims
 

@@ -78,7 +78,7 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
 # it): SELECT on the metrics tables, nothing else (never the users' password hashes).
 READER_ROLE = "grafana_reader"
 READABLE_TABLES = ("metrics_snapshots", "metrics_rollup_1m", "hosts")
-PRIVATE_TABLES = ("users", "schema_migrations")
+PRIVATE_TABLES = ("users", "revoked_tokens", "schema_migrations")
 
 
 async def grant_reader(conn: asyncpg.Connection) -> bool:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from exporter.storage import users
 from exporter.storage.database import Database, DatabaseUnavailable, describe
 from exporter.storage.partitions import drop_partitions_before
 
@@ -56,6 +57,7 @@ class Retention:
             async with pool.acquire() as conn:
                 dropped = await drop_partitions_before(conn, cutoff)
                 rollups = await delete_rollups_before(conn, cutoff)
+                await users.forget_expired_revocations(conn)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("retention skipped: %s", describe(exc))
             return []

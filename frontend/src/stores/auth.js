@@ -37,6 +37,7 @@ export const useAuthStore = defineStore('auth', () => {
     sessionStorage.setItem(`${KEY}.user`, name)
   }
 
+  /** Forget the token here (it was refused, or the user signs out). */
   function logout() {
     token.value = null
     username.value = null
@@ -44,5 +45,21 @@ export const useAuthStore = defineStore('auth', () => {
     sessionStorage.removeItem(`${KEY}.user`)
   }
 
-  return { token, username, isAuthenticated, login, logout }
+  /** The user's "Log out": the server revokes the token (on every instance), then it is
+   * forgotten here. A failed call still logs out locally; the token expires anyway. */
+  async function signOut(fetchImpl = fetch) {
+    const current = token.value
+    logout()
+    if (!current) return
+    try {
+      await fetchImpl('/api/auth/logout', {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${current}` },
+      })
+    } catch {
+      // offline or server gone: nothing more to do here
+    }
+  }
+
+  return { token, username, isAuthenticated, login, logout, signOut }
 })

@@ -43,4 +43,27 @@ describe('auth store', () => {
     ).rejects.toThrow('too many failed logins; try again later (wait 42 s)')
     expect(auth.isAuthenticated).toBe(false)
   })
+
+  it('signs out: forgets the token at once and asks the server to revoke it', async () => {
+    const auth = useAuthStore()
+    await auth.login('alice', 'pw', async () => response(200, { access_token: 'abc' }))
+    const fetchImpl = vi.fn(async () => response(204, null))
+    const done = auth.signOut(fetchImpl)
+    expect(auth.isAuthenticated).toBe(false)
+    expect(sessionStorage.getItem('perfpulse.token')).toBeNull()
+    await done
+    expect(fetchImpl).toHaveBeenCalledWith('/api/auth/logout', {
+      method: 'POST',
+      headers: { Authorization: 'Bearer abc' },
+    })
+  })
+
+  it('signs out locally even when the server cannot be reached', async () => {
+    const auth = useAuthStore()
+    await auth.login('alice', 'pw', async () => response(200, { access_token: 'abc' }))
+    await auth.signOut(async () => {
+      throw new TypeError('Failed to fetch')
+    })
+    expect(auth.isAuthenticated).toBe(false)
+  })
 })
