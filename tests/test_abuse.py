@@ -143,7 +143,7 @@ def test_a_connection_that_sends_no_request_is_closed(tmp_path, server_env):
     with serve(tmp_path, env=env) as server:
         host, port = server.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
             sock.settimeout(5)
             started = time.monotonic()
             assert sock.recv(4096) == b""  # closed by the server
@@ -220,16 +220,48 @@ def test_a_success_clears_only_its_own_address_and_account():
     assert refusal is not None and refusal.status == 429
 
 
-def test_an_account_is_throttled_across_addresses():
+def test_an_account_past_its_limit_is_delayed_not_locked():
+    """Four failures from four addresses reach the account's limit: a clean address is
+    still checked, after a delay that grows with the failures; an address that failed 3
+    times for the account itself waits; other accounts are untouched."""
     gate = LoginGate(
-        max_failures=3, account_max_failures=4, window_seconds=60, queue_size=8, clock=FakeClock()
+        max_failures=5, account_max_failures=4, window_seconds=60, queue_size=8, clock=FakeClock()
     )
     for i in range(4):
         with gate.checking(f"10.0.0.{i}", "admin"):
             pass
-    refusal = gate.refusal("10.0.0.99", "admin")
-    assert refusal is not None and "this account" in refusal.detail
+    assert gate.refusal("10.0.0.99", "admin") is None
+    assert gate.account_delay("admin") == 0.5
+    for address in ["10.0.1.1"] * 3 + [f"10.0.2.{i}" for i in range(5)]:
+        with gate.checking(address, "admin"):  # 8 more failures double the delay
+            pass
+    assert gate.account_delay("admin") == 1.0
+    refusal = gate.refusal("10.0.1.1", "admin")  # it failed 3 times for admin itself
+    assert refusal is not None and refusal.status == 429 and "this account" in refusal.detail
     assert gate.refusal("10.0.0.99", "someone-else") is None
+    assert gate.account_delay("someone-else") == 0
+
+
+async def test_checks_for_an_account_past_its_limit_take_turns():
+    gate = LoginGate(
+        max_failures=5, account_max_failures=1, window_seconds=60, queue_size=8, clock=FakeClock()
+    )
+    with gate.checking("10.0.0.1", "admin"):
+        pass
+    order: list[str] = []
+
+    async def login(address: str) -> None:
+        with gate.checking(address, "admin") as attempt:
+            await attempt.turn()
+            order.append(f"{address} in")
+            await asyncio.sleep(0.01)
+            order.append(f"{address} out")
+
+    await asyncio.gather(login("10.0.0.2"), login("10.0.0.3"))
+    assert order == ["10.0.0.2 in", "10.0.0.2 out", "10.0.0.3 in", "10.0.0.3 out"]
+    with gate.checking("10.0.0.4", "admin"), gate.checking("10.0.0.5", "admin"):
+        third = gate.refusal("10.0.0.6", "admin")  # two wait already
+    assert third is not None and third.status == 429 and "one at a time" in third.detail
 
 
 def test_one_login_per_address_at_a_time_and_a_bounded_queue():
@@ -250,7 +282,7 @@ def test_one_login_per_address_at_a_time_and_a_bounded_queue():
 def _post_body(url: str, total: int, chunked: bool) -> bytes:
     """Send a huge login body over a raw socket; return what the server answered."""
     host, port = url.removeprefix("http://").split(":")
-    head = "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = "POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {total}\r\n\r\n"
     chunk = b"a" * 65536
     with socket.create_connection((host, int(port))) as sock:
@@ -363,7 +395,7 @@ def _ping_flood(url: str, path: str, seconds: float) -> tuple[int, bool]:
     sock = socket.create_connection((host, int(port)))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     ping = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125  # masked, 125-byte payload
