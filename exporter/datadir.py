@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from exporter.config import StartError
@@ -23,13 +24,41 @@ class DataDirLocked(StartError):
 
 
 def ensure_private(path: Path) -> Path:
-    """Create the directory 0700, or tighten one this user owns to 0700."""
+    """Create the directory 0700, or tighten one this user owns to 0700.
+
+    One exception: run as root, the embedded PostgreSQL (`pgdata` inside) runs as a
+    system user of its own, which must pass through this directory, by absolute paths,
+    for as long as it runs (a checkpoint opens `<pgdata>/global/pg_control`). Then the
+    directory's group is the server processes' group and its mode 0710: they may pass,
+    nobody else may even list it."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         info = path.stat()
-        if info.st_uid == os.geteuid() and info.st_mode & 0o077:
-            path.chmod(0o700)
+        if info.st_uid != os.geteuid():
+            return path
+        mode, group = 0o700, None
+        with contextlib.suppress(FileNotFoundError):
+            if (path / "pgdata").stat().st_uid != info.st_uid:
+                mode, group = 0o710, _server_group(path / "pgdata")
+        if group is not None and info.st_gid != group:
+            os.chown(path, -1, group)
+        if stat.S_IMODE(info.st_mode) != mode:
+            path.chmod(mode)
     return path
+
+
+def _server_group(pgdata: Path) -> int | None:
+    """The group the PostgreSQL running in `pgdata` runs as (pgserver switches only the
+    user: the group is the one that started it), from its postmaster.pid."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, ValueError):
+        return None
+    for line in status.splitlines():
+        if line.startswith("Gid:"):
+            return int(line.split()[1])
+    return None
 
 
 class DataDirLock:

@@ -73,3 +73,17 @@ def test_readme_configuration_table_lists_every_setting():
         if line.startswith("| `")
     }
     assert rows == {f"PERFPULSE_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_an_empty_variable_means_the_default(monkeypatch):
+    """`PERFPULSE_DASHBOARD_DIR=` is unset, not the working directory; likewise for every
+    setting (pydantic-settings' env_ignore_empty)."""
+    from exporter.config import Settings
+
+    defaults = load_settings()
+    for name in Settings.model_fields:
+        monkeypatch.setenv(f"PERFPULSE_{name.upper()}", "")
+    settings = load_settings()
+    for name in Settings.model_fields:
+        assert getattr(settings, name) == getattr(defaults, name), name
+    assert settings.dashboard_dir is None

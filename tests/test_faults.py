@@ -408,3 +408,125 @@ def test_changing_the_admin_password_removes_the_initial_password_file(tmp_path,
     )
     assert changed.returncode == 0, changed.stderr
     assert not initial.exists()
+
+
+def _is_private(data_dir: Path) -> bool:
+    """0700; or, run as root with the embedded PostgreSQL (its own system user inside),
+    0710 for the server's group only (exporter/datadir.py says why)."""
+    info = data_dir.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if mode == 0o700:
+        return True
+    pgdata = data_dir / "pgdata"
+    return (
+        mode == 0o710
+        and os.geteuid() == 0
+        and pgdata.exists()
+        and pgdata.stat().st_uid != info.st_uid
+    )
+
+
+def _no_database_env(data_dir: Path) -> dict[str, str]:
+    """The embedded PostgreSQL in `data_dir`, which does not exist yet."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERFPULSE_")}
+    return {**env, "PERFPULSE_DATA_DIR": str(data_dir), "PERFPULSE_LOG_LEVEL": "info"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin"),
+    [
+        (["users", "create", "bob", "--password-stdin"], "bob-password\n"),
+        (["users", "list"], ""),
+        (["users", "set-password", "admin", "--password-stdin"], "new-password\n"),
+        (["users", "delete", "nobody"], ""),
+        (["hosts", "list"], ""),
+        (["hosts", "remove", "nothing"], ""),
+        (["snapshot", "--interval", "0.2"], ""),
+    ],
+    ids=lambda value: "-".join(value[:2]) if isinstance(value, list) else None,
+)
+def test_every_command_that_creates_the_data_directory_makes_it_private(tmp_path, argv, stdin):
+    """On a fresh machine each command creates the data directory 0700 (run as root, the
+    embedded server's own user is let through only while it stops), and its embedded
+    PostgreSQL stops cleanly instead of being killed."""
+    data_dir = tmp_path / "fresh" / "data"
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", *argv],
+        env=_no_database_env(data_dir),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "killing it instead" not in result.stderr + result.stdout
+    if not data_dir.exists():
+        assert argv[0] == "snapshot"  # it keeps nothing: nothing to create
+        return
+    assert _is_private(data_dir), oct(data_dir.stat().st_mode)
+
+
+def test_serve_on_a_fresh_data_directory_keeps_it_private_and_postgres_working(tmp_path):
+    """Private while it runs, and the embedded server can still checkpoint (it opens
+    files through the data directory by absolute path) and stop cleanly."""
+    data_dir = tmp_path / "fresh" / "data"
+    env = _no_database_env(data_dir)
+    with serve(tmp_path, env=env, timeout=60) as server:
+        private = _is_private(data_dir)
+        socket_dir = data_dir / "pgdata"
+        asyncio.run(_checkpoint(f"postgresql://postgres@/postgres?host={socket_dir}"))
+        assert server.stop() == 0
+        log = server.log()
+    assert private
+    assert _is_private(data_dir)
+    assert "killing it instead" not in log
+    assert "Failed postgres command" not in log
+    assert "PANIC" not in (data_dir / "pgdata" / "log").read_text()
+
+
+async def _checkpoint(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+def test_ready_is_not_alive(tmp_path, server_env):
+    """With the database not yet reached, /healthz is 200 (sampling runs) and /readyz is
+    503 saying what it waits for; once it is reached, /readyz is 200."""
+    unreachable = {
+        **server_env,
+        "PERFPULSE_DATABASE_URL": f"postgresql://perfpulse@127.0.0.1:{free_port()}/none",
+        "PERFPULSE_HOST": "127.0.0.1",
+        "PERFPULSE_PORT": str(free_port()),
+    }
+    url = f"http://127.0.0.1:{unreachable['PERFPULSE_PORT']}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "serve", "--interval", "0.2"],
+        env={**os.environ, **unreachable},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz").json().get("status") == "ok":
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "no snapshot"
+            time.sleep(0.1)
+        alive = httpx.get(url + "/healthz")
+        not_ready = httpx.get(url + "/readyz")
+    finally:
+        process.terminate()
+        process.wait(15)
+    with serve(tmp_path, env=server_env) as server:
+        ready = httpx.get(server.url + "/readyz")
+    assert alive.status_code == 200
+    assert not_ready.status_code == 503
+    assert not_ready.json()["status"] == "not ready"
+    assert not_ready.json()["waiting_for"][0].startswith("database not reached yet")
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})

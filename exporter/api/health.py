@@ -1,4 +1,4 @@
-"""Liveness: the sampler is producing snapshots."""
+"""Liveness (the sampler is producing snapshots) and readiness (it can serve)."""
 
 from __future__ import annotations
 
@@ -47,3 +47,26 @@ async def healthz(
         "database": database.status,
     }
     return JSONResponse(body, status_code=200 if age <= limit else 503)
+
+
+@router.get("/readyz", summary="Readiness")
+async def readyz(sampler: SamplerDep, database: DatabaseDep, settings: SettingsDep) -> JSONResponse:
+    """200 once this instance can serve what it is for: the first snapshot exists (when
+    collecting) and the database has been reached since start (a login or a history
+    read would otherwise be a 503); 503 with the reasons before. A later database outage
+    does not make it unready (sampling, /metrics and open streams go on; /healthz reports
+    it), and neither does anything but a stuck sampler."""
+    waiting = []
+    if settings.collect:
+        latest = sampler.latest
+        if latest is None:
+            waiting.append("no snapshot yet")
+        else:
+            age = (datetime.now(UTC) - latest.timestamp).total_seconds()
+            if age > STALE_AFTER_INTERVALS * sampler.interval + sampler.deadline:
+                waiting.append(f"no snapshot for {age:.0f} s")
+    if not database.ready.is_set():
+        waiting.append(f"database not reached yet ({database.status})")
+    if waiting:
+        return JSONResponse({"status": "not ready", "waiting_for": waiting}, status_code=503)
+    return JSONResponse({"status": "ready"}, status_code=200)

@@ -49,6 +49,11 @@ class EmbeddedPostgres:
         ensure_private(self.pgdata.parent)
         log.info("starting embedded PostgreSQL in %s", self.pgdata)
         self._server = await asyncio.to_thread(get_server, self.pgdata, cleanup_mode="stop")
+        # Run as root, pgserver starts PostgreSQL as its own system user and opens every
+        # directory above pgdata to everyone (o+rx) so that user can reach it. The data
+        # directory also holds the JWT key and the initial admin's password: it goes
+        # back to private, with only that user let through (exporter/datadir.py).
+        ensure_private(self.pgdata.parent)
         admin_url = self._server.get_uri()
         conn = await asyncpg.connect(admin_url)
         try:
