@@ -9,8 +9,9 @@ from fastapi import APIRouter
 
 from exporter import __version__
 from exporter.api.deps import CurrentUser, PoolDep, RuntimeDep
-from exporter.fleet.hosts import STALE_AFTER_INTERVALS, HostInfo, list_hosts, summarize
+from exporter.fleet.hosts import STALE_AFTER_INTERVALS, HostInfo, list_hosts
 from exporter.runtime import Runtime
+from exporter.sinks.summary import summarize
 
 router = APIRouter(prefix="/api", tags=["fleet"])
 

@@ -1,4 +1,4 @@
-"""Hosts as the fleet sees them: the summary each snapshot carries, the `hosts` table."""
+"""Hosts as the fleet sees them: the `hosts` table and each host's latest summary."""
 
 from __future__ import annotations
 
@@ -10,31 +10,11 @@ import asyncpg
 import orjson
 
 from exporter.collectors.base import JSON
+from exporter.sinks.summary import SUMMARY_FIELDS
 
 CHANNEL = "perfpulse_live"
 # A host is stale when it has not written for this many of its intervals.
 STALE_AFTER_INTERVALS = 3
-
-SUMMARY_FIELDS = (
-    ("cpu_busy_ratio", "cpu", ("usage_percent",), 0.01),
-    ("memory_used_ratio", "memory", ("percent",), 0.01),
-    ("network_receive_bytes_per_second", "network", ("total", "receive_bytes_per_second"), 1.0),
-    ("network_transmit_bytes_per_second", "network", ("total", "transmit_bytes_per_second"), 1.0),
-    ("disk_read_bytes_per_second", "disk", ("total", "read_bytes_per_second"), 1.0),
-    ("disk_write_bytes_per_second", "disk", ("total", "written_bytes_per_second"), 1.0),
-)
-
-
-def summarize(sections: dict[str, JSON]) -> dict[str, float | None]:
-    """The figures the fleet list shows, from one snapshot's sections (None if unknown)."""
-    summary: dict[str, float | None] = {}
-    for name, section, path, scale in SUMMARY_FIELDS:
-        node: Any = sections.get(section)
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        ok = isinstance(node, int | float) and not isinstance(node, bool)
-        summary[name] = float(node) * scale if ok else None
-    return summary
 
 
 @dataclass(slots=True)

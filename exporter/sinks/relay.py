@@ -18,8 +18,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.fleet.hosts import summarize
 from exporter.sampler import Sampler, Snapshot
+from exporter.sinks.summary import summarize
 from exporter.storage.database import DATABASE_ERRORS, Database, describe
 
 log = logging.getLogger(__name__)
