@@ -60,21 +60,6 @@ def test_cli_fails_at_start_with_one_clear_line():
     ]
 
 
-def test_readme_configuration_table_lists_every_setting():
-    from pathlib import Path
-
-    from exporter.config import Settings
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    rows = {
-        line.split("|")[1].strip().strip("`")
-        for line in table.splitlines()
-        if line.startswith("| `")
-    }
-    assert rows == {f"PERFPULSE_{name.upper()}" for name in Settings.model_fields}
-
-
 def test_an_empty_variable_means_the_default(monkeypatch):
     """`PERFPULSE_DASHBOARD_DIR=` is unset, not the working directory; likewise for every
     setting (pydantic-settings' env_ignore_empty)."""
