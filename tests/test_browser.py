@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -188,14 +189,17 @@ def test_the_dashboard_opens_full_and_draws_what_this_machine_has(browser, env, 
         page.fill("input[name=password]", "password1")
         # The server has run 30 s: its resume buffer holds about 30 snapshots.
         page.wait_for_timeout(max(0.0, 30.0 - (time.monotonic() - started)) * 1000)
+        before = httpx.get(server.url + "/healthz").json()["seq"]
+        clicked = time.monotonic()
         page.click("button[type=submit]")
         expect(page.locator("[data-test=connection]")).to_have_text("Connected")
-        clicked = time.monotonic()
-        wait_for_points(page, minimum=10, timeout=10.0)
+        wait_for_points(page, minimum=20, timeout=30.0)
         opened_in = time.monotonic() - clicked
-        # Ten 1 s ticks have not passed: the points came from the server's kept snapshots.
-        assert opened_in < 5.0, f"the panels took {opened_in:.1f}s to hold 10 points"
-        print(f"panels full {opened_in * 1000:.0f} ms after login")
+        ticks = httpx.get(server.url + "/healthz").json()["seq"] - before
+        # Fewer ticks passed than there are points: the rest came from the server's kept
+        # snapshots, whatever the machine's speed.
+        assert ticks < 20, f"{ticks} ticks passed before the panels held 20 points"
+        print(f"panels full {opened_in * 1000:.0f} ms after login ({ticks} ticks)")
         # No hardware counters here: the software event rates instead, and no DRAM lines.
         expect(page.locator("[data-test=hardware-unavailable]")).to_be_visible()
         assert lines(page, "perf_events") == [

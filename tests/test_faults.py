@@ -9,6 +9,7 @@ import asyncio
 import base64
 import os
 import stat
+import statistics
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from exporter.storage.embedded import url_for
 from exporter.storage.migrate import READER_ROLE, migrate
+from tests import timing
 from tests.conftest import TEST_SECRET, token_for
 from tests.servers import free_port, serve
 from tests.test_login import run_cli
@@ -159,7 +161,9 @@ def test_scrape_credentials_are_checked_off_the_loop(tmp_path, server_env):
 
     with serve(tmp_path, env=env) as server:
         url = server.url + "/metrics"
+        started = time.perf_counter()
         good = httpx.get(url, headers=basic("prometheus", "scrape-secret"))
+        checked_seconds = time.perf_counter() - started  # one bcrypt check (cost 12)
         long_password = httpx.get(url, headers=basic("prometheus", "x" * 73))
         # The fastest of three tries each, alternating (one sample is at the mercy of
         # whatever else the machine does): six failures, under the throttle's ten.
@@ -188,6 +192,7 @@ def test_scrape_credentials_are_checked_off_the_loop(tmp_path, server_env):
         health = []
         with httpx.Client(base_url=server.url) as probe:
             probe.get("/healthz")
+            baseline = timing.quiet(lambda: timing.request_seconds(probe, "/healthz"))
             attack.start()
             for _ in range(20):
                 started = time.perf_counter()
@@ -198,21 +203,26 @@ def test_scrape_credentials_are_checked_off_the_loop(tmp_path, server_env):
         # Failures are counted before their check: ten, then 429 without a check.
         then = [httpx.get(url, headers=basic("prometheus", "wrong")).status_code for _ in range(11)]
         # A scraper every second pays bcrypt once.
-        started = time.perf_counter()
-        cached = [
-            httpx.get(url, headers=basic("prometheus", "scrape-secret")).status_code
-            for _ in range(20)
-        ]
-        cached_seconds = time.perf_counter() - started
+        cached, cached_seconds = [], []
+        for _ in range(20):
+            started = time.perf_counter()
+            cached.append(httpx.get(url, headers=basic("prometheus", "scrape-secret")).status_code)
+            cached_seconds.append(time.perf_counter() - started)
     assert good.status_code == 200
     assert long_password.status_code == 401
     assert 0.5 < timings["nobody"] / timings["prometheus"] < 2  # the name does not leak
     assert set(results) <= {401, 429, 503}
     assert results.count(401) <= 10  # bcrypt ran for at most the throttle's ten
     assert then[-1] == 429
-    assert max(health) < 0.2, health
+    # The loop answered throughout (bcrypt runs on threads): within 20 times its quiet
+    # latency; a check on the loop would have held it for a whole hash each time.
+    assert max(health) < timing.bound(baseline, 20, floor=0.2), (health, baseline)
     assert cached == [200] * 20
-    assert cached_seconds < 20 * 0.05
+    # A cached scrape skips bcrypt: a small share of what the checked one took.
+    assert statistics.median(cached_seconds) < checked_seconds / 3, (
+        cached_seconds,
+        checked_seconds,
+    )
 
 
 # --- 7. streams that outlive their authority ----------------------------------------------------------
@@ -228,17 +238,17 @@ def test_streams_close_when_the_token_expires_or_the_user_goes(tmp_path, server_
         ws_url = server.url.replace("http", "ws") + "/api/ws/metrics"
 
         async def scenario() -> list[tuple[float, int | None, str | None]]:
-            started = time.monotonic()
-
             async def timed(token: str) -> tuple[float, int | None, str | None]:
-                code, reason = await closed_with(ws_url, token, 15)
-                return time.monotonic() - started, code, reason
+                code, reason = await closed_with(ws_url, token, 30)
+                return time.monotonic(), code, reason
 
+            expires_at = time.monotonic() + 3
             expiring = asyncio.create_task(timed(token_for("alice", timedelta(seconds=3))))
             deleted = asyncio.create_task(timed(token_for("bob")))
             changed = asyncio.create_task(timed(token_for("carol")))
             await asyncio.sleep(2)
             await asyncio.to_thread(run_cli, server_env, "users", "delete", "bob")
+            bob_gone = time.monotonic()
             await asyncio.to_thread(
                 run_cli,
                 server_env,
@@ -248,13 +258,20 @@ def test_streams_close_when_the_token_expires_or_the_user_goes(tmp_path, server_
                 "--password-stdin",
                 stdin="a-new-password\n",
             )
-            return [await expiring, await deleted, await changed]
+            carol_changed = time.monotonic()
+            results = [await expiring, await deleted, await changed]
+            since = [expires_at, bob_gone, carol_changed]
+            return [
+                (at - s, code, reason) for (at, code, reason), s in zip(results, since, strict=True)
+            ]
 
         expired, deleted, changed = asyncio.run(scenario())
-    assert expired[1:] == (1008, "token expired") and expired[0] < 5
+    assert expired[1:] == (1008, "token expired")
     assert deleted[1:] == (1008, "user no longer exists")
     assert changed[1:] == (1008, "password changed")
-    assert deleted[0] < 10 and changed[0] < 10
+    # Each within a few of the 1 s recheck intervals of what ended it (the token's own
+    # timer for the expiry; within the second `iat` is rounded to).
+    assert expired[0] < 1 + 3 and deleted[0] < 3 * 1 + 2 and changed[0] < 3 * 1 + 2
 
 
 # --- 10. a percent-encoded token never reaches the log -------------------------------------------------

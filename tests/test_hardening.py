@@ -103,7 +103,7 @@ def test_slow_bodies_get_a_408_at_the_deadline_and_healthz_answers_throughout(tm
     for seen in stats:
         assert seen["closed_by_server"] >= 400 * 5  # each held about 2 s, then reopened
         assert set(seen["answers"]) == {"408"}, seen
-        assert seen["longest_held"] < 2 + 2.0, seen  # the deadline, and slack for a busy box
+        assert seen["longest_held"] < 3 * 2, seen  # the 2 s deadline, with room for a busy box
     assert "Traceback" not in log
 
 

@@ -180,7 +180,7 @@ class SlowOnce:
 
 
 async def test_schedule_is_drift_free_and_skips_after_an_overrun():
-    interval = 0.2
+    interval = 0.5
     sampler = Sampler([SlowOnce(2.5 * interval)], interval=interval, deadline=1.0, host="h")
     subscription = sampler.subscribe(maxsize=64)
     task = asyncio.create_task(sampler.run())
@@ -188,7 +188,7 @@ async def test_schedule_is_drift_free_and_skips_after_an_overrun():
     task.cancel()
     start = snapshots[0].timestamp
     offsets = [(s.timestamp - start).total_seconds() / interval for s in snapshots]
-    # Every tick starts on the grid start + N * interval (loose bound: noisy machines).
+    # Every tick starts on the grid start + N * interval (within 175 ms: noisy machines).
     assert all(abs(o - round(o)) < 0.35 for o in offsets), offsets
     slots = [round(o) for o in offsets]
     assert slots[:3] == [0, 1, 2]
