@@ -86,13 +86,41 @@ def test_compose_file_is_valid_for_a_real_compose_parser():
     result = run(tool("docker-compose"), "-f", "compose.yaml", "config", env=COMPOSE_ENV)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
-    assert set(config["services"]) == {"perfpulse", "postgres", "prometheus", "grafana"}
+    assert set(config["services"]) == {
+        "perfpulse",
+        "postgres",
+        "prometheus",
+        "grafana",
+        "victoriametrics",
+    }
+    assert config["services"]["victoriametrics"]["profiles"] == ["victoriametrics"]
     for name, service in config["services"].items():
         assert "healthcheck" in service, name
         if "image" in service and name != "perfpulse":
             assert ":" in service["image"] and not service["image"].endswith(":latest"), name
     assert config["services"]["perfpulse"]["pid"] == "host"
     assert set(config["volumes"]) >= {"postgres-data", "prometheus-data", "grafana-data"}
+
+
+def test_the_victoriametrics_profile_scrapes_with_prometheus_configuration():
+    result = run(
+        tool("docker-compose"),
+        *("-f", "compose.yaml", "--profile", "victoriametrics", "config"),
+        env=COMPOSE_ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    service = yaml.safe_load(result.stdout)["services"]["victoriametrics"]
+    assert "-promscrape.config=/etc/prometheus/prometheus.yml" in service["command"]
+    mounts = [
+        v if isinstance(v, str) else f"{v['source']}:{v['target']}" for v in service["volumes"]
+    ]
+    assert any(m.split(":")[1] == "/etc/prometheus/prometheus.yml" for m in mounts), mounts
+    assert "healthcheck" in service and not service["image"].endswith(":latest")
+    provisioned = yaml.safe_load(
+        (ROOT / "grafana/provisioning/datasources/perfpulse.yml").read_text()
+    )["datasources"]
+    urls = {source["name"]: source["url"] for source in provisioned}
+    assert urls["VictoriaMetrics"] == "http://victoriametrics:8428"
 
 
 def test_compose_parser_rejects_a_broken_file(tmp_path):
@@ -197,24 +225,35 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, ser
                 'count_over_time(up{job="perfpulse"}[1m])',
                 lambda result: result and float(result[0]["value"][1]) >= 6,
             )
-            results = {}
-            for panel in load_panels():
-                for target in panel["prometheus"]:
-                    body = httpx.get(
-                        f"{api}/query", params={"query": _expand(target["expr"], "5s")}
-                    ).json()
-                    assert body["status"] == "success", (panel["title"], body)
-                    results[(panel["title"], target["legend"])] = body["data"]["result"]
-            fleet = json.loads((ROOT / "grafana/dashboards/perfpulse-fleet.json").read_text())
-            for target in fleet["panels"][0]["targets"]:
-                body = httpx.get(
-                    f"{api}/query", params={"query": _expand(target["expr"], "5s")}
-                ).json()
-                assert body["status"] == "success", (target["legendFormat"], body)
-                results[("Fleet", target["legendFormat"])] = body["data"]["result"]
+            results = dashboard_query_results(api)
     empty = {key for key, result in results.items() if not result}
-    expected_empty = NO_DATA_HERE | {("Fleet", "IPC"), ("Fleet", "DRAM bandwidth")}
-    assert empty == expected_empty
+    assert empty == EXPECTED_EMPTY
+
+
+EXPECTED_EMPTY = NO_DATA_HERE | {("Fleet", "IPC"), ("Fleet", "DRAM bandwidth")}
+
+
+def dashboard_queries() -> dict[tuple[str, str], str]:
+    """(panel, legend) -> query, for every Prometheus query of the shipped dashboards."""
+    queries = {
+        (panel["title"], target["legend"]): target["expr"]
+        for panel in load_panels()
+        for target in panel["prometheus"]
+    }
+    fleet = json.loads((ROOT / "grafana/dashboards/perfpulse-fleet.json").read_text())
+    for target in fleet["panels"][0]["targets"]:
+        queries[("Fleet", target["legendFormat"])] = target["expr"]
+    return queries
+
+
+def dashboard_query_results(api: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Every dashboard query, run once as an instant query on a Prometheus-compatible API."""
+    results = {}
+    for key, expr in dashboard_queries().items():
+        body = httpx.get(f"{api}/query", params={"query": _expand(expr, "5s")}).json()
+        assert body["status"] == "success", (key, body)
+        results[key] = body["data"]["result"]
+    return results
 
 
 def test_hardware_queries_on_synthetic_series(tmp_path):
