@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import abuse, core, fleet, perf, storage, stream, whole
+from bench import abuse, core, fleet, hardening, perf, storage, stream, whole
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -17,7 +17,7 @@ def main() -> None:
         "names",
         nargs="*",
         default=["core", "perf", "stream", "storage"],
-        choices=["core", "perf", "stream", "storage", "abuse", "whole", "fleet"],
+        choices=["core", "perf", "stream", "storage", "abuse", "hardening", "whole", "fleet"],
     )
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--scrapes", type=int, default=1000)
@@ -33,6 +33,12 @@ def main() -> None:
     parser.add_argument("--query-runs", type=int, default=20)
     parser.add_argument("--perf-seconds", type=float, default=60.0)
     parser.add_argument("--hold-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--abuse-baseline",
+        metavar="DIR",
+        help="hardening: also attack the perfpulse checked out in DIR (git worktree add DIR "
+        "<commit>), after this one",
+    )
     parser.add_argument("--whole-seconds", type=float, default=60.0)
     parser.add_argument("--whole-runs", type=int, default=3)
     parser.add_argument("--no-glances", action="store_true", help="whole: skip Glances")
@@ -85,9 +91,17 @@ def main() -> None:
                 args.fleet_browser,
             )
             text = fleet.report(result)
-        elif name == "abuse":
-            result = abuse.run(args.hold_seconds)
-            text = abuse.report(result)
+        elif name == "abuse":  # the first round's attacks, then the second round's
+            result = {
+                "first_round": abuse.run(args.hold_seconds),
+                "second_round": hardening.run(args.abuse_baseline),
+            }
+            text = "\n\n".join(
+                [abuse.report(result["first_round"]), hardening.report(result["second_round"])]
+            )
+        elif name == "hardening":  # the second round alone
+            result = hardening.run(args.abuse_baseline)
+            text = hardening.report(result)
         elif name == "storage":
             result = storage.run(
                 args.database_url, args.write_snapshots, args.history_days, args.query_runs

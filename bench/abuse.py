@@ -119,7 +119,7 @@ def _body(base: str, total: int) -> bytes:
     chunk = b"a" * 65536
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
-            b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         sent = 0

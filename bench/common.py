@@ -59,11 +59,15 @@ def process(
     ready_url: str,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
+    log: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `argv` until the context ends, once `ready_url` answers 200; its output goes to
+    `log` (appended), or nowhere."""
+    output = log.open("ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         argv,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
         cwd=cwd,
     )
@@ -86,6 +90,8 @@ def process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if log is not None:
+            output.close()  # type: ignore[union-attr]
 
 
 def perfpulse_argv(*args: str) -> list[str]:
@@ -108,11 +114,15 @@ class Running:
 
 @contextmanager
 def perfpulse(
-    interval: float = 1.0, env: dict[str, str] | None = None, tree: str | None = None
+    interval: float = 1.0,
+    env: dict[str, str] | None = None,
+    tree: str | None = None,
+    log: Path | None = None,
 ) -> Iterator[Running]:
     """`perfpulse serve` on a free loopback port with its embedded PostgreSQL in a
     temporary data directory; returns once the database is ready, logged in as the
-    first-start admin. `tree`: run the perfpulse of another checkout (a baseline)."""
+    first-start admin. `tree`: run the perfpulse of another checkout (a baseline); `log`:
+    where its output goes."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data_dir:
@@ -126,7 +136,7 @@ def perfpulse(
         }
         if tree is not None:  # `python -m` looks in the working directory first
             full_env["PYTHONPATH"] = tree
-        with process(perfpulse_argv(), base + "/healthz", full_env, cwd=tree) as server:
+        with process(perfpulse_argv(), base + "/healthz", full_env, cwd=tree, log=log) as server:
             deadline = time.monotonic() + 60
             while httpx.get(base + "/healthz").json().get("database") != "ready":
                 if time.monotonic() > deadline:

@@ -113,7 +113,14 @@ def _client_process(url: str, token: str, count: int, seconds: float, out: Any) 
 
 def run_one(count: int, seconds: float, processes: int) -> dict[str, Any]:
     raise_open_file_limit()
-    with perfpulse(1.0) as server:
+    # The simulated clients all come from one address with one token: the bounds per
+    # address and per user are raised to their number (thousands of real clients would
+    # come from thousands of addresses and users).
+    bounds = {
+        "PERFPULSE_MAX_CONNECTIONS_PER_CLIENT": str(count + 100),
+        "PERFPULSE_WS_MAX_STREAMS_PER_USER": str(count + 100),
+    }
+    with perfpulse(1.0, bounds) as server:
         proc = psutil.Process(server.pid)
         time.sleep(2)
         rss_before = proc.memory_info().rss

@@ -106,13 +106,13 @@ class Client:
             self._ready.set()
         return len(missed)
 
-    def take_replay(self) -> list[Frame] | None:
-        replay, self._replay = self._replay, None
-        return replay
+    def pending_replay(self) -> list[Frame]:
+        """The frames to replay; the client stays in replay (new frames queue behind it)
+        until `replayed()`."""
+        return self._replay or []
 
-    @property
-    def replaying(self) -> bool:
-        return self._replay is not None
+    def replayed(self) -> None:
+        self._replay = None
 
     async def next(self) -> Frame | None:
         """The next queued frame; None when a replay is waiting to be sent first."""
@@ -206,34 +206,50 @@ async def send_queued(socket: TextSocket, client: Client, send_timeout: float) -
 
 
 async def _replay(socket: TextSocket, client: Client, send_timeout: float) -> bool:
-    """Send the client's replay in chunks, a replay slot held for each; False once the
-    connection has closed."""
-    frames = client.take_replay() or []
+    """Send the client's replay in chunks, a replay slot held for each (and the send
+    timeout for each chunk); False once the connection has closed. Frames published
+    meanwhile wait in the client's queue, behind the replay."""
+    frames = client.pending_replay()
     slots = client.owner.replay_slots
-    for start in range(0, len(frames), REPLAY_CHUNK):
-        async with slots:
-            for frame in frames[start : start + REPLAY_CHUNK]:
-                if not await _send(socket, client, frame, send_timeout):
-                    return False
-                client.owner.replayed_total += 1
-                await asyncio.sleep(0)  # a fast reader never holds the loop
+    try:
+        for start in range(0, len(frames), REPLAY_CHUNK):
+            async with slots:
+                try:
+                    async with asyncio.timeout(send_timeout):
+                        for frame in frames[start : start + REPLAY_CHUNK]:
+                            if not await _write(socket, client, frame):
+                                return False
+                            client.owner.replayed_total += 1
+                            await asyncio.sleep(0)  # a fast reader never holds the loop
+                except TimeoutError:
+                    raise Evicted from None
+    finally:
+        client.replayed()
     return True
 
 
 async def _send(socket: TextSocket, client: Client, frame: Frame, send_timeout: float) -> bool:
-    """One frame, the pre-built bytes where the connection allows; False if it is closed."""
-    direct = client.direct
-    client.sending = True
+    """One frame within `send_timeout` (Evicted past it); False if the connection is
+    closed."""
     try:
         # asyncio.timeout, not wait_for: no extra task per message (measurable at 5,000
         # clients).
         async with asyncio.timeout(send_timeout):
-            if direct is not None and frame.wire is not None:
-                return await direct.send(frame.wire)
-            await socket.send_text(frame.text)
-            return True
+            return await _write(socket, client, frame)
     except TimeoutError:
         raise Evicted from None
+
+
+async def _write(socket: TextSocket, client: Client, frame: Frame) -> bool:
+    """The pre-built bytes where the connection allows, else through ASGI; False if the
+    connection is closed."""
+    direct = client.direct
+    client.sending = True
+    try:
+        if direct is not None and frame.wire is not None:
+            return await direct.send(frame.wire)
+        await socket.send_text(frame.text)
+        return True
     finally:
         client.sending = False
 
