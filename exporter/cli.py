@@ -173,6 +173,10 @@ def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
     from exporter.runtime import Runtime
 
     configure_logging("warning")
+    # Both readings whole: the process table and cgroups too are measured over the interval.
+    settings = settings.model_copy(
+        update={"processes_scan_seconds": settings.sampling_interval_seconds}
+    )
 
     async def take() -> dict[str, object]:
         runtime = Runtime(settings)

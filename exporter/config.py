@@ -13,7 +13,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from exporter.spec import HARDWARE_EVENTS, SOFTWARE_EVENTS
+from exporter.spec import COLLECTOR_NAMES, HARDWARE_EVENTS, SOFTWARE_EVENTS
 
 ENV_PREFIX = "PERFPULSE_"
 
@@ -70,6 +70,39 @@ class Settings(BaseSettings):
     web_config_file: Path | None = Field(
         None,
         description="exporter-toolkit web config: TLS for the server, basic auth for /metrics.",
+    )
+    collectors: str = Field(
+        "cpu,memory,network,disk,perf_events,memory_bandwidth,processes,cgroups",
+        min_length=1,
+        description="Comma-separated collectors to run; a section left out says so "
+        "(`available: false`).",
+    )
+    processes_top: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Processes shown per measure (CPU, memory, disk I/O): the snapshot's "
+        "`top` is the union of the three.",
+    )
+    processes_scan_seconds: float = Field(
+        10,
+        gt=0,
+        le=3600,
+        description="Seconds between two reads of the whole process table and cgroup "
+        "tree (the busiest processes and groups are read every tick).",
+    )
+    process_groups_max: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="Process names exported as perfpulse_process_group_* series.",
+    )
+    cgroups_max: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="Groups (services, containers, pods, slices) in the snapshot and "
+        "/metrics, the busiest first.",
     )
     perf_enabled: bool = Field(True, description="Run the perf child for hardware counters.")
     perf_binary: str = Field("perf", min_length=1, description="The perf executable.")
@@ -318,6 +351,20 @@ class Settings(BaseSettings):
             if not re.fullmatch(r"[A-Za-z0-9_.:/=\-]+", event.strip()):
                 raise ValueError(f"{event!r} is not a perf event name")
         return value
+
+    @field_validator("collectors")
+    @classmethod
+    def _known_collectors(cls, value: str) -> str:
+        unknown = sorted({n.strip() for n in value.split(",") if n.strip()} - set(COLLECTOR_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown collector {', '.join(unknown)} (known: {', '.join(COLLECTOR_NAMES)})"
+            )
+        return value
+
+    @property
+    def collector_set(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.collectors.split(",") if n.strip())
 
     @property
     def perf_event_list(self) -> list[str]:

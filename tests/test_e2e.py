@@ -94,7 +94,11 @@ def test_snapshot_command_prints_real_rates():
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert list(data)[3:] == [*FOUR, "perf_events", "memory_bandwidth"]
+    assert list(data)[3:] == [*FOUR, "perf_events", "memory_bandwidth", "processes", "cgroups"]
+    # The process table was read twice, the interval apart: every rate is measured.
+    assert data["processes"]["count"] > 0 and data["processes"]["top"]
+    assert all(p["cpu_percent"] is not None for p in data["processes"]["top"])
+    assert data["cgroups"]["available"] is True
     assert 0.0 <= data["cpu"]["usage_percent"] <= 100.0
     assert data["cpu"]["context_switches_per_second"] > 0
     assert data["network"]["total"]["receive_bytes_per_second"] is not None

@@ -1,10 +1,11 @@
-"""The six collectors, in snapshot order (plus `filesystem`, part of the disk section)."""
+"""The collectors, in snapshot order (plus `filesystem`, part of the disk section)."""
 
 from __future__ import annotations
 
 from typing import NoReturn
 
 from exporter.collectors.base import Collector, TickReads, Unavailable
+from exporter.collectors.cgroups import CgroupsCollector
 from exporter.collectors.cpu import CpuCollector
 from exporter.collectors.disk import DiskCollector
 from exporter.collectors.filesystem import FilesystemCollector
@@ -13,9 +14,9 @@ from exporter.collectors.memory_bandwidth import MemoryBandwidthCollector
 from exporter.collectors.network import NetworkCollector
 from exporter.collectors.perf_events import PerfEventsCollector
 from exporter.collectors.perfstat import PerfStat, imc_events
+from exporter.collectors.processes import ProcessesCollector
 from exporter.config import Settings
-
-COLLECTOR_NAMES = ("cpu", "memory", "network", "disk", "perf_events", "memory_bandwidth")
+from exporter.spec import COLLECTOR_NAMES
 
 
 class DisabledCollector:
@@ -61,14 +62,39 @@ def build_collectors(
     else:
         perf_collector = DisabledCollector("perf_events", "perf child not started")
     collectors: list[Collector] = [
-        CpuCollector(proc, sys),
+        CpuCollector(proc, sys, tick_reads=tick_reads),
         MemoryCollector(proc, tick_reads=tick_reads),
         NetworkCollector(proc),
         DiskCollector(proc, sys),
         FilesystemCollector(proc, rootfs=settings.rootfs),
         perf_collector,
         MemoryBandwidthCollector(proc, sys, perf=perf, tick_reads=tick_reads),
+        ProcessesCollector(
+            proc,
+            top=settings.processes_top,
+            scan_seconds=settings.processes_scan_seconds,
+            max_groups=settings.process_groups_max,
+            tick_reads=tick_reads,
+        ),
+        CgroupsCollector(
+            sys / "fs" / "cgroup",
+            max_groups=settings.cgroups_max,
+            scan_seconds=settings.processes_scan_seconds,
+        ),
+    ]
+    wanted = settings.collector_set
+    collectors = [
+        c
+        if _section(c) in wanted
+        else DisabledCollector(c.name, "disabled (not in PERFPULSE_COLLECTORS)")
+        for c in collectors
+        if c.name != "filesystem" or "disk" in wanted
     ]
     sections = tuple(c.name for c in collectors if getattr(c, "part_of", None) is None)
     assert sections == COLLECTOR_NAMES
     return collectors
+
+
+def _section(collector: Collector) -> str:
+    part_of: str | None = getattr(collector, "part_of", None)
+    return part_of or collector.name

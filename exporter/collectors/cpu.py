@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import Clock, LastReading, Unavailable, rate, read_text
+from exporter.collectors.base import Clock, LastReading, TickReads, Unavailable, rate, read_text
 from exporter.collectors.families import counter, gauge, labeled_counter, labeled_gauge
 from exporter.collectors.pressure import NOT_READ, Pressure, PressureReading
 from exporter.collectors.sections import CpuData, PerCpu
@@ -214,10 +214,12 @@ class CpuCollector:
         *,
         clock: Clock = time.monotonic,
         ticks_per_second: float | None = None,
+        tick_reads: TickReads | None = None,
     ) -> None:
         self.proc_root = proc_root
         self.sys_root = sys_root
         self.clock = clock
+        self._tick_reads = tick_reads  # /proc/stat is read by processes too
         self.ticks_per_second = ticks_per_second or float(os.sysconf("SC_CLK_TCK"))
         self._last: LastReading[ProcStat] = LastReading()
         self._cpufreq: bool | None = None
@@ -228,7 +230,12 @@ class CpuCollector:
 
     def collect(self) -> CpuSample:
         now = self.clock()
-        stat = parse_proc_stat(read_text(self._stat_path), self.ticks_per_second)
+        text = (
+            self._tick_reads.read(self._stat_path)
+            if self._tick_reads is not None
+            else read_text(self._stat_path)
+        )
+        stat = parse_proc_stat(text, self.ticks_per_second)
         previous, elapsed = self._last.swap(now, stat)
         return CpuSample(
             stat, previous, elapsed, self._load(), self._frequency(stat), self._pressure.read()

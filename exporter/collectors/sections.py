@@ -214,6 +214,98 @@ class MemoryBandwidthData(TypedDict):
     vmstat: VmstatRates
 
 
+# --- processes ------------------------------------------------------------------------
+
+
+class ProcessEntry(TypedDict):
+    """One process on top, as of this tick (tracked ones) or the last full scan."""
+
+    pid: int
+    name: str  # comm
+    command: str  # the command line, cut at 200 characters; [name] for a kernel thread
+    user: str
+    state: str  # R running, S sleeping, D waiting on I/O, Z zombie, ...
+    cpu_percent: float | None  # 100 is one core
+    rss_bytes: int
+    read_bytes_per_second: float | None  # None: its /proc/PID/io is not readable
+    write_bytes_per_second: float | None
+    cgroup: str  # relative to the hierarchy's root; "" for the root
+
+
+class ProcessMinuteEntry(TypedDict):
+    pid: int
+    name: str
+    command: str
+    user: str
+    cgroup: str
+    cpu_seconds: float
+    rss_bytes: int  # the most it held in the minute
+    read_bytes: int
+    write_bytes: int
+
+
+class ProcessMinute(TypedDict):
+    """The top consumers of one finished minute (what history stores)."""
+
+    start: str  # ISO-8601, the minute's first second
+    top: list[ProcessMinuteEntry]
+
+
+class ProcessesData(TypedDict):
+    count: int  # processes in the last full scan
+    running: int  # of them in state R
+    scanned_at: str | None  # when the last full scan was taken
+    io_unreadable: int  # processes whose /proc/PID/io needs privileges perfpulse lacks
+    hidepid: str | None  # /proc's hidepid option: other users' processes are not visible
+    top: list[ProcessEntry]  # the union of the top N by CPU, memory and disk I/O
+    minute: ProcessMinute | None  # in the first snapshot after a minute ends
+
+
+# --- cgroups ---------------------------------------------------------------------------
+
+
+CgroupKind = Literal["service", "container", "pod", "slice", "scope", "other"]
+
+
+class CgroupPressure(TypedDict):
+    cpu: float | None  # PSI `some` avg10, percent
+    memory: float | None
+    io: float | None
+
+
+class CgroupEntry(TypedDict):
+    path: str  # relative to the hierarchy's root
+    kind: CgroupKind
+    name: str  # the unit's name, or a container id cut to 12 characters
+    cpu_percent: float | None  # 100 is one core
+    memory_bytes: int | None
+    memory_limit_bytes: int | None  # None: no limit
+    read_bytes_per_second: float | None
+    write_bytes_per_second: float | None
+    tasks: int | None
+    pressure: CgroupPressure | None
+
+
+class CgroupMinuteEntry(TypedDict):
+    path: str
+    kind: CgroupKind
+    name: str
+    cpu_seconds: float
+    memory_bytes: int | None  # the most it held in the minute
+
+
+class CgroupMinute(TypedDict):
+    start: str
+    groups: list[CgroupMinuteEntry]
+
+
+class CgroupsData(TypedDict):
+    version: Literal[1, 2]  # 2 for the unified hierarchy (also on a hybrid machine)
+    groups: list[CgroupEntry]  # largest first, at most PERFPULSE_CGROUPS_MAX
+    left_out: int  # groups with processes past that bound
+    minute: CgroupMinute | None  # in the first snapshot after a minute ends
+
+
 # Each section name and its declared type, in snapshot order.
 SECTION_TYPES: dict[str, type] = {
     "cpu": CpuData,
@@ -222,4 +314,6 @@ SECTION_TYPES: dict[str, type] = {
     "disk": DiskSection,
     "perf_events": PerfEventsData,
     "memory_bandwidth": MemoryBandwidthData,
+    "processes": ProcessesData,
+    "cgroups": CgroupsData,
 }

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -34,15 +35,29 @@ RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 
 
+# Sections whose history is a minute's account, not every tick: stored once a minute,
+# from the snapshot that carries the finished minute (`minute`).
+PER_MINUTE = ("processes", "cgroups")
+
+
 def to_stored(snapshot: Snapshot) -> StoredSnapshot:
-    """One row per collector: the same JSON the live stream carries for that key, plus the
-    plotted fields picked out now, while the data is at hand (flushes then parse nothing)."""
+    """One row per collector: the same JSON the live stream carries for that key (for the
+    per-minute sections, the finished minute, once a minute), plus the plotted fields
+    picked out now, while the data is at hand (flushes then parse nothing)."""
     sections = snapshot.sections()
-    rows = tuple((name, text.decode()) for name, (_, text) in sections.items())
+    rows = tuple(
+        (name, text.decode()) if name not in PER_MINUTE else (name, _minute_json(data))
+        for name, (data, text) in sections.items()
+        if name not in PER_MINUTE or data.get("minute")
+    )
     values = {
         name: field_values(name, data) for name, (data, _) in sections.items() if name in FIELDS
     }
     return StoredSnapshot(snapshot.timestamp, snapshot.host, rows, values)
+
+
+def _minute_json(section: dict[str, object]) -> str:
+    return orjson.dumps(section["minute"]).decode()
 
 
 class DurationHistogram:

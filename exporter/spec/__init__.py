@@ -23,4 +23,16 @@ def load_panels() -> list[dict[str, Any]]:
 
 
 HARDWARE_EVENTS: tuple[str, ...] = tuple(_spec()["perf_events"]["hardware"])
+# The snapshot's sections, in order: one per collector (the filesystem collector is part of
+# the disk section).
+COLLECTOR_NAMES = (
+    "cpu",
+    "memory",
+    "network",
+    "disk",
+    "perf_events",
+    "memory_bandwidth",
+    "processes",
+    "cgroups",
+)
 SOFTWARE_EVENTS: tuple[str, ...] = tuple(_spec()["perf_events"]["software"])
