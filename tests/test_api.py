@@ -70,9 +70,12 @@ def test_healthz_reports_the_latest_snapshot(client):
         "disk",
         "perf_events",
         "memory_bandwidth",
+        "processes",
+        "cgroups",
     ]
     assert all(
-        collectors[name] for name in ("cpu", "memory", "network", "disk", "memory_bandwidth")
+        collectors[name]
+        for name in ("cpu", "memory", "network", "disk", "memory_bandwidth", "processes", "cgroups")
     )
 
 

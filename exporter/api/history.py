@@ -14,7 +14,13 @@ from exporter.api.deps import CurrentUser, QueryGateDep, ReaderDep, SettingsDep
 from exporter.api.querygate import QueryGate
 from exporter.api.timeparse import parse_time
 from exporter.storage import history as reads
+from exporter.storage import minutes
 from exporter.storage.fields import FIELDS, METRIC_TYPES
+
+HISTORY_TYPES = (*METRIC_TYPES, *minutes.PER_MINUTE_TYPES)
+# A per-minute account is a list, not a few numbers: one request reads at most a day of them.
+MAX_MINUTES_RANGE = timedelta(hours=24)
+MINUTE_TOP = 10
 
 router = APIRouter(prefix="/api/metrics", tags=["history"])
 
@@ -40,6 +46,19 @@ class HistoryOut(BaseModel):
     samples: list[int]
     avg: dict[str, list[float | None]]
     max: dict[str, list[float | None]]
+
+
+class MinutesOut(BaseModel):
+    """Who was on top (processes) or what each group used (cgroups), per bucket of whole
+    minutes: CPU seconds and bytes added up, memory at its peak."""
+
+    host: str
+    metric_type: str
+    start: datetime
+    end: datetime
+    resolution: str
+    bucket_seconds: float
+    buckets: list[dict[str, Any]]
 
 
 def _invalid(parameter: str, message: str) -> HTTPException:
@@ -89,16 +108,16 @@ async def history(
     reader: ReaderDep,
     gate: QueryGateDep,
     settings: SettingsDep,
-    metric_type: Annotated[str, Query(description=f"One of {', '.join(METRIC_TYPES)}.")],
+    metric_type: Annotated[str, Query(description=f"One of {', '.join(HISTORY_TYPES)}.")],
     start: Annotated[
         str, Query(description="ISO-8601 or now-1h style; default now-1h.")
     ] = "now-1h",
     end: Annotated[str, Query(description="ISO-8601 or now-style; default now.")] = "now",
     points: Annotated[int, Query(ge=1, le=MAX_POINTS, description="Most buckets returned.")] = 500,
     host: HostQuery = None,
-) -> HistoryOut:
-    if metric_type not in FIELDS:
-        raise _invalid("metric_type", f"must be one of {', '.join(METRIC_TYPES)}")
+) -> HistoryOut | MinutesOut:
+    if metric_type not in HISTORY_TYPES:
+        raise _invalid("metric_type", f"must be one of {', '.join(HISTORY_TYPES)}")
     now = datetime.now(UTC)
     try:
         begin = parse_time(start, now)
@@ -112,10 +131,14 @@ async def history(
         raise _invalid("start", "must be before end")
     if finish - begin > MAX_RANGE:
         raise _invalid("end", f"the range may span at most {MAX_RANGE.days} days")
+    target = host or settings.hostname
+    if metric_type in minutes.PER_MINUTE_TYPES:
+        return await _accounts(
+            request, user.username, reader, gate, target, metric_type, begin, finish, points
+        )
     raw_max = timedelta(hours=settings.history_raw_max_hours)
     resolution, seconds = bucket_width(begin, finish, points, raw_max)
     query = reads.history_rollup if resolution == "1m" else reads.history_raw
-    target = host or settings.hostname
     work = query(reader, target, metric_type, begin, finish, seconds)
     series: reads.Series = await _bounded(gate, request, user.username, work)
     return HistoryOut(
@@ -130,6 +153,34 @@ async def history(
         samples=series.samples,
         avg=series.avg,
         max=series.max,
+    )
+
+
+async def _accounts(
+    request: Request,
+    username: str,
+    reader: reads.Reader,
+    gate: QueryGate,
+    host: str,
+    metric_type: str,
+    begin: datetime,
+    finish: datetime,
+    points: int,
+) -> MinutesOut:
+    if finish - begin > MAX_MINUTES_RANGE:
+        raise _invalid("end", f"{metric_type} history spans at most 24 hours per request")
+    width = max(1, math.ceil((finish - begin).total_seconds() / points / ROLLUP_SECONDS))
+    bucket = timedelta(seconds=width * ROLLUP_SECONDS)
+    work = reads.minute_accounts(reader, host, metric_type, begin, finish)
+    rows = await _bounded(gate, request, username, work)
+    return MinutesOut(
+        host=host,
+        metric_type=metric_type,
+        start=begin,
+        end=finish,
+        resolution="1m",
+        bucket_seconds=bucket.total_seconds(),
+        buckets=minutes.buckets(rows, metric_type, bucket, reads.BUCKET_ORIGIN, MINUTE_TOP),
     )
 
 

@@ -443,6 +443,8 @@ class ProcessesCollector:
         self._vanished, self._io_unreadable = self.table.vanished, self.table.io_unreadable
         self.full_scans += 1
         self._top = self._ranked(list(self._last))
+        for key in self._top:  # command line and group can change (a service starting)
+            self._described.pop(key, None)
         self._tracked = [key for key in self._top if self._active(key)]
         self.held.hold(self._tracked)
         self._entries = {}

@@ -121,6 +121,32 @@ async def _buckets(
     return _from_rows(rows, [name for name, _ in FIELDS[metric_type]], resolution, bucket_seconds)
 
 
+async def minute_accounts(
+    db: Any, host: str, metric_type: str, start: datetime, end: datetime
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """The per-minute accounts (processes, cgroups) of the minutes that start in
+    [start, end), oldest first. Each is stored with the snapshot after its minute ended,
+    so the rows read run a little past `end`."""
+    rows = await db.fetch(
+        """
+        SELECT "timestamp", metric_data::text AS data FROM metrics_snapshots
+        WHERE host = $1 AND metric_type = $2 AND "timestamp" >= $3 AND "timestamp" < $4
+        ORDER BY "timestamp"
+        """,
+        host,
+        metric_type,
+        start,
+        end + timedelta(minutes=5),
+    )
+    accounts = []
+    for row in rows:
+        account = orjson.loads(row["data"])
+        begins = datetime.fromisoformat(account["start"])
+        if start <= begins < end:
+            accounts.append((begins, account))
+    return accounts
+
+
 async def latest(db: Any, host: str) -> tuple[datetime, dict[str, Any]] | None:
     """The newest stored snapshot of `host`: its timestamp and every collector's data."""
     # max() per metric type is an index probe per partition; over the host alone it
