@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from exporter.collectors import build_collectors, build_perf
 from exporter.collectors.base import Collector, TickReads
 from exporter.collectors.perfstat import PerfStat
+from exporter.collectors.processes import ProcessesCollector
 from exporter.config import Settings
 from exporter.fleet.listener import FleetCollector, FleetListener
 from exporter.sampler import Sampler
@@ -115,6 +116,15 @@ class Runtime:
             )
             if settings.dashboard and self.shared
             else None
+        )
+        # The process table, for the whole of it on demand (GET /api/processes).
+        self.processes: ProcessesCollector | None = next(
+            (
+                r.collector
+                for r in self.sampler.runners
+                if isinstance(r.collector, ProcessesCollector)
+            ),
+            None,
         )
         self.registry: CollectorRegistry = build_registry(self.sampler)
         if settings.collect:

@@ -89,7 +89,7 @@ def shoot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
-def test_login_then_all_six_panels_draw_live_data(browser, env, tmp_path):
+def test_login_then_all_six_panels_draw_live_data_and_both_tables_follow(browser, env, tmp_path):
     with serve(tmp_path, "--interval", "0.5", env=env) as server:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         log_in(page, server.url)
@@ -102,6 +102,8 @@ def test_login_then_all_six_panels_draw_live_data(browser, env, tmp_path):
             "Disk",
             "Hardware counters",
             "Memory bandwidth",
+            "Processes",
+            "Services and containers",
         ]
         wait_for_points(page)
         assert all(points(page, panel) >= 2 for panel in PANELS)
@@ -299,4 +301,40 @@ def test_with_one_host_there_is_no_fleet_page_or_picker(browser, env, tmp_path):
         wait_for_points(page)
         assert page.locator("nav a").all_inner_texts() == ["Live", "History"]
         assert page.locator("select[name=host]").count() == 0
+        page.close()
+
+
+def test_the_processes_panel_names_the_burner_and_history_its_minute(browser, env, tmp_path):
+    """The burner is first in the Processes panel, sorting by memory changes the order,
+    and the History page shows who was on top in a picked minute: by a click on the CPU
+    chart, and by the minute in the address."""
+    from tests.test_who_is_busy import BURNER, running
+
+    env = {**env, "PERFPULSE_PROCESSES_SCAN_SECONDS": "2"}
+    with running(BURNER), serve(tmp_path, "--interval", "1", env=env) as server:
+        started = time.time()
+        page = browser.new_page(viewport={"width": 1440, "height": 1400})
+        log_in(page, server.url)
+        first = page.locator("[data-table=processes] tbody tr").first
+        expect(first).to_have_attribute("data-name", "ppburner", timeout=15_000)
+        page.click("[data-table=processes] button[data-sort=memory]")
+        expect(first).not_to_have_attribute("data-name", "ppburner")
+        rss = page.locator("[data-table=processes] tbody tr td:nth-child(4)").all_inner_texts()
+        assert len(rss) >= 2
+        shoot(page, "processes-1440.png")
+        # A minute the burner ran 15 s of at least, once its account is stored.
+        minute = int(started // 60) * 60
+        if minute + 60 - started < 15:
+            minute += 60
+        page.wait_for_timeout(max(0.0, minute + 64 - time.time()) * 1000)
+        at = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(minute))
+        page.goto(server.url + "/history?at=" + at)
+        picked = page.locator("[data-test=picked] [data-table=processes] tbody tr").first
+        expect(picked).to_have_attribute("data-name", "ppburner", timeout=15_000)
+        # A click on the CPU chart picks a minute (and puts it in the address).
+        wait_for_points(page, minimum=1)
+        page.click("[data-panel=cpu] .chart canvas", position={"x": 300, "y": 100})
+        expect(page).to_have_url(re.compile(r"at=\d{4}-"), timeout=5_000)
+        expect(page.locator("[data-test=picked-title]")).to_contain_text("Who was on top")
+        shoot(page, "history-picked-1440.png")
         page.close()

@@ -35,6 +35,8 @@ SUMMARY = {
     "network_transmit_bytes_per_second",
     "disk_read_bytes_per_second",
     "disk_write_bytes_per_second",
+    "top_process",
+    "top_process_cpu_percent",
 }
 
 

@@ -176,3 +176,32 @@ def test_render_escapes_and_orders_like_generate_latest():
     expected = generate_latest(registry)
     assert render(registry) == expected
     assert b'z="back\\\\slash"' in expected  # the case is really exercised
+
+
+def test_a_stable_family_is_formatted_once_and_a_new_one_again():
+    from prometheus_client.core import GaugeMetricFamily
+
+    from exporter.collectors.families import stable
+    from exporter.sinks.prometheus import render
+
+    family = stable(GaugeMetricFamily("perfpulse_test_groups", "Groups.", labels=("g",)))
+    family.add_metric(["a"], 1.0)
+
+    class Static:
+        def __init__(self) -> None:
+            self.families = [family]
+
+        def collect(self):  # type: ignore[no-untyped-def]
+            return iter(self.families)
+
+    source = Static()
+    registry = CollectorRegistry()
+    registry.register(source)  # type: ignore[arg-type]
+    first = render(registry)
+    family.samples[0] = family.samples[0]._replace(value=2.0)  # what a stable one must not do
+    assert render(registry) == first  # formatted once: the change is not seen
+    fresh = stable(GaugeMetricFamily("perfpulse_test_groups", "Groups.", labels=("g",)))
+    fresh.add_metric(["a"], 3.0)
+    source.families = [fresh]  # the next scan's family
+    assert b'perfpulse_test_groups{g="a"} 3.0' in render(registry)
+    assert render(registry) == generate_latest(registry)

@@ -158,7 +158,7 @@ def test_rates_ranking_and_a_vanished_process_on_a_fixture_proc(proc, clock):
     assert burner["user"] == pwd.getpwuid(os.getuid()).pw_name  # the fixture's owner
     assert top["hog"]["rss_bytes"] == 60_000 * 4096 and top["hog"]["cpu_percent"] == 1.0
     assert collector.scans_triggered == 0
-    assert sorted(pid for pid, _ in collector._tracked) == [10, 11]  # idle is not read per tick
+    assert [pid for pid, _ in collector._tracked] == [10]  # the busy one alone is read per tick
     assert sample.vanished == 1
 
 
@@ -287,3 +287,12 @@ def test_processes_that_exit_during_scans_never_fail_a_tick():
         churn.wait()
     assert len(samples) >= 5
     assert all(sample["count"] > 0 for sample in samples)
+
+
+def test_kernel_threads_are_grouped_without_their_cpu_or_queue():
+    kworker = parse_stat(
+        "77 (kworker/3:1-events) I 2 0 0 0 -1 69238880 0 0 0 0 5 9 0 0 20 0 1 0 30 0 0 "
+        "18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 17 3 0 0 0 0 0"
+    )
+    assert kworker.kernel_thread and kworker.group == "[kworker]"
+    assert parse_stat(STAT).group == "my (odd) name"  # a process of its own keeps its name

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from exporter.spec import load_panels
+from exporter.spec import load_panels, load_tables
 from tests.servers import free_port, serve
 
 ROOT = Path(__file__).parent.parent
@@ -208,9 +208,26 @@ def wait_until(
     raise AssertionError(f"{query} never satisfied the test: {result}")
 
 
+@contextmanager
+def busy_service() -> Iterator[None]:
+    """A real cgroup with a CPU burner in it, so that the services-and-containers query
+    has a group to show (this machine runs no service in a cgroup of its own)."""
+    from tests.test_cgroups import burner, real_group, unified_root
+
+    with real_group("perfpulse-dashboard-test.service", [unified_root()]) as (group,):
+        process = burner()
+        try:
+            (group / "cgroup.procs").write_text(str(process.pid))
+            yield
+        finally:
+            process.kill()
+            process.wait()
+
+
 @pytest.mark.e2e
 def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, server_env):
-    with serve(tmp_path, "--interval", "0.5", env=server_env) as server:
+    env = {**server_env, "PERFPULSE_PROCESSES_SCAN_SECONDS": "1"}
+    with busy_service(), serve(tmp_path, "--interval", "0.5", env=env) as server:
         config = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
         config["global"]["scrape_interval"] = "1s"
         config["global"]["evaluation_interval"] = "1s"
@@ -237,8 +254,8 @@ def dashboard_queries() -> dict[tuple[str, str], str]:
     """(panel, legend) -> query, for every Prometheus query of the shipped dashboards."""
     queries = {
         (panel["title"], target["legend"]): target["expr"]
-        for panel in load_panels()
-        for target in panel["prometheus"]
+        for panel in [*load_panels(), *load_tables()]
+        for target in panel.get("prometheus", [])
     }
     fleet = json.loads((ROOT / "grafana/dashboards/perfpulse-fleet.json").read_text())
     for target in fleet["panels"][0]["targets"]:

@@ -103,6 +103,8 @@ async def test_the_simple_query_and_the_prepared_statement_store_the_same(clean_
             "network_transmit_bytes_per_second": 20.0,
             "disk_read_bytes_per_second": 1.5,
             "disk_write_bytes_per_second": None,
+            "top_process": None,
+            "top_process_cpu_percent": None,
         }
         assert orjson.loads(row["snapshot"])["host"] == row["host"]
     by_name = {info.host: info for info, _, _ in hosts}
@@ -142,6 +144,14 @@ def test_notices_are_checked_before_use():
     assert parsed is not None
     assert parsed["summary"]["cpu_busy_ratio"] == 0.5
     assert parsed["summary"]["memory_used_ratio"] is None
+    named = {**good, "summary": {"top_process": "postgres", "top_process_cpu_percent": 93}}
+    checked = _parse_notice(orjson.dumps(named).decode())
+    assert checked is not None and checked["summary"]["top_process"] == "postgres"
+    assert checked["summary"]["top_process_cpu_percent"] == 93.0
+    for hostile in ("x" * 65, "line\nbreak", 42):
+        notice = {**good, "summary": {"top_process": hostile, "top_process_cpu_percent": 1}}
+        parsed_hostile = _parse_notice(orjson.dumps(notice).decode())
+        assert parsed_hostile is not None and parsed_hostile["summary"]["top_process"] is None
     for bad in [
         "not json",
         "[]",

@@ -17,6 +17,7 @@ from tests.servers import free_port, serve
 from tests.test_prometheus import (
     EXPECTED_EMPTY,
     ROOT,
+    busy_service,
     dashboard_queries,
     dashboard_query_results,
     tool,
@@ -57,7 +58,8 @@ def victoria_metrics(tmp_path: Path, config: dict[str, Any]) -> Iterator[str]:
 
 
 def test_every_dashboard_query_returns_data_from_a_real_victoria_metrics(tmp_path, server_env):
-    with serve(tmp_path, "--interval", "0.5", env=server_env) as server:
+    env = {**server_env, "PERFPULSE_PROCESSES_SCAN_SECONDS": "1"}
+    with busy_service(), serve(tmp_path, "--interval", "0.5", env=env) as server:
         config = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
         config["global"]["scrape_interval"] = "1s"
         job = config["scrape_configs"][0]

@@ -31,7 +31,7 @@ from pathlib import Path
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Clock, Unavailable
-from exporter.collectors.families import gauge, labeled_counter, labeled_gauge
+from exporter.collectors.families import gauge, labeled_counter, labeled_gauge, stable
 from exporter.collectors.processes import read_small, union_top
 from exporter.collectors.sections import (
     CgroupEntry,
@@ -323,6 +323,7 @@ class CgroupsCollector:
         self._shown: list[str] = []
         self._live: list[str] = []
         self._left_out = 0
+        self._families: list[Metric] = []
         self._scanned_mono = -float("inf")
         self._minute: GroupMinute | None = None
 
@@ -344,7 +345,7 @@ class CgroupsCollector:
             [self._entry(path) for path in self._shown],
             self._left_out,
             finished,
-            [self._last[path] for path in self._shown],
+            self._families,
         )
 
     def _scan(self, now: float) -> list[GroupReading]:
@@ -366,6 +367,11 @@ class CgroupsCollector:
         self._shown = sorted(shown, key=self._cpu, reverse=True)
         self._left_out = len(self._last) - len(self._shown)
         self._live = [p for p in self._shown[:LIVE_GROUPS] if self._cpu(p) > 0]
+        self._families = build_families(
+            [self._last[p] for p in self._shown],
+            [self._entry(p) for p in self._shown],
+            self._left_out,
+        )
         return readings
 
     def _update(self, readings: list[GroupReading], *, keep_other_figures: bool) -> None:
@@ -470,13 +476,13 @@ class CgroupsSample:
         groups: list[CgroupEntry],
         left_out: int,
         minute: CgroupMinute | None,
-        readings: list[GroupReading],
+        families: list[Metric],
     ) -> None:
         self.version = version
         self.groups = groups
         self.left_out = left_out
         self.minute = minute
-        self.readings = readings
+        self.families = families
 
     def to_dict(self) -> CgroupsData:
         return {
@@ -487,63 +493,69 @@ class CgroupsSample:
         }
 
     def metrics(self) -> Iterator[Metric]:
-        labels = ("cgroup", "name", "kind")
-        rows = [
-            (r, (e["path"], e["name"], e["kind"]))
-            for r, e in zip(self.readings, self.groups, strict=True)
-        ]
+        return iter(self.families)
+
+
+def build_families(
+    readings: list[GroupReading], groups: list[CgroupEntry], left_out: int
+) -> list[Metric]:
+    """The /metrics families of the groups shown, built at each scan (stable between)."""
+    return [stable(family) for family in _families(readings, groups, left_out)]
+
+
+def _families(
+    readings: list[GroupReading], groups: list[CgroupEntry], left_out: int
+) -> Iterator[Metric]:
+    labels = ("cgroup", "name", "kind")
+    rows = [(r, (e["path"], e["name"], e["kind"])) for r, e in zip(readings, groups, strict=True)]
+    yield labeled_counter(
+        "perfpulse_cgroup_cpu_seconds_total",
+        "CPU seconds used by the group's processes (and its children's).",
+        labels,
+        ((names, r.cpu_usec / 1e6) for r, names in rows if r.cpu_usec is not None),
+    )
+    yield labeled_gauge(
+        "perfpulse_cgroup_memory_bytes",
+        "Memory charged to the group.",
+        labels,
+        ((names, r.memory_bytes) for r, names in rows if r.memory_bytes is not None),
+    )
+    yield labeled_gauge(
+        "perfpulse_cgroup_memory_limit_bytes",
+        "The group's memory limit (only groups that have one).",
+        labels,
+        ((names, r.memory_limit) for r, names in rows if r.memory_limit is not None),
+    )
+    yield labeled_counter(
+        "perfpulse_cgroup_read_bytes_total",
+        "Bytes the group read from block devices.",
+        labels,
+        ((names, r.io[0]) for r, names in rows if r.io is not None),
+    )
+    yield labeled_counter(
+        "perfpulse_cgroup_written_bytes_total",
+        "Bytes the group wrote to block devices.",
+        labels,
+        ((names, r.io[1]) for r, names in rows if r.io is not None),
+    )
+    yield labeled_gauge(
+        "perfpulse_cgroup_tasks",
+        "Tasks (threads) in the group.",
+        labels,
+        ((names, r.tasks) for r, names in rows if r.tasks is not None),
+    )
+    for resource in ("cpu", "memory", "io"):
         yield labeled_counter(
-            "perfpulse_cgroup_cpu_seconds_total",
-            "CPU seconds used by the group's processes (and its children's).",
+            f"perfpulse_cgroup_pressure_{resource}_waiting_seconds_total",
+            f"Time some of the group's tasks were stalled on {resource} (PSI some).",
             labels,
-            ((names, r.cpu_usec / 1e6) for r, names in rows if r.cpu_usec is not None),
+            ((names, r.pressure[resource][1] / 1e6) for r, names in rows if resource in r.pressure),
         )
-        yield labeled_gauge(
-            "perfpulse_cgroup_memory_bytes",
-            "Memory charged to the group.",
-            labels,
-            ((names, r.memory_bytes) for r, names in rows if r.memory_bytes is not None),
-        )
-        yield labeled_gauge(
-            "perfpulse_cgroup_memory_limit_bytes",
-            "The group's memory limit (only groups that have one).",
-            labels,
-            ((names, r.memory_limit) for r, names in rows if r.memory_limit is not None),
-        )
-        yield labeled_counter(
-            "perfpulse_cgroup_read_bytes_total",
-            "Bytes the group read from block devices.",
-            labels,
-            ((names, r.io[0]) for r, names in rows if r.io is not None),
-        )
-        yield labeled_counter(
-            "perfpulse_cgroup_written_bytes_total",
-            "Bytes the group wrote to block devices.",
-            labels,
-            ((names, r.io[1]) for r, names in rows if r.io is not None),
-        )
-        yield labeled_gauge(
-            "perfpulse_cgroup_tasks",
-            "Tasks (threads) in the group.",
-            labels,
-            ((names, r.tasks) for r, names in rows if r.tasks is not None),
-        )
-        for resource in ("cpu", "memory", "io"):
-            yield labeled_counter(
-                f"perfpulse_cgroup_pressure_{resource}_waiting_seconds_total",
-                f"Time some of the group's tasks were stalled on {resource} (PSI some).",
-                labels,
-                (
-                    (names, r.pressure[resource][1] / 1e6)
-                    for r, names in rows
-                    if resource in r.pressure
-                ),
-            )
-        yield gauge(
-            "perfpulse_cgroups_left_out",
-            "Groups with processes left out of the perfpulse_cgroup_* series (past the cap).",
-            self.left_out,
-        )
+    yield gauge(
+        "perfpulse_cgroups_left_out",
+        "Groups with processes left out of the perfpulse_cgroup_* series (past the cap).",
+        left_out,
+    )
 
 
 def _round(value: float | None) -> float | None:

@@ -5,8 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 Rows = Iterable[tuple[Sequence[str], float]]
+
+# A family built once and yielded unchanged scrape after scrape carries its rendered text
+# here (the /metrics renderer fills it at the first scrape: exporter/sinks/prometheus.py).
+STABLE_TEXT = "_perfpulse_text"
+
+
+def stable(metric: Metric) -> Metric:
+    """Mark a family that will not change once built: /metrics formats it once."""
+    setattr(metric, STABLE_TEXT, None)
+    return metric
 
 
 def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -41,7 +41,7 @@ from typing import TypeVar
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Clock, TickReads, Unavailable, read_text
-from exporter.collectors.families import counter, gauge, labeled_counter, labeled_gauge
+from exporter.collectors.families import counter, gauge, labeled_counter, labeled_gauge, stable
 from exporter.collectors.sections import (
     ProcessEntry,
     ProcessesData,
@@ -52,7 +52,7 @@ from exporter.collectors.sections import (
 COMMAND_BYTES = 200  # of a command line, in the snapshot
 SCAN_SECONDS = 10.0
 UNEXPLAINED_CORES = 0.1  # busy time the tracked processes do not explain, that triggers a scan
-ACTIVE_PERCENT = 0.5  # CPU share of one core from which a process on top is read every tick
+ACTIVE_PERCENT = 2.0  # CPU share of one core from which a process on top is read every tick
 MAX_TABLE = 10_000  # processes a full table request returns at most
 WallClock = Callable[[], datetime]
 K = TypeVar("K")
@@ -73,6 +73,19 @@ class ProcessStat:
     threads: int
     start_ticks: int  # since boot
     rss_pages: int
+    kernel_thread: bool = False
+
+    @property
+    def group(self) -> str:
+        """The name /metrics groups the process under: its own, but a kernel thread's
+        without the CPU, queue or device it serves (`kworker/3:1-events` is `[kworker]`,
+        as ps brackets kernel threads): one series for what is otherwise one per CPU."""
+        if not self.kernel_thread:
+            return self.name
+        return "[" + self.name.split("/", 1)[0].split(":", 1)[0] + "]"
+
+
+PF_KTHREAD = 0x00200000  # in the flags field of /proc/PID/stat
 
 
 def parse_stat(text: str) -> ProcessStat:
@@ -80,8 +93,8 @@ def parse_stat(text: str) -> ProcessStat:
     fields are counted from the last closing one."""
     open_at, close_at = text.index("("), text.rindex(")")
     fields = text[close_at + 2 :].split()
-    # fields[0] is field 3 (state) of proc(5); utime is 14, stime 15, threads 20, start 22,
-    # rss 24.
+    # fields[0] is field 3 (state) of proc(5); flags is 9, utime 14, stime 15, threads 20,
+    # start 22, rss 24.
     return ProcessStat(
         pid=int(text[:open_at]),
         name=text[open_at + 1 : close_at],
@@ -91,6 +104,7 @@ def parse_stat(text: str) -> ProcessStat:
         threads=int(fields[17]),
         start_ticks=int(fields[19]),
         rss_pages=int(fields[21]),
+        kernel_thread=bool(int(fields[6]) & PF_KTHREAD),
     )
 
 
@@ -375,6 +389,7 @@ class ProcessesCollector:
         self.table = ProcessTable(proc_root, clock)
         self.held = HeldFiles(proc_root, clock)
         self._tick_reads = tick_reads
+        self._stat_path = str(proc_root / "stat")  # the same string the cpu collector reads
         Key = tuple[int, int]
         self._last: dict[Key, Reading] = {}  # every process's latest reading
         self._rates: dict[Key, Rates] = {}
@@ -389,6 +404,7 @@ class ProcessesCollector:
         self._scan_cost = 0.0
         self._count = self._running = self._vanished = self._io_unreadable = 0
         self._groups: tuple[list[tuple[str, float, int, int]], int] = ([], 0)
+        self._families: list[Metric] = []
         self._busy: tuple[float, int] | None = None  # (when, /proc/stat busy ticks)
         self._exited_cpu: Counter[str] = Counter()  # per name: CPU ticks of exited processes
         self._minute: Minute | None = None
@@ -415,7 +431,7 @@ class ProcessesCollector:
     # --- reading --------------------------------------------------------------------------
 
     def _busy_ticks(self) -> int | None:
-        path = str(self.proc_root / "stat")
+        path = self._stat_path
         try:
             text = self._tick_reads.read(path) if self._tick_reads else read_text(path)
             return parse_busy_ticks(text)
@@ -433,7 +449,7 @@ class ProcessesCollector:
         seen = {reading.key for reading in readings}
         for key, gone in list(self._last.items()):
             if key not in seen:  # exited: its CPU stays in its name's counter
-                self._exited_cpu[gone.stat.name] += gone.stat.cpu_ticks
+                self._exited_cpu[gone.stat.group] += gone.stat.cpu_ticks
                 self._forget(key)
         self._bound_exited()
         self._update(readings, now, first_scan=self._scanned_at is None)
@@ -449,6 +465,7 @@ class ProcessesCollector:
         self.held.hold(self._tracked)
         self._entries = {}
         self._groups = self._group_rows()
+        self._families = self._build_families()
         if not self._hidepid_read:
             self._hidepid_read = True
             try:
@@ -463,11 +480,14 @@ class ProcessesCollector:
             table.pop(key, None)
 
     def _active(self, key: tuple[int, int]) -> bool:
+        """Doing something now: CPU, or I/O over a window perfpulse measured (I/O since a
+        process started says nothing about now)."""
         rates = self._rates[key]
-        return bool(
-            (rates.cpu_percent or 0.0) >= ACTIVE_PERCENT
-            or (rates.read_bytes_per_second or 0.0) > 0
-            or (rates.write_bytes_per_second or 0.0) > 0
+        if (rates.cpu_percent or 0.0) >= ACTIVE_PERCENT:
+            return True
+        measured = self._windows.get(key) is not None and self._scanned_at is not None
+        return measured and bool(
+            (rates.read_bytes_per_second or 0.0) > 0 or (rates.write_bytes_per_second or 0.0) > 0
         )
 
     def _refresh(self, now: float) -> list[Reading]:
@@ -475,7 +495,7 @@ class ProcessesCollector:
         readings, gone = self.held.read()
         for key in gone:
             if key in self._last:
-                self._exited_cpu[self._last[key].stat.name] += self._last[key].stat.cpu_ticks
+                self._exited_cpu[self._last[key].stat.group] += self._last[key].stat.cpu_ticks
                 self._forget(key)
         gone_keys = set(gone)
         self._tracked = [key for key in self._tracked if key not in gone_keys]
@@ -695,7 +715,7 @@ class ProcessesCollector:
         rss: Counter[str] = Counter()
         count: Counter[str] = Counter()
         for reading in self._last.values():
-            name = reading.stat.name
+            name = reading.stat.group
             cpu[name] += reading.stat.cpu_ticks
             rss[name] += reading.stat.rss_pages * self.page_size
             count[name] += 1
@@ -708,14 +728,55 @@ class ProcessesCollector:
         ]
         return rows, len(count) - len(kept)
 
+    def _build_families(self) -> list[Metric]:
+        """The /metrics families, built at each full scan (scrapes in between render the
+        same objects: marked stable, their text is formatted once)."""
+        rows, left_out = self._groups
+        families: list[Metric] = [
+            labeled_counter(
+                "perfpulse_process_group_cpu_seconds_total",
+                "CPU seconds of the processes of each name, exited ones included.",
+                ("groupname",),
+                (((name,), cpu) for name, cpu, _, _ in rows),
+            ),
+            labeled_gauge(
+                "perfpulse_process_group_resident_memory_bytes",
+                "Resident memory of the processes of each name.",
+                ("groupname",),
+                (((name,), rss) for name, _, rss, _ in rows),
+            ),
+            labeled_gauge(
+                "perfpulse_process_group_processes",
+                "Processes of each name.",
+                ("groupname",),
+                (((name,), count) for name, _, _, count in rows),
+            ),
+            gauge(
+                "perfpulse_process_groups_left_out",
+                "Process names left out of the perfpulse_process_group_* series (past the cap).",
+                left_out,
+            ),
+            gauge("perfpulse_processes", "Processes in the latest full scan.", self._count),
+            counter(
+                "perfpulse_process_scans_total",
+                "Full scans of the process table.",
+                self.full_scans,
+            ),
+        ]
+        return [stable(family) for family in families]
+
     def _bound_exited(self) -> None:
         """Exited processes' CPU is kept per name; names no longer running are forgotten
         once there are many (their series are gone from /metrics anyway)."""
         if len(self._exited_cpu) > 4 * self.max_groups:
-            running = {reading.stat.name for reading in self._last.values()}
+            running = {reading.stat.group for reading in self._last.values()}
             for name in list(self._exited_cpu):
                 if name not in running:
                     del self._exited_cpu[name]
+
+    @property
+    def scanned_at(self) -> datetime | None:
+        return self._scanned_at
 
     def table_rows(self, limit: int = MAX_TABLE) -> list[ProcessEntry]:
         """Every process of the latest readings, by CPU (the full table, on demand)."""
@@ -739,6 +800,7 @@ class ProcessesSample:
         self.hidepid = collector._hidepid
         self.groups, self.groups_left_out = collector._groups
         self.full_scans = collector.full_scans
+        self.families = collector._families
 
     def to_dict(self) -> ProcessesData:
         return {
@@ -752,34 +814,7 @@ class ProcessesSample:
         }
 
     def metrics(self) -> Iterator[Metric]:
-        rows = self.groups
-        yield labeled_counter(
-            "perfpulse_process_group_cpu_seconds_total",
-            "CPU seconds of the processes of each name, exited ones included.",
-            ("groupname",),
-            (((name,), cpu) for name, cpu, _, _ in rows),
-        )
-        yield labeled_gauge(
-            "perfpulse_process_group_resident_memory_bytes",
-            "Resident memory of the processes of each name.",
-            ("groupname",),
-            (((name,), rss) for name, _, rss, _ in rows),
-        )
-        yield labeled_gauge(
-            "perfpulse_process_group_processes",
-            "Processes of each name.",
-            ("groupname",),
-            (((name,), count) for name, _, _, count in rows),
-        )
-        yield gauge(
-            "perfpulse_process_groups_left_out",
-            "Process names left out of the perfpulse_process_group_* series (past the cap).",
-            self.groups_left_out,
-        )
-        yield gauge("perfpulse_processes", "Processes in the latest full scan.", self.count)
-        yield counter(
-            "perfpulse_process_scans_total", "Full scans of the process table.", self.full_scans
-        )
+        return iter(self.families)
 
 
 def union_top(keys: list[K], measures: list[Callable[[K], float]], n: int) -> list[K]:

@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 
 from exporter.collectors.base import JSON
-from exporter.sinks.summary import SUMMARY_FIELDS
+from exporter.sinks.summary import SUMMARY_FIELDS, TOP_PROCESS, TOP_PROCESS_CPU, Summary
 
 CHANNEL = "perfpulse_live"
 # A host is stale when it has not written for this many of its intervals.
@@ -27,11 +27,11 @@ class HostInfo:
     interval_seconds: float
     version: str
     stale: bool
-    summary: dict[str, float | None] | None
+    summary: Summary | None
     collectors: list[str]
 
     def to_json(self) -> JSON:
-        names = [name for name, *_ in SUMMARY_FIELDS]
+        names = [name for name, *_ in SUMMARY_FIELDS] + [TOP_PROCESS, TOP_PROCESS_CPU]
         summary = self.summary or {}
         return {
             "host": self.host,

@@ -37,7 +37,7 @@ from exporter.fleet.hosts import (
 )
 from exporter.sinks.protocol import TRY_AGAIN_LATER
 from exporter.sinks.stream import Broadcaster, TextSocket, close_within
-from exporter.sinks.summary import SUMMARY_FIELDS
+from exporter.sinks.summary import checked
 from exporter.storage.database import Database, DatabaseUnavailable, describe
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,7 @@ def _parse_notice(payload: str) -> dict[str, Any] | None:
     summary = notice.get("summary")
     if not isinstance(summary, dict):
         return None
-    notice["summary"] = {
-        name: float(value) if isinstance(value := summary.get(name), int | float) else None
-        for name, *_ in SUMMARY_FIELDS
-    }
+    notice["summary"] = checked(summary)
     version = notice.get("version")
     notice["version"] = version if isinstance(version, str) else ""
     return notice

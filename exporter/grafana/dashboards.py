@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from exporter.spec import load_panels
+from exporter.spec import load_panels, load_tables
 
 SCHEMA_VERSION = 39  # Grafana 11
 PROMETHEUS_UID = "perfpulse-prometheus"
@@ -141,10 +141,40 @@ def host_dashboard() -> dict[str, Any]:
                 ],
             }
         )
+    for table in load_tables():
+        if "prometheus" not in table:
+            continue
+        index = len(panels)
+        panels.append(
+            {
+                "id": index + 1,
+                "type": "timeseries",
+                "title": table["grafana_title"],
+                "description": table["description"],
+                "datasource": DS,
+                "gridPos": _grid(index),
+                "fieldConfig": {"defaults": _defaults(table), "overrides": []},
+                "options": {
+                    "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                    "tooltip": {"mode": "multi", "sort": "desc"},
+                },
+                "targets": [
+                    {
+                        "refId": chr(ord("A") + i),
+                        "datasource": DS,
+                        "expr": target["expr"],
+                        "legendFormat": target["legend"],
+                        "range": True,
+                    }
+                    for i, target in enumerate(table["prometheus"])
+                ],
+            }
+        )
     return _dashboard(
         "perfpulse-host",
         "perfpulse / Host",
-        "One machine at a time: the six panels of perfpulse's own dashboard.",
+        "One machine at a time: the six panels of perfpulse's own dashboard, and its top "
+        "services and containers.",
         panels,
     )
 

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.collectors.families import STABLE_TEXT
 from exporter.sampler import Sampler, Snapshot
 
 
@@ -116,6 +117,9 @@ def _labels(items: tuple[tuple[str, str], ...]) -> str:
     return "{" + pairs + "}"
 
 
+_NOT_STABLE = object()
+
+
 def render(registry: Collector) -> bytes:
     """The registry in the Prometheus text format 0.0.4, byte for byte what
     prometheus_client's `generate_latest` writes, at a fraction of its cost.
@@ -123,31 +127,44 @@ def render(registry: Collector) -> bytes:
     `generate_latest` validates and escapes every metric and label name and every label
     set on every scrape, although a host's names and label sets (CPUs, devices, modes)
     hardly ever change. Here each is escaped once and remembered (bounded caches): a
-    scrape formats only the values.
+    scrape formats only the values, and a family marked `stable` not even those.
     """
     out: list[str] = []
     for metric in registry.collect():
-        name = metric.name
-        kind = metric.type
-        if kind == "counter":
-            name += "_total"
-        elif kind == "info":
-            name += "_info"
-        out.append(_header(name, _TEXT_TYPES.get(kind, kind), metric.documentation))
-        # OpenMetrics-only samples go, as gauges, after the family's own.
-        special = {metric.name + suffix: suffix for suffix in _OPENMETRICS_ONLY}
-        deferred: dict[str, list[str]] = {}
-        for sample in metric.samples:
-            line = _sample_line(sample.name, sample.labels, sample.value, sample.timestamp)
-            suffix = special.get(sample.name)
-            if suffix is None:
-                out.append(line)
-            else:
-                deferred.setdefault(suffix, []).append(line)
-        for suffix, lines in sorted(deferred.items()):
-            out.append(_header(metric.name + suffix, "gauge", metric.documentation))
-            out.extend(lines)
+        text = getattr(metric, STABLE_TEXT, _NOT_STABLE)
+        if text is _NOT_STABLE:
+            out.extend(_family_lines(metric))
+            continue
+        if text is None:
+            text = "".join(_family_lines(metric))
+            setattr(metric, STABLE_TEXT, text)
+        out.append(text)  # type: ignore[arg-type]
     return "".join(out).encode()
+
+
+def _family_lines(metric: Metric) -> list[str]:
+    out: list[str] = []
+    name = metric.name
+    kind = metric.type
+    if kind == "counter":
+        name += "_total"
+    elif kind == "info":
+        name += "_info"
+    out.append(_header(name, _TEXT_TYPES.get(kind, kind), metric.documentation))
+    # OpenMetrics-only samples go, as gauges, after the family's own.
+    special = {metric.name + suffix: suffix for suffix in _OPENMETRICS_ONLY}
+    deferred: dict[str, list[str]] = {}
+    for sample in metric.samples:
+        line = _sample_line(sample.name, sample.labels, sample.value, sample.timestamp)
+        suffix = special.get(sample.name)
+        if suffix is None:
+            out.append(line)
+        else:
+            deferred.setdefault(suffix, []).append(line)
+    for suffix, lines in sorted(deferred.items()):
+        out.append(_header(metric.name + suffix, "gauge", metric.documentation))
+        out.extend(lines)
+    return out
 
 
 def _sample_line(name: str, labels: dict[str, str], value: float, timestamp: object | None) -> str:

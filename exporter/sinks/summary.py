@@ -1,5 +1,5 @@
 """The few figures of a snapshot that travel with its relay notice and that the fleet list
-shows: what "how busy is this host" means in one row."""
+shows: what "how busy is this host" means in one row, and who is busiest on it."""
 
 from __future__ import annotations
 
@@ -17,13 +17,43 @@ SUMMARY_FIELDS = (
 )
 
 
-def summarize(sections: dict[str, JSON]) -> dict[str, float | None]:
+Summary = dict[str, float | str | None]
+# The busiest process: its name, and its CPU share (100 is one core).
+TOP_PROCESS = "top_process"
+TOP_PROCESS_CPU = "top_process_cpu_percent"
+MAX_NAME = 64
+
+
+def summarize(sections: dict[str, JSON]) -> Summary:
     """The figures the fleet list shows, from one snapshot's sections (None if unknown)."""
-    summary: dict[str, float | None] = {}
+    summary: Summary = {}
     for name, section, path, scale in SUMMARY_FIELDS:
         node: Any = sections.get(section)
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
         ok = isinstance(node, int | float) and not isinstance(node, bool)
         summary[name] = float(node) * scale if ok else None
+    top = (sections.get("processes") or {}).get("top") or []
+    busiest = max(top, key=lambda p: p.get("cpu_percent") or 0.0) if top else None
+    summary[TOP_PROCESS] = busiest["name"] if busiest else None
+    summary[TOP_PROCESS_CPU] = busiest.get("cpu_percent") if busiest else None
     return summary
+
+
+def checked(summary: dict[str, object]) -> Summary:
+    """A summary from a notice (anyone with database access can NOTIFY): the known keys,
+    numbers as numbers, the process name as a short printable string."""
+    clean: Summary = {name: _number(summary.get(name)) for name, *_ in SUMMARY_FIELDS}
+    name = summary.get(TOP_PROCESS)
+    if isinstance(name, str) and 0 < len(name) <= MAX_NAME and name.isprintable():
+        clean[TOP_PROCESS] = name
+        clean[TOP_PROCESS_CPU] = _number(summary.get(TOP_PROCESS_CPU))
+    else:
+        clean[TOP_PROCESS] = clean[TOP_PROCESS_CPU] = None
+    return clean
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

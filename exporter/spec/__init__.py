@@ -22,6 +22,12 @@ def load_panels() -> list[dict[str, Any]]:
     return panels
 
 
+def load_tables() -> list[dict[str, Any]]:
+    """The table panels (processes, services and containers), after the six."""
+    tables: list[dict[str, Any]] = _spec()["tables"]
+    return tables
+
+
 HARDWARE_EVENTS: tuple[str, ...] = tuple(_spec()["perf_events"]["hardware"])
 # The snapshot's sections, in order: one per collector (the filesystem collector is part of
 # the disk section).

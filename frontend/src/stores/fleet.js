@@ -17,7 +17,19 @@ export const COLUMNS = [
   { key: 'network_transmit_bytes_per_second', label: 'Net out', unit: 'Bps' },
   { key: 'disk_read_bytes_per_second', label: 'Disk read', unit: 'Bps' },
   { key: 'disk_write_bytes_per_second', label: 'Disk write', unit: 'Bps' },
+  // The busiest process: its name, sorted by its CPU share.
+  { key: 'top_process', label: 'Busiest', sortBy: 'top_process_cpu_percent', text: true },
 ]
+
+/** What a fleet row shows for a column. */
+export function cellText(host, column, format) {
+  const summary = host.summary ?? {}
+  if (!column.text) return format(summary[column.key], column.unit)
+  const name = summary[column.key]
+  if (!name) return '–'
+  const cpu = summary.top_process_cpu_percent
+  return cpu === null || cpu === undefined ? name : `${name} ${cpu.toFixed(0)} %`
+}
 
 /** Stale hosts last whatever the column; then by the column (unknown values last), then
  * by name. `descending` applies to the column only. */
@@ -26,8 +38,9 @@ export function sortHosts(hosts, key, descending = false) {
   return [...hosts].sort((a, b) => {
     if (a.stale !== b.stale) return a.stale ? 1 : -1
     if (key !== 'host') {
-      const x = a.summary?.[key]
-      const y = b.summary?.[key]
+      const by = COLUMNS.find((c) => c.key === key)?.sortBy ?? key
+      const x = a.summary?.[by]
+      const y = b.summary?.[by]
       if (x == null && y != null) return 1
       if (y == null && x != null) return -1
       if (x != null && y != null && x !== y) return (x - y) * sign

@@ -172,3 +172,16 @@ describe('fleet store', () => {
     expect(store.listing.map((h) => h.host)).toEqual(['a'])
   })
 })
+
+describe('the busiest process column', () => {
+  it('shows the name and its CPU, and sorts by that CPU', async () => {
+    const { COLUMNS, cellText, sortHosts } = await import('@/stores/fleet')
+    const column = COLUMNS.find((c) => c.key === 'top_process')
+    const format = (v) => String(v)
+    const busy = { host: 'a', stale: false, summary: { top_process: 'postgres', top_process_cpu_percent: 93.4 } }
+    const calm = { host: 'b', stale: false, summary: { top_process: 'sshd', top_process_cpu_percent: 0.2 } }
+    expect(cellText(busy, column, format)).toBe('postgres 93 %')
+    expect(cellText({ host: 'c', summary: {} }, column, format)).toBe('–')
+    expect(sortHosts([calm, busy], 'top_process', true).map((h) => h.host)).toEqual(['a', 'b'])
+  })
+})

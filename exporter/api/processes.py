@@ -1,0 +1,47 @@
+"""GET /api/processes: this host's whole process table, on demand (the stream carries the
+top of it)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from exporter.api.deps import CurrentUser, RuntimeDep
+
+router = APIRouter(prefix="/api", tags=["processes"])
+
+MAX_ROWS = 5000
+SORT_KEYS = {
+    "cpu": lambda p: p["cpu_percent"] or 0.0,
+    "memory": lambda p: p["rss_bytes"],
+    "io": lambda p: (p["read_bytes_per_second"] or 0.0) + (p["write_bytes_per_second"] or 0.0),
+}
+
+
+@router.get(
+    "/processes",
+    summary="The process table",
+    description="Every process of the last full scan (the busiest as of this tick), "
+    "sorted by `cpu`, `memory` or `io`, at most `limit`.",
+)
+async def processes(
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    sort: Annotated[Literal["cpu", "memory", "io"], Query()] = "cpu",
+    limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 500,
+) -> dict[str, Any]:
+    collector = runtime.processes
+    if collector is None or collector.scanned_at is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            "no process table here (the processes collector is off, or has not scanned yet)",
+        )
+    rows = sorted(collector.table_rows(), key=SORT_KEYS[sort], reverse=True)
+    return {
+        "host": runtime.settings.hostname,
+        "scanned_at": collector.scanned_at.isoformat(),
+        "count": len(rows),
+        "sort": sort,
+        "processes": rows[:limit],
+    }
