@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import abuse, core, fleet, hardening, perf, storage, stream, whole
+from bench import abuse, core, fleet, hardening, perf, processes, storage, stream, whole
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -17,7 +17,17 @@ def main() -> None:
         "names",
         nargs="*",
         default=["core", "perf", "stream", "storage"],
-        choices=["core", "perf", "stream", "storage", "abuse", "hardening", "whole", "fleet"],
+        choices=[
+            "core",
+            "perf",
+            "stream",
+            "storage",
+            "abuse",
+            "hardening",
+            "whole",
+            "fleet",
+            "processes",
+        ],
     )
     parser.add_argument("--ticks", type=int, default=500)
     parser.add_argument("--scrapes", type=int, default=1000)
@@ -47,6 +57,13 @@ def main() -> None:
         metavar="DIR",
         help="whole: also measure the perfpulse checked out in DIR (git worktree add DIR "
         "<commit>), interleaved with this one",
+    )
+    parser.add_argument(
+        "--process-counts",
+        type=int,
+        nargs="+",
+        default=[100, 1000, 5000],
+        help="processes: extra processes to spawn for the scan sweep",
     )
     parser.add_argument("--fleet-hosts", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--fleet-interval", type=float, default=1.0)
@@ -102,6 +119,9 @@ def main() -> None:
         elif name == "hardening":  # the second round alone
             result = hardening.run(args.abuse_baseline)
             text = hardening.report(result)
+        elif name == "processes":
+            result = processes.run(args.process_counts)
+            text = processes.report(result)
         elif name == "storage":
             result = storage.run(
                 args.database_url, args.write_snapshots, args.history_days, args.query_runs

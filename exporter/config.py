@@ -85,11 +85,12 @@ class Settings(BaseSettings):
         "`top` is the union of the three.",
     )
     processes_scan_seconds: float = Field(
-        10,
+        30,
         gt=0,
         le=3600,
         description="Seconds between two reads of the whole process table and cgroup "
-        "tree (the busiest processes and groups are read every tick).",
+        "tree (the busiest processes and groups are read every tick, and the table at once "
+        "when CPU, memory or disk I/O goes unexplained).",
     )
     process_groups_max: int = Field(
         100,

@@ -24,6 +24,7 @@ from exporter.collectors.processes import (
     parse_io,
     parse_io_bytes,
     parse_stat,
+    union_top,
 )
 from tests.conftest import FakeClock, ProcTree
 
@@ -51,6 +52,15 @@ def test_parse_io_reads_what_reached_the_block_layer():
     assert parse_io_bytes(IO.encode()) == (4096, 8192)
     # Another layout (say a future kernel adds a line first) still parses by name.
     assert parse_io_bytes(b"extra: 1\n" + IO.encode()) == (4096, 8192)
+
+
+def test_union_top_leaves_out_zeros_and_what_is_under_a_measures_floor():
+    cpu = {"a": 50.0, "b": 0.05, "c": 0.0, "d": 3.0}
+    memory = {"a": 1.0, "b": 0.0, "c": 5.0, "d": 0.0}
+    measures = [cpu.__getitem__, memory.__getitem__]
+    # b is third by CPU, but under the 0.1 floor and nowhere by memory.
+    assert union_top(list(cpu), measures, 3, (0.1, 0.0)) == ["a", "d", "c"]
+    assert union_top(list(cpu), measures, 3) == ["a", "d", "b", "c"]
 
 
 def test_parse_cmdline():
@@ -180,6 +190,48 @@ def test_a_new_busy_process_triggers_a_scan_at_once(proc, clock):
     assert collector.scans_triggered == 1
     assert data["top"][0]["name"] == "newcomer"
     assert data["top"][0]["cpu_percent"] == 100.0  # 1 s of CPU in the 1 s since it started
+
+
+def _memory(proc: ProcTree, available_mib: int, pgpgin_kib: int = 0, dirtied: int = 0) -> None:
+    proc.write("meminfo", f"MemTotal: {4096 << 10} kB\nMemFree: 1 kB\nMemAvailable: "
+               f"{available_mib << 10} kB\n")  # fmt: skip
+    proc.write("vmstat", f"nr_dirtied {dirtied}\npgpgin {pgpgin_kib}\npgpgout 0\n")
+
+
+def test_memory_or_io_nobody_tracked_accounts_for_triggers_a_scan(proc, clock):
+    """Between scans, memory available falling by more than 64 MiB (2 % of 4 GiB is 82)
+    triggers a scan that puts the new hog on top; so do pages dirtied faster than 1 MiB/s
+    beyond what the tracked processes wrote. Less of either does not."""
+    minute = [datetime(2026, 12, 4, 10, 0, 5, tzinfo=UTC)]
+    _tree(proc, busy_ticks=0)
+    _memory(proc, available_mib=3000)
+    proc.write("10/stat", _stat(10, "sleeper", 0, 100))
+    proc.write("10/io", _io(0, 0))
+    collector = _collector(proc, clock, minute)
+    collector.collect()
+    clock.advance(1)
+    _memory(proc, available_mib=3000 - 60)  # under the 64 MiB threshold
+    collector.collect()
+    assert collector.scans_triggered == 0
+    clock.advance(1)
+    _memory(proc, available_mib=3000 - 300)
+    proc.write("20/stat", _stat(20, "hog", 0, 300 * 256, start=100_000))
+    proc.write("20/io", _io(0, 0))
+    data = collector.collect().to_dict()
+    assert collector.scan_reasons["memory"] == 1
+    assert [e["name"] for e in data["top"]][:1] == ["hog"]  # the most resident
+    clock.advance(1)  # 2 MiB read in 1 s, pages dirtied: 0
+    _memory(proc, available_mib=3000 - 300, pgpgin_kib=512)
+    collector.collect()
+    assert collector.scans_triggered == 1  # 0.5 MiB/s: under the threshold
+    clock.advance(1)
+    _memory(proc, available_mib=3000 - 300, pgpgin_kib=512, dirtied=1024)  # 4 MiB in 1 s
+    proc.write("30/stat", _stat(30, "writer", 0, 100, start=99_900))  # 1 s old
+    proc.write("30/io", _io(0, 4 << 20))
+    data = collector.collect().to_dict()
+    assert collector.scan_reasons["io"] == 1
+    writer = {e["name"]: e for e in data["top"]}["writer"]
+    assert writer["write_bytes_per_second"] == float(4 << 20)  # since it started, 1 s ago
 
 
 def test_the_finished_minute_names_its_top_consumers(proc, clock):

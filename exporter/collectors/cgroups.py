@@ -42,7 +42,7 @@ from exporter.collectors.sections import (
     CgroupsData,
 )
 
-SCAN_SECONDS = 10.0
+SCAN_SECONDS = 30.0
 LIVE_GROUPS = 10  # the busiest groups, whose CPU is read every tick
 UNLIMITED_V1 = 1 << 62  # memory.limit_in_bytes reports "no limit" as about 2^63 rounded down
 WallClock = Callable[[], datetime]

@@ -4,9 +4,11 @@ from /proc/PID/stat and /proc/PID/io (psutil's per-process path costs several ti
 Reading every process every tick would cost more than everything else perfpulse does, so
 the whole table is read now and then, and the processes that matter every tick:
 
-- a **full scan** (every process's stat and io) every `scan_seconds` (10 by default), and
-  at once when the machine's busy time (/proc/stat) is more than a tenth of a core beyond
-  what the tracked processes account for: something new got busy;
+- a **full scan** (every process's stat and io) every `scan_seconds` (30 by default), and
+  at once when the machine does more than the tracked processes account for: busy time
+  (/proc/stat) a tenth of a core beyond theirs, memory available (/proc/meminfo) down by
+  more than 64 MiB (2 % of memory where that is less) since the scan, or pages read and dirtied
+  (/proc/vmstat) at more than 1 MiB/s beyond their I/O: something new got busy;
 - every other tick, a **pass over the tracked processes**: those the last scan put on top.
 
 A process's rates are over the time since its previous reading (a tick, or a scan's
@@ -41,7 +43,7 @@ from typing import TypeVar
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Clock, TickReads, Unavailable, read_text
-from exporter.collectors.families import counter, gauge, labeled_counter, labeled_gauge, stable
+from exporter.collectors.families import gauge, labeled_counter, labeled_gauge, stable
 from exporter.collectors.sections import (
     ProcessEntry,
     ProcessesData,
@@ -49,10 +51,17 @@ from exporter.collectors.sections import (
     ProcessMinuteEntry,
 )
 
-COMMAND_BYTES = 200  # of a command line, in the snapshot
-SCAN_SECONDS = 10.0
-UNEXPLAINED_CORES = 0.1  # busy time the tracked processes do not explain, that triggers a scan
+COMMAND_BYTES = 120  # of a command line, in the snapshot
+SCAN_SECONDS = 30.0
+# What the tracked processes do not explain, that triggers a scan: busy time, in cores;
+# memory available lost since the scan (the smaller of the two); I/O, bytes a second.
+UNEXPLAINED_CORES = 0.1
+UNEXPLAINED_MEMORY = (64 << 20, 0.02)
+UNEXPLAINED_IO = float(1 << 20)
+SCAN_REASONS = ("scheduled", "cpu", "memory", "io")
 ACTIVE_PERCENT = 2.0  # CPU share of one core from which a process on top is read every tick
+# Below these a process is idle, not on top: CPU % of a core, resident bytes, I/O bytes/s.
+RANK_FLOORS = (0.1, 0.0, 1024.0)
 MAX_TABLE = 10_000  # processes a full table request returns at most
 WallClock = Callable[[], datetime]
 K = TypeVar("K")
@@ -152,6 +161,35 @@ def parse_busy_ticks(text: str) -> int:
     account for (irq, softirq and steal are nobody's)."""
     fields = text[: text.index("\n")].split()
     return int(fields[1]) + int(fields[2]) + int(fields[3])
+
+
+def parse_mem_available(text: str) -> tuple[int, int]:
+    """(MemTotal, MemAvailable) of /proc/meminfo, in bytes."""
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("MemTotal", "MemAvailable"):
+            found[key] = int(rest.split()[0]) * 1024
+            if len(found) == 2:
+                break
+    return found["MemTotal"], found["MemAvailable"]
+
+
+def parse_paged_bytes(text: str, page_size: int) -> int:
+    """Bytes read from block devices (pgpgin, KiB) and pages dirtied (nr_dirtied) since
+    boot, from /proc/vmstat: what processes' read_bytes and write_bytes count, as it
+    happens (pgpgout waits for writeback)."""
+    pgpgin = dirtied = None
+    for line in text.splitlines():
+        if line.startswith("pgpgin "):
+            pgpgin = int(line[7:])
+        elif line.startswith("nr_dirtied "):
+            dirtied = int(line[11:])
+        if pgpgin is not None and dirtied is not None:
+            break
+    if pgpgin is None or dirtied is None:
+        raise ValueError("no pgpgin or nr_dirtied in /proc/vmstat")
+    return pgpgin * 1024 + dirtied * page_size
 
 
 def hidepid(mounts: str) -> str | None:
@@ -389,7 +427,10 @@ class ProcessesCollector:
         self.table = ProcessTable(proc_root, clock)
         self.held = HeldFiles(proc_root, clock)
         self._tick_reads = tick_reads
-        self._stat_path = str(proc_root / "stat")  # the same string the cpu collector reads
+        # The same strings the cpu, memory and memory_bandwidth collectors read.
+        self._stat_path = str(proc_root / "stat")
+        self._meminfo_path = str(proc_root / "meminfo")
+        self._vmstat_path = str(proc_root / "vmstat")
         Key = tuple[int, int]
         self._last: dict[Key, Reading] = {}  # every process's latest reading
         self._rates: dict[Key, Rates] = {}
@@ -406,6 +447,9 @@ class ProcessesCollector:
         self._groups: tuple[list[tuple[str, float, int, int]], int] = ([], 0)
         self._families: list[Metric] = []
         self._busy: tuple[float, int] | None = None  # (when, /proc/stat busy ticks)
+        self._paged: tuple[float, int] | None = None  # (when, /proc/vmstat bytes)
+        self._available_at_scan: int | None = None  # MemAvailable at the last scan
+        self.scan_reasons: Counter[str] = Counter()  # full scans, by what caused them
         self._exited_cpu: Counter[str] = Counter()  # per name: CPU ticks of exited processes
         self._minute: Minute | None = None
         self._hidepid: str | None = None
@@ -416,26 +460,47 @@ class ProcessesCollector:
     def collect(self) -> ProcessesSample:
         now, wall = self.clock(), self.wall_clock()
         busy = self._busy_ticks()
+        paged = self._paged_bytes()
+        available = self._mem_available()
         if now - self._scanned_mono >= self.scan_seconds:
+            self.scan_reasons["scheduled"] += 1
             readings = self._full_scan(now, wall)
         else:
             before = {key: self._last[key] for key in self._tracked if key in self._last}
             readings = self._refresh(now)
-            if self._unexplained(busy, now, before, readings) and self._may_scan(now):
+            reason = self._unexplained(busy, paged, available, now, before, readings)
+            if reason is not None and self._may_scan(now):
                 self.scans_triggered += 1
+                self.scan_reasons[reason] += 1
                 readings = self._full_scan(now, wall)
+        if self._scanned_mono == now and available is not None:
+            self._available_at_scan = available[1]
         self._busy = (now, busy) if busy is not None else None
+        self._paged = (now, paged) if paged is not None else None
         finished = self._account(readings, wall)
         return ProcessesSample(self, self._live_top(), finished)
 
     # --- reading --------------------------------------------------------------------------
 
+    def _read(self, path: str) -> str:
+        return self._tick_reads.read(path) if self._tick_reads else read_text(path)
+
     def _busy_ticks(self) -> int | None:
-        path = self._stat_path
         try:
-            text = self._tick_reads.read(path) if self._tick_reads else read_text(path)
-            return parse_busy_ticks(text)
+            return parse_busy_ticks(self._read(self._stat_path))
         except (Unavailable, ValueError, IndexError):
+            return None
+
+    def _paged_bytes(self) -> int | None:
+        try:
+            return parse_paged_bytes(self._read(self._vmstat_path), self.page_size)
+        except (Unavailable, ValueError):
+            return None
+
+    def _mem_available(self) -> tuple[int, int] | None:
+        try:
+            return parse_mem_available(self._read(self._meminfo_path))
+        except (Unavailable, ValueError, KeyError, IndexError):
             return None
 
     def _may_scan(self, now: float) -> bool:
@@ -555,21 +620,30 @@ class ProcessesCollector:
     def _unexplained(
         self,
         busy: int | None,
+        paged: int | None,
+        available: tuple[int, int] | None,
         now: float,
         before: dict[tuple[int, int], Reading],
         after: list[Reading],
-    ) -> bool:
-        """Whether the machine was busier than the tracked processes explain."""
-        if busy is None or self._busy is None:
-            return False
-        elapsed = now - self._busy[0]
-        if elapsed <= 0:
-            return False
-        explained = sum(
-            r.stat.cpu_ticks - before[r.key].stat.cpu_ticks for r in after if r.key in before
-        )
-        unexplained = (busy - self._busy[1] - explained) / self.hz / elapsed
-        return unexplained > UNEXPLAINED_CORES
+    ) -> str | None:
+        """What the machine did beyond what the tracked processes explain ("cpu", "memory",
+        "io"), if anything."""
+        pairs = [(before[r.key], r) for r in after if r.key in before]
+        if busy is not None and self._busy is not None and now > self._busy[0]:
+            explained = sum(b.stat.cpu_ticks - a.stat.cpu_ticks for a, b in pairs)
+            cores = (busy - self._busy[1] - explained) / self.hz / (now - self._busy[0])
+            if cores > UNEXPLAINED_CORES:
+                return "cpu"
+        if available is not None and self._available_at_scan is not None:
+            lost = self._available_at_scan - available[1]
+            if lost > min(UNEXPLAINED_MEMORY[0], UNEXPLAINED_MEMORY[1] * available[0]):
+                return "memory"
+        if paged is not None and self._paged is not None and now > self._paged[0]:
+            explained = sum(_io_total(b.io) - _io_total(a.io) for a, b in pairs)
+            rate = (paged - self._paged[1] - explained) / (now - self._paged[0])
+            if rate > UNEXPLAINED_IO:
+                return "io"
+        return None
 
     # --- ranking ----------------------------------------------------------------------------
 
@@ -586,7 +660,7 @@ class ProcessesCollector:
             rates = self._rates[key]
             return (rates.read_bytes_per_second or 0.0) + (rates.write_bytes_per_second or 0.0)
 
-        return union_top(keys, [self._cpu, memory, io], self.top_n)
+        return union_top(keys, [self._cpu, memory, io], self.top_n, RANK_FLOORS)
 
     def _live_top(self) -> list[ProcessEntry]:
         """The last scan's top, the tracked ones as of this tick, by CPU."""
@@ -757,10 +831,12 @@ class ProcessesCollector:
                 left_out,
             ),
             gauge("perfpulse_processes", "Processes in the latest full scan.", self._count),
-            counter(
+            labeled_counter(
                 "perfpulse_process_scans_total",
-                "Full scans of the process table.",
-                self.full_scans,
+                "Full scans of the process table, by what caused them: scheduled, or cpu, "
+                "memory or io the tracked processes did not explain.",
+                ("reason",),
+                (((reason,), self.scan_reasons[reason]) for reason in SCAN_REASONS),
             ),
         ]
         return [stable(family) for family in families]
@@ -817,15 +893,26 @@ class ProcessesSample:
         return iter(self.families)
 
 
-def union_top(keys: list[K], measures: list[Callable[[K], float]], n: int) -> list[K]:
-    """The union of the `n` largest keys by each measure (zeros left out), ordered by the
-    first measure, largest first."""
+def union_top(
+    keys: list[K],
+    measures: list[Callable[[K], float]],
+    n: int,
+    floors: tuple[float, ...] | None = None,
+) -> list[K]:
+    """The union of the `n` largest keys by each measure (zeros left out, and values under
+    the measure's floor), ordered by the first measure, largest first."""
     chosen: dict[K, None] = {}
-    for measure in measures:
+    for i, measure in enumerate(measures):
+        floor = floors[i] if floors else 0.0
         for key in heapq.nlargest(n, keys, key=measure):
-            if measure(key) > 0:
+            value = measure(key)
+            if value > 0 and value >= floor:
                 chosen[key] = None
     return sorted(chosen, key=measures[0], reverse=True)
+
+
+def _io_total(io: tuple[int, int] | None) -> int:
+    return 0 if io is None else io[0] + io[1]
 
 
 def _round(value: float | None) -> float | None:

@@ -222,7 +222,7 @@ class ProcessEntry(TypedDict):
 
     pid: int
     name: str  # comm
-    command: str  # the command line, cut at 200 characters; [name] for a kernel thread
+    command: str  # the command line, cut at 120 characters; [name] for a kernel thread
     user: str
     state: str  # R running, S sleeping, D waiting on I/O, Z zombie, ...
     cpu_percent: float | None  # 100 is one core
