@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -205,3 +206,30 @@ def test_a_stable_family_is_formatted_once_and_a_new_one_again():
     source.families = [fresh]  # the next scan's family
     assert b'perfpulse_test_groups{g="a"} 3.0' in render(registry)
     assert render(registry) == generate_latest(registry)
+
+
+def test_own_process_metrics_match_prometheus_clients_process_collector():
+    """The process_* families are prometheus_client's (names, types, help texts) with the
+    same values, read from this process's /proc."""
+    from prometheus_client import ProcessCollector
+
+    from exporter.sinks.prometheus import SelfCollector
+
+    theirs_registry, ours_registry = CollectorRegistry(), CollectorRegistry()
+    ProcessCollector(registry=theirs_registry)
+    ours_registry.register(SelfCollector())
+    theirs = {f.name: f for f in theirs_registry.collect()}
+    ours = {f.name: f for f in ours_registry.collect()}
+    assert sorted(ours) == sorted(theirs)
+    for name, family in theirs.items():
+        assert (ours[name].type, ours[name].documentation) == (family.type, family.documentation)
+        mine, value = ours[name].samples[0].value, family.samples[0].value
+        if name in ("process_start_time_seconds", "process_max_fds"):
+            assert mine == pytest.approx(value, abs=0.01), name
+        elif name == "process_open_fds":
+            assert abs(mine - value) <= 2, name  # each reader holds a descriptor of its own
+        elif name == "process_cpu_seconds_total":
+            assert 0 <= mine - value <= 0.5, name  # read a moment later
+        else:  # memory: within a few pages of the other reading
+            assert mine == pytest.approx(value, rel=0.05), name
+    assert generate_latest(ours_registry).count(b"\nprocess_") >= 6

@@ -23,6 +23,8 @@ from exporter.collectors.processes import (
     parse_cmdline,
     parse_io,
     parse_io_bytes,
+    parse_mem_available,
+    parse_paged_bytes,
     parse_stat,
     union_top,
 )
@@ -94,6 +96,18 @@ def test_parse_cgroup(text, group):
 
 def test_parse_busy_ticks_is_user_nice_system():
     assert parse_busy_ticks("cpu  100 20 30 4000 50 6 7 8 0 0\ncpu0 1 2 3\n") == 150
+
+
+def test_memory_available_and_paged_bytes_from_their_tables():
+    meminfo = "MemTotal:       24684092 kB\nMemFree:  1 kB\nMemAvailable:   24067956 kB\n"
+    assert parse_mem_available(meminfo) == (24684092 * 1024, 24067956 * 1024)
+    vmstat = "nr_free_pages 1\nnr_dirtied 300\nnr_written 200\npgpgin 7\npgpgout 9"
+    assert parse_paged_bytes(vmstat, 4096) == 7 * 1024 + 300 * 4096  # the last line too
+    assert parse_paged_bytes("pgpgin 1\nnr_dirtied 2\n", 4096) == 1024 + 2 * 4096
+    with pytest.raises(ValueError, match="nr_dirtied"):
+        parse_paged_bytes("pgpgin 1\nnr_dirtied_threshold 5\n", 4096)
+    with pytest.raises(ValueError, match="MemAvailable"):
+        parse_mem_available("MemTotal: 1 kB\n")
 
 
 def test_hidepid_from_the_mount_table():

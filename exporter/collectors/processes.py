@@ -165,31 +165,28 @@ def parse_busy_ticks(text: str) -> int:
 
 def parse_mem_available(text: str) -> tuple[int, int]:
     """(MemTotal, MemAvailable) of /proc/meminfo, in bytes."""
-    found: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("MemTotal", "MemAvailable"):
-            found[key] = int(rest.split()[0]) * 1024
-            if len(found) == 2:
-                break
-    return found["MemTotal"], found["MemAvailable"]
+    return _field(text, "MemTotal:") * 1024, _field(text, "MemAvailable:") * 1024
 
 
 def parse_paged_bytes(text: str, page_size: int) -> int:
     """Bytes read from block devices (pgpgin, KiB) and pages dirtied (nr_dirtied) since
     boot, from /proc/vmstat: what processes' read_bytes and write_bytes count, as it
     happens (pgpgout waits for writeback)."""
-    pgpgin = dirtied = None
-    for line in text.splitlines():
-        if line.startswith("pgpgin "):
-            pgpgin = int(line[7:])
-        elif line.startswith("nr_dirtied "):
-            dirtied = int(line[11:])
-        if pgpgin is not None and dirtied is not None:
-            break
-    if pgpgin is None or dirtied is None:
-        raise ValueError("no pgpgin or nr_dirtied in /proc/vmstat")
-    return pgpgin * 1024 + dirtied * page_size
+    return _field(text, "pgpgin ") * 1024 + _field(text, "nr_dirtied ") * page_size
+
+
+def _field(text: str, key: str) -> int:
+    """The number after `key` at the start of a line of a kernel table: a search, where
+    splitting a 200-line file every tick costs more."""
+    if text.startswith(key):
+        at = 0
+    else:
+        at = text.find("\n" + key)
+        if at < 0:
+            raise ValueError(f"no {key.strip()} in the table")
+        at += 1
+    end = text.find("\n", at)
+    return int(text[at + len(key) : end if end >= 0 else None].split()[0])
 
 
 def hidepid(mounts: str) -> str | None:
@@ -438,6 +435,7 @@ class ProcessesCollector:
         self._top: list[Key] = []  # the last scan's union of tops
         self._tracked: list[Key] = []  # of them, the ones doing something: read every tick
         self._entries: dict[Key, ProcessEntry] = {}
+        self._live: list[ProcessEntry] | None = None  # the live top, until something changes
         self._described: dict[Key, Described] = {}
         self._users: dict[int, str] = {}
         self._scanned_at: datetime | None = None
@@ -524,6 +522,7 @@ class ProcessesCollector:
         self._vanished, self._io_unreadable = self.table.vanished, self.table.io_unreadable
         self.full_scans += 1
         self._top = self._ranked(list(self._last))
+        self._live = None
         for key in self._top:  # command line and group can change (a service starting)
             self._described.pop(key, None)
         self._tracked = [key for key in self._top if self._active(key)]
@@ -557,7 +556,10 @@ class ProcessesCollector:
 
     def _refresh(self, now: float) -> list[Reading]:
         """Read the tracked processes again; the ones that exited leave the top."""
+        if not self._tracked:
+            return []
         readings, gone = self.held.read()
+        self._live = None
         for key in gone:
             if key in self._last:
                 self._exited_cpu[self._last[key].stat.group] += self._last[key].stat.cpu_ticks
@@ -663,7 +665,10 @@ class ProcessesCollector:
         return union_top(keys, [self._cpu, memory, io], self.top_n, RANK_FLOORS)
 
     def _live_top(self) -> list[ProcessEntry]:
-        """The last scan's top, the tracked ones as of this tick, by CPU."""
+        """The last scan's top, the tracked ones as of this tick, by CPU (the same list
+        while nothing was read again)."""
+        if self._live is not None:
+            return self._live
         self._top.sort(key=self._cpu, reverse=True)
         entries = []
         for key in self._top:
@@ -671,6 +676,7 @@ class ProcessesCollector:
             if entry is None:
                 entry = self._entries[key] = self._entry(key)
             entries.append(entry)
+        self._live = entries
         return entries
 
     def _entry(self, key: tuple[int, int]) -> ProcessEntry:

@@ -6,11 +6,13 @@ are cheap and never disturb the sampling schedule.
 
 from __future__ import annotations
 
+import os
 import platform
+import resource
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
@@ -18,7 +20,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
-from exporter.collectors.families import STABLE_TEXT
+from exporter.collectors.families import STABLE_TEXT, stable
 from exporter.sampler import Sampler, Snapshot
 
 
@@ -73,11 +75,70 @@ class SnapshotCollector(Collector):
         yield duration
 
 
+class SelfCollector(Collector):
+    """The standard process_* metrics of this process, as prometheus_client's
+    ProcessCollector names and documents them, at less cost a scrape: /proc/self/stat in
+    one read, the descriptor limit from getrlimit (not by parsing /proc/self/limits), the
+    start time computed once."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self._stat = f"{proc}/self/stat"
+        self._fds = f"{proc}/self/fd"
+        self._ticks = float(os.sysconf("SC_CLK_TCK"))
+        self._page = resource.getpagesize()
+        fields = self._fields()
+        with open(f"{proc}/stat", "rb") as stat:
+            btime = next(float(line.split()[1]) for line in stat if line.startswith(b"btime "))
+        self._start = stable(
+            GaugeMetricFamily(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                value=float(fields[19]) / self._ticks + btime,
+            )
+        )
+
+    def _fields(self) -> list[bytes]:
+        fd = os.open(self._stat, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            raw = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        return raw[raw.rindex(b")") + 1 :].split()
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        fields = self._fields()
+        yield GaugeMetricFamily(
+            "process_virtual_memory_bytes", "Virtual memory size in bytes.", value=float(fields[20])
+        )
+        yield GaugeMetricFamily(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            value=float(fields[21]) * self._page,
+        )
+        yield self._start
+        yield CounterMetricFamily(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            value=(float(fields[11]) + float(fields[12])) / self._ticks,
+        )
+        yield GaugeMetricFamily(
+            "process_open_fds", "Number of open file descriptors.", value=len(os.listdir(self._fds))
+        )
+        yield GaugeMetricFamily(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            value=float(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+        )
+
+
 def build_registry(sampler: Sampler) -> CollectorRegistry:
     """A fresh registry: perfpulse's snapshot metrics and the process_* metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: sampler.latest, lambda: sampler.skipped_ticks))
-    ProcessCollector(registry=registry)
+    registry.register(SelfCollector())
     return registry
 
 
