@@ -93,7 +93,7 @@ def measure(extra: int, scans: int, ticks: int) -> dict[str, Any]:
             collector.collect()
 
         scan_ms = [_cpu_ms(scan) for _ in range(scans)]
-        count = collector.table_rows(limit=1_000_000).__len__()
+        count = collector.table_size()
         psutil_ms = [_cpu_ms(_psutil_table) for _ in range(max(3, scans // 4))]
         tick_ms = []
         for _ in range(ticks):

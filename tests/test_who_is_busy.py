@@ -247,3 +247,36 @@ def test_history_names_who_was_on_top_in_a_minute(tmp_path, server_env):
     assert entry["cpu_seconds"] > 0.5 * ran
     assert too_long.status_code == 422
     assert "at most 24 hours" in too_long.text
+
+
+def test_the_whole_process_table_on_demand(tmp_path, server_env):
+    """GET /api/processes: every process of the last scan, sorted as asked and cut at
+    `limit`, only with a token; a bad parameter is a 422 that names it."""
+    asyncio.run(add_user(server_env["PERFPULSE_DATABASE_URL"]))
+    env = {**server_env, "PERFPULSE_PROCESSES_SCAN_SECONDS": "1"}
+    with serve(tmp_path, "--interval", "0.5", env=env) as server, running(HOG):
+        headers = {"Authorization": f"Bearer {token_for()}"}
+        url = server.url + "/api/processes"
+        deadline = time.monotonic() + 15
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            answer = httpx.get(url, params={"sort": "memory", "limit": 3}, headers=headers)
+            if answer.status_code == 200:
+                body = answer.json()
+                if body["processes"] and body["processes"][0]["name"] == "pphog":
+                    break
+            time.sleep(0.3)
+        by_cpu = httpx.get(url, params={"limit": 5000}, headers=headers).json()
+        unauthenticated = httpx.get(url)
+        bad_sort = httpx.get(url, params={"sort": "pid"}, headers=headers)
+        too_many = httpx.get(url, params={"limit": 5001}, headers=headers)
+    rss = [p["rss_bytes"] for p in body["processes"]]
+    assert body["processes"][0]["name"] == "pphog" and len(rss) == 3
+    assert rss == sorted(rss, reverse=True)
+    assert by_cpu["count"] == len(by_cpu["processes"]) > 10  # the whole table, here
+    cpu = [p["cpu_percent"] or 0 for p in by_cpu["processes"]]
+    assert cpu == sorted(cpu, reverse=True)
+    assert {p["pid"] for p in by_cpu["processes"]} >= {os.getpid()}
+    assert unauthenticated.status_code == 401
+    assert bad_sort.status_code == 422 and "sort" in bad_sort.text
+    assert too_many.status_code == 422 and "limit" in too_many.text

@@ -12,11 +12,6 @@ from exporter.api.deps import CurrentUser, RuntimeDep
 router = APIRouter(prefix="/api", tags=["processes"])
 
 MAX_ROWS = 5000
-SORT_KEYS = {
-    "cpu": lambda p: p["cpu_percent"] or 0.0,
-    "memory": lambda p: p["rss_bytes"],
-    "io": lambda p: (p["read_bytes_per_second"] or 0.0) + (p["write_bytes_per_second"] or 0.0),
-}
 
 
 @router.get(
@@ -37,11 +32,10 @@ async def processes(
             status.HTTP_404_NOT_FOUND,
             "no process table here (the processes collector is off, or has not scanned yet)",
         )
-    rows = sorted(collector.table_rows(), key=SORT_KEYS[sort], reverse=True)
     return {
         "host": runtime.settings.hostname,
         "scanned_at": collector.scanned_at.isoformat(),
-        "count": len(rows),
+        "count": collector.table_size(),
         "sort": sort,
-        "processes": rows[:limit],
+        "processes": collector.table_rows(limit, sort),
     }

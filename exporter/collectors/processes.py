@@ -652,17 +652,16 @@ class ProcessesCollector:
     def _cpu(self, key: tuple[int, int]) -> float:
         return self._rates[key].cpu_percent or 0.0
 
+    def _memory(self, key: tuple[int, int]) -> float:
+        return float(self._last[key].stat.rss_pages * self.page_size)
+
+    def _io(self, key: tuple[int, int]) -> float:
+        rates = self._rates[key]
+        return (rates.read_bytes_per_second or 0.0) + (rates.write_bytes_per_second or 0.0)
+
     def _ranked(self, keys: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The union of the top N by CPU, by resident memory and by disk I/O."""
-
-        def memory(key: tuple[int, int]) -> float:
-            return float(self._last[key].stat.rss_pages)
-
-        def io(key: tuple[int, int]) -> float:
-            rates = self._rates[key]
-            return (rates.read_bytes_per_second or 0.0) + (rates.write_bytes_per_second or 0.0)
-
-        return union_top(keys, [self._cpu, memory, io], self.top_n, RANK_FLOORS)
+        return union_top(keys, [self._cpu, self._memory, self._io], self.top_n, RANK_FLOORS)
 
     def _live_top(self) -> list[ProcessEntry]:
         """The last scan's top, the tracked ones as of this tick, by CPU (the same list
@@ -860,10 +859,16 @@ class ProcessesCollector:
     def scanned_at(self) -> datetime | None:
         return self._scanned_at
 
-    def table_rows(self, limit: int = MAX_TABLE) -> list[ProcessEntry]:
-        """Every process of the latest readings, by CPU (the full table, on demand)."""
-        keys = sorted(self._last, key=self._cpu, reverse=True)[:limit]
+    def table_rows(self, limit: int = MAX_TABLE, sort: str = "cpu") -> list[ProcessEntry]:
+        """The first `limit` processes of the latest readings by `sort` (cpu, memory or
+        io): the full table, on demand. Only the rows returned are described (command
+        line, user, group: read once per process)."""
+        measure = {"cpu": self._cpu, "memory": self._memory, "io": self._io}[sort]
+        keys = heapq.nlargest(limit, self._last, key=measure)
         return [self._entry(key) for key in keys]
+
+    def table_size(self) -> int:
+        return len(self._last)
 
 
 class ProcessesSample:
