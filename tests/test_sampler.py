@@ -94,6 +94,40 @@ async def test_runner_reports_no_data_with_reason():
     assert result.to_dict() == {"available": False, "error": "no PMU here"}
 
 
+class Slowly(Fine):
+    """A threaded collector that needs running every 5 s, failing when told to."""
+
+    refresh_seconds = 5.0
+
+    def __init__(self) -> None:
+        super().__init__("slowly")
+        self.fail = False
+
+    def collect(self) -> StaticSample:
+        if self.fail:
+            self.calls += 1
+            raise RuntimeError("gone")
+        return super().collect()
+
+
+async def test_a_collector_with_a_refresh_interval_runs_that_often_and_fails_at_once():
+    now = [0.0]
+    collector = Slowly()
+    runner = CollectorRunner(collector, clock=lambda: now[0])
+    values = []
+    for second in range(11):  # 0 .. 10 s: runs at 0, 5 and 10
+        now[0] = float(second)
+        values.append((await runner.run(deadline=1.0)).to_dict()["value"])
+    assert values == [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3]
+    assert collector.calls == 3
+    collector.fail = True
+    now[0] = 15.0
+    assert not (await runner.run(deadline=1.0)).ok
+    now[0] = 16.0  # a failure is not kept: the next tick runs it again
+    assert not (await runner.run(deadline=1.0)).ok
+    assert collector.calls == 5
+
+
 async def test_runner_times_out_and_does_not_pile_up_threads(hanging):
     runner = CollectorRunner(hanging)
     first = await runner.run(deadline=0.05)

@@ -208,6 +208,10 @@ class CollectorRunner:
         self.part_of: str | None = getattr(collector, "part_of", None)
         self.placeholder: JSON | None = getattr(collector, "placeholder", None)
         self._clock = clock
+        # A collector whose figures change slowly may say how often it needs running
+        # (`refresh_seconds`); between runs the last good result stands in.
+        self.refresh_seconds: float = getattr(collector, "refresh_seconds", 0.0)
+        self._fresh: tuple[float, CollectorResult] | None = None
         self._inflight: asyncio.Future[Sample] | None = None
         self._inflight_since = 0.0
         self._last_error: str | None = None
@@ -223,6 +227,8 @@ class CollectorRunner:
         work on its thread, so starting several and then awaiting them runs them together.
         """
         started = self._clock()
+        if self._fresh is not None and started - self._fresh[0] < self.refresh_seconds:
+            return _ready(self._fresh[1])
         if self._inflight is not None and not self._inflight.done():
             stuck_for = started - self._inflight_since
             return _ready(
@@ -268,11 +274,15 @@ class CollectorRunner:
             level = logging.INFO if self._last_level >= logging.WARNING else logging.DEBUG
             log.log(level, "collector %s recovered", self.name)
             self._last_error = None
-        return CollectorResult(
+        result = CollectorResult(
             self.name, sample, None, self._clock() - started, self.part_of, self.placeholder
         )
+        if self.refresh_seconds > 0:
+            self._fresh = (started, result)
+        return result
 
     def _fail(self, error: str, duration: float, level: int = logging.WARNING) -> CollectorResult:
+        self._fresh = None  # a failure is news at once; the next tick tries again
         if error != self._last_error:
             log.log(level, "collector %s unavailable: %s", self.name, error)
             self._last_error, self._last_level = error, level

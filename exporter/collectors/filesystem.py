@@ -27,6 +27,7 @@ from exporter.collectors.sections import FilesystemData, FilesystemUsageData
 log = logging.getLogger(__name__)
 
 MOUNTS_TTL_SECONDS = 30.0
+REFRESH_SECONDS = 5.0  # between two statvfs rounds
 # Filesystem types the kernel marks "nodev" but that hold real data.
 DATA_NODEV_TYPES = frozenset({"zfs"})
 
@@ -136,6 +137,9 @@ class FilesystemCollector:
 
     name = "filesystem"
     blocking = True
+    # Sizes and use change slowly, and each run is a thread hand-off: every 5 s is enough
+    # (the snapshots between carry the last reading).
+    refresh_seconds = REFRESH_SECONDS
     part_of = "disk"  # its figures go into the disk section of the snapshot
     placeholder: JSON = {"filesystems": []}  # noqa: RUF012 (read only)
 
