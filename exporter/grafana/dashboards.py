@@ -21,6 +21,20 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 PG = {"type": "grafana-postgresql-datasource", "uid": "${postgres}"}
 
 
+def _targets(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A panel's Prometheus queries as Grafana targets, A, B, C, ..."""
+    return [
+        {
+            "refId": chr(ord("A") + i),
+            "datasource": DS,
+            "expr": target["expr"],
+            "legendFormat": target["legend"],
+            "range": True,
+        }
+        for i, target in enumerate(queries)
+    ]
+
+
 def _grid(index: int, width: int = 12, height: int = 8) -> dict[str, int]:
     return {"h": height, "w": width, "x": (index % 2) * width, "y": (index // 2) * height}
 
@@ -129,16 +143,7 @@ def host_dashboard() -> dict[str, Any]:
                     "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
                     "tooltip": {"mode": "multi", "sort": "none"},
                 },
-                "targets": [
-                    {
-                        "refId": chr(ord("A") + i),
-                        "datasource": DS,
-                        "expr": target["expr"],
-                        "legendFormat": target["legend"],
-                        "range": True,
-                    }
-                    for i, target in enumerate(spec["prometheus"])
-                ],
+                "targets": _targets(spec["prometheus"]),
             }
         )
     for table in load_tables():
@@ -158,16 +163,7 @@ def host_dashboard() -> dict[str, Any]:
                     "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
                     "tooltip": {"mode": "multi", "sort": "desc"},
                 },
-                "targets": [
-                    {
-                        "refId": chr(ord("A") + i),
-                        "datasource": DS,
-                        "expr": target["expr"],
-                        "legendFormat": target["legend"],
-                        "range": True,
-                    }
-                    for i, target in enumerate(table["prometheus"])
-                ],
+                "targets": _targets(table["prometheus"]),
             }
         )
     return _dashboard(
