@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import abuse, core, fleet, hardening, perf, processes, storage, stream, whole
+from bench import abuse, capture, core, fleet, hardening, perf, processes, storage, stream, whole
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -27,6 +27,7 @@ def main() -> None:
             "whole",
             "fleet",
             "processes",
+            "capture",
         ],
     )
     parser.add_argument("--ticks", type=int, default=500)
@@ -81,6 +82,13 @@ def main() -> None:
         action="store_true",
         help="fleet: then double the hosts until the targets break, and bisect",
     )
+    parser.add_argument("--capture-seconds", type=float, default=900.0)
+    parser.add_argument("--capture-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--capture-out",
+        default="bench/results/snapshots.jsonl.gz",
+        help="capture: where to write the snapshots (JSON lines, gzip)",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     for name in args.names:
@@ -122,6 +130,9 @@ def main() -> None:
         elif name == "processes":
             result = processes.run(args.process_counts)
             text = processes.report(result)
+        elif name == "capture":
+            result = capture.run(args.capture_seconds, args.capture_interval, args.capture_out)
+            text = capture.report(result)
         elif name == "storage":
             result = storage.run(
                 args.database_url, args.write_snapshots, args.history_days, args.query_runs
