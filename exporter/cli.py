@@ -19,6 +19,7 @@ from exporter.config import CommandError, ConfigError, Settings, StartError, loa
 from exporter.fleet import commands as fleet_cli
 from exporter.grafana import commands as grafana_cli
 from exporter.logs import configure_logging
+from exporter.storage import commands as storage_cli
 from exporter.storage.database import DatabaseUnavailable
 
 log = logging.getLogger("exporter.cli")
@@ -109,6 +110,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     host_remove.add_argument("name")
     host_remove.set_defaults(handler=fleet_cli.hosts_remove)
+
+    storage = commands.add_parser("storage", help="history's tiers: what they hold, compaction")
+    storage_commands = storage.add_subparsers(
+        dest="storage_command", required=True, metavar="ACTION"
+    )
+    storage_stats = storage_commands.add_parser(
+        "stats", help="per tier: rows, bytes, numbers, bytes per number, span (JSON)"
+    )
+    storage_stats.set_defaults(handler=storage_cli.storage_stats)
+    storage_compact = storage_commands.add_parser(
+        "compact", help="pack everything older than the hot window now (JSON report)"
+    )
+    storage_compact.set_defaults(handler=storage_cli.storage_compact)
 
     watch = commands.add_parser(
         "watch", help="log in and print the live stream, a line per snapshot"

@@ -309,7 +309,40 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(
         10, gt=0, le=600, description="How long shutdown may spend flushing pending snapshots."
     )
-    retention_days: int = Field(30, ge=1, le=3650, description="Days of history kept.")
+    retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="Days every snapshot is kept, every field (the compacted tier, and the "
+        "minute rollups Grafana reads).",
+    )
+    retention_minutes_days: int = Field(
+        365,
+        ge=1,
+        le=36500,
+        description="Days the minute aggregates (avg, min, max, last of every field) are kept.",
+    )
+    retention_hours_days: int = Field(
+        1825,
+        ge=1,
+        le=36500,
+        description="Days the hour aggregates are kept.",
+    )
+    storage_hot_seconds: float = Field(
+        600,
+        ge=60,
+        le=7 * 86400,
+        description="Snapshots stay as written (one JSON row per section) this long, then "
+        "the compactor packs them into compressed chunks.",
+    )
+    storage_compact: bool = Field(
+        True,
+        description="Run the compactor in this instance (one instance per database compacts "
+        "at a time; it needs a direct connection, not a transaction pooler).",
+    )
+    storage_compact_interval_seconds: float = Field(
+        60, ge=1, le=3600, description="How often the compactor looks for work."
+    )
 
     @field_validator("jwt_secret")
     @classmethod

@@ -2,7 +2,7 @@
 
     collectors ─► sampler ─┬─► Prometheus registry (reads the latest snapshot at scrape)
       (perf child)         ├─► broadcaster ─► live stream clients (this host)
-                           ├─► batch writer ─► PostgreSQL ◄── retention
+                           ├─► batch writer ─► PostgreSQL ◄── retention, compactor
                            └─► relay publisher ─► PostgreSQL ─► fleet listener ─► clients
                                                   (NOTIFY)       (any host, or host=*)
 
@@ -36,6 +36,7 @@ from exporter.sinks.prometheus import build_registry
 from exporter.sinks.relay import RelayCollector, RelayPublisher
 from exporter.sinks.stream import Broadcaster, StreamCollector
 from exporter.sinks.writer import BatchWriter, WriterCollector
+from exporter.storage.compactor import Compactor, CompactorCollector
 from exporter.storage.database import Database
 from exporter.storage.retention import Retention
 
@@ -45,7 +46,16 @@ OnDatabaseReady = Callable[[asyncpg.Pool], Awaitable[object]]
 # Sampling stops first, so every snapshot taken reaches the sinks before they stop.
 # Snapshots kept for `resume_from` per relayed host being watched (2 minutes at 1 s).
 RELAYED_RESUME_BUFFER = 120
-STOP_ORDER = ("sampler", "broadcaster", "relay", "writer", "fleet", "retention", "perf")
+STOP_ORDER = (
+    "sampler",
+    "broadcaster",
+    "relay",
+    "writer",
+    "fleet",
+    "retention",
+    "compactor",
+    "perf",
+)
 
 
 class Runtime:
@@ -96,7 +106,18 @@ class Runtime:
             drain_batch=settings.writer_drain_batch,
             spool_path=settings.data_dir / "spool.jsonl" if settings.writer_spool else None,
         )
-        self.retention = Retention(self.database, settings.retention_days)
+        self.retention = Retention(
+            self.database,
+            settings.retention_days,
+            settings.retention_minutes_days,
+            settings.retention_hours_days,
+        )
+        self.compactor = Compactor(
+            self.database,
+            hot_seconds=settings.storage_hot_seconds,
+            interval=settings.storage_compact_interval_seconds,
+            name=f"perfpulse {settings.hostname}",
+        )
         # The relay and the listener serve other instances on the same database; the
         # embedded server is this instance's alone (a socket in its data directory), so
         # with it they would only cost (a third of the server's CPU at 1 s).
@@ -134,6 +155,7 @@ class Runtime:
                 self.registry.register(RelayCollector(self.relay))
         if self.fleet is not None:
             self.registry.register(FleetCollector(self.fleet))
+        self.registry.register(CompactorCollector(self.compactor))
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
@@ -153,6 +175,8 @@ class Runtime:
         if self.perf is not None:
             self._spawn(self.perf.run(), "perf")  # the child is reaped when this is cancelled
         self._spawn(self.retention.run(), "retention")
+        if self.settings.storage_compact:
+            self._spawn(self.compactor.run(), "compactor")
 
     async def stop(self) -> None:
         """Stop sampling first, hand every snapshot taken to the writer, flush it (or spool

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from exporter.auth.passwords import authenticate, hash_password
 from exporter.auth.tokens import TokenError, issue_token, session_for_token
-from exporter.storage import users
+from exporter.storage import partitions, users
 from tests.attackers import ping_flood_argv, resume_burst_argv, slow_bodies_argv
 from tests.conftest import TEST_SECRET, token_for
 from tests.servers import serve
@@ -176,21 +176,28 @@ def test_a_connection_flood_leaves_memory_bounded_and_a_second_one_adds_nothing(
 # --- 2. costly history reads --------------------------------------------------------------
 
 
-async def _seed_year_of_rollups(database_url: str, host: str) -> None:
-    """A year of minute aggregates of every metric type for `host`: what makes a
-    year-long history read scan half a million rows per type."""
+async def _seed_year_of_snapshots(database_url: str, host: str) -> None:
+    """A year of `host`'s snapshots, one a minute, in the daily hot partitions a
+    database migrated from before tiered storage holds until its compactor has packed
+    them: what makes a year-long history read parse half a million rows per type."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    first = today - timedelta(days=365)
     conn = await asyncpg.connect(database_url)
     try:
+        days = [first + timedelta(days=d) for d in range(365)]
+        await partitions.ensure(conn, partitions.LEGACY_HOT, days)
         await conn.execute(
             """
-            INSERT INTO metrics_rollup_1m (host, metric_type, bucket, samples, counts, sums, maxes)
-            SELECT $1, t, b, 60, array_fill(60, ARRAY[8]), array_fill(600.0::float8, ARRAY[8]),
-                   array_fill(20.0::float8, ARRAY[8])
+            INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data)
+            SELECT b, $1, t, json_build_object(
+                'usage_percent', 20.0, 'percent', 20.0, 'used_bytes', 1000, 'iowait_percent', 1)
             FROM unnest(ARRAY['cpu', 'memory']) AS t,
-                 generate_series(date_trunc('minute', now()) - interval '365 days',
-                                 now(), interval '1 minute') AS b
+                 generate_series($2::timestamptz, $3::timestamptz - interval '1 minute',
+                                 interval '1 minute') AS b
             """,
             host,
+            first,
+            today,
         )
     finally:
         await conn.close()
@@ -225,7 +232,7 @@ async def _active_history_queries(database_url: str) -> int:
     try:
         value: int = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state = 'active' AND query LIKE '%metrics_rollup_1m%' "
+            "AND state <> 'idle' AND query LIKE '%metric_data::text%' "
             "AND pid <> pg_backend_pid()"
         )
         return value
@@ -253,8 +260,15 @@ def test_costly_history_reads_leave_the_writer_logins_and_streams_alone(tmp_path
     database_url = server_env["PERFPULSE_DATABASE_URL"]
     asyncio.run(add_user(database_url, "alice", "password1"))
     asyncio.run(add_user(database_url, "bob", "password2"))
-    asyncio.run(_seed_year_of_rollups(database_url, "seeded"))
-    env = {**server_env, "PERFPULSE_HOSTNAME": HOST, "PERFPULSE_BATCH_MAX_AGE_SECONDS": "1"}
+    asyncio.run(_seed_year_of_snapshots(database_url, "seeded"))
+    # The compactor is left off: the seeded year stays in the hot tier, as it does in a
+    # database whose compactor has not caught up yet.
+    env = {
+        **server_env,
+        "PERFPULSE_HOSTNAME": HOST,
+        "PERFPULSE_BATCH_MAX_AGE_SECONDS": "1",
+        "PERFPULSE_STORAGE_COMPACT": "false",
+    }
     with serve(tmp_path, "--interval", "0.5", env=env) as server:
         tokens = [token_for("alice"), token_for("bob")]
         results: list[str] = []
@@ -296,9 +310,13 @@ def test_costly_history_reads_leave_the_writer_logins_and_streams_alone(tmp_path
 
 def test_a_history_read_past_its_time_limit_is_a_503_that_says_so(tmp_path, server_env):
     database_url = server_env["PERFPULSE_DATABASE_URL"]
-    asyncio.run(_seed_year_of_rollups(database_url, "seeded"))
+    asyncio.run(_seed_year_of_snapshots(database_url, "seeded"))
     asyncio.run(add_user(database_url))
-    env = {**server_env, "PERFPULSE_HISTORY_TIMEOUT_SECONDS": "0.2"}
+    env = {
+        **server_env,
+        "PERFPULSE_HISTORY_TIMEOUT_SECONDS": "0.2",
+        "PERFPULSE_STORAGE_COMPACT": "false",
+    }
     with serve(tmp_path, env=env) as server:
         response = httpx.get(
             server.url + "/api/metrics/history",

@@ -83,6 +83,38 @@ def test_long_ranges_come_from_minute_rollups_with_the_same_arithmetic(api):
     assert body["max"]["percent"] == [2 * (120 * k + 119) for k in range(5)]
 
 
+def test_any_stored_number_by_its_path_with_min_and_last(api):
+    body = history(
+        api,
+        metric_type="cpu",
+        field=["usage_percent", "modes_percent.user"],
+        start="2026-11-26T10:00:00Z",
+        end="2026-11-26T10:01:00Z",
+        points=6,
+    ).json()
+    assert body["fields"] == ["usage_percent", "modes_percent.user"]
+    assert body["min"]["usage_percent"] == [10 * k for k in range(6)]
+    assert body["last"]["usage_percent"] == [10 * k + 9 for k in range(6)]
+    assert body["avg"]["modes_percent.user"] == [None] * 6  # not in these snapshots
+
+
+def test_hours_from_the_same_arithmetic(api):
+    body = history(
+        api,
+        metric_type="memory",
+        start="2026-11-26T10:00:00Z",
+        end="2026-11-26T11:00:00Z",
+        points=1,
+        resolution="1h",
+    ).json()
+    assert body["resolution"] == "1h"
+    assert body["bucket_seconds"] == 3600.0
+    assert body["samples"] == [COUNT]
+    assert body["avg"]["percent"] == [2 * (COUNT - 1) / 2]
+    assert body["min"]["percent"] == [0.0]
+    assert body["last"]["percent"] == [2.0 * (COUNT - 1)]
+
+
 def test_points_bound_the_number_of_buckets(api):
     body = history(
         api, metric_type="cpu", start="2026-11-26T09:00:00Z", end="2026-11-26T11:00:00Z", points=7
@@ -110,7 +142,13 @@ def test_history_needs_a_token(api):
         ({"metric_type": "cpu", "start": "yesterday"}, "start", "neither an ISO-8601 time"),
         ({"metric_type": "cpu", "end": "2026-13-45"}, "end", "neither an ISO-8601 time"),
         ({"metric_type": "cpu", "start": "now", "end": "now-1h"}, "start", "must be before end"),
-        ({"metric_type": "cpu", "start": "now-400d"}, "end", "at most 366 days"),
+        ({"metric_type": "cpu", "start": "now-2000d"}, "end", "at most 1830 days"),
+        ({"metric_type": "cpu", "field": "per_cpu[cpu=0"}, "field", "unclosed '['"),
+        ({"metric_type": "cpu", "field": "a..b"}, "field", "empty name at 2"),
+        ({"metric_type": "cpu", "field": [f"f{i}" for i in range(65)]}, "field", "at most 64"),
+        ({"metric_type": "processes", "field": "top"}, "field", "per-minute accounts"),
+        ({"metric_type": "cpu", "start": "now-7h", "resolution": "raw"}, "resolution", "6 hours"),
+        ({"metric_type": "cpu", "resolution": "5m"}, "resolution", "should match pattern"),
         ({"metric_type": "cpu", "points": 5001}, "points", "less than or equal to 5000"),
         ({"metric_type": "cpu", "points": 0}, "points", "greater than or equal to 1"),
         ({}, "metric_type", "Field required"),

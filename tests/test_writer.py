@@ -69,33 +69,22 @@ async def test_replaying_the_same_snapshots_writes_nothing_twice(database):
     async with database.pool.acquire() as conn:
         batch = [snapshot(i) for i in range(30)]
         assert await ingest.write_batch(conn, batch) == 60
-        rollups = await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
+        stored = await conn.fetch("SELECT * FROM metrics_snapshots ORDER BY 1, 2, 3")
         assert await ingest.write_batch(conn, batch) == 0
         assert await ingest.write_batch(conn, batch[10:20]) == 0
         assert await reads.count_rows(conn) == 60
-        assert (
-            await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
-            == rollups
-        )
+        assert await conn.fetch("SELECT * FROM metrics_snapshots ORDER BY 1, 2, 3") == stored
 
 
 async def test_large_batches_go_through_copy_and_replay_just_the_same(database):
     async with database.pool.acquire() as conn:
         batch = [snapshot(i) for i in range(ingest.COPY_FROM_SNAPSHOTS + 50)]
         assert await ingest.write_batch(conn, batch) == 2 * len(batch)
-        rollups = await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
+        stored = await conn.fetch("SELECT * FROM metrics_snapshots ORDER BY 1, 2, 3")
         assert await ingest.write_batch(conn, batch) == 0
         assert await ingest.write_batch(conn, batch[:20]) == 0  # the unnest path too
         assert await reads.count_rows(conn) == 2 * len(batch)
-        assert (
-            await conn.fetch("SELECT * FROM metrics_rollup_1m ORDER BY metric_type, bucket")
-            == rollups
-        )
-        # 150 one-second snapshots from 10:00:00: minute buckets of 60, 60, 30.
-        samples = await conn.fetch(
-            "SELECT samples FROM metrics_rollup_1m WHERE metric_type = 'cpu' ORDER BY bucket"
-        )
-        assert [row["samples"] for row in samples] == [60, 60, 30]
+        assert await conn.fetch("SELECT * FROM metrics_snapshots ORDER BY 1, 2, 3") == stored
 
 
 async def test_max_age_flushes_a_partial_batch(database):
@@ -165,9 +154,12 @@ async def test_retention_drops_whole_old_partitions(database):
         await ingest.write_batch(
             conn, [snapshot(i, start=now - timedelta(minutes=5)) for i in range(3)]
         )
+    old = partitions.HOT.start_of(now - timedelta(days=40))
+    recent = partitions.HOT.start_of(now - timedelta(minutes=5))
     dropped = await Retention(database, days=30).enforce(now)
-    old_day = (now - timedelta(days=40)).date()
-    assert dropped == [f"metrics_snapshots_p{old_day:%Y%m%d}"]
+    # The old snapshots' window and the one made ahead of it; nothing recent.
+    assert dropped == [partitions.HOT.name(old), partitions.HOT.name(old + partitions.WINDOW)]
+    assert all(name < partitions.HOT.name(recent) for name in dropped)
     assert await reads.count_rows(database.pool) == 6
     assert (
         await database.pool.fetchval(
@@ -192,8 +184,23 @@ def test_sigterm_mid_batch_loses_nothing(tmp_path, server_env):
     assert f"{taken} snapshots written" in log
 
 
-def test_partition_names_are_daily():
-    assert partitions.partition_name(T0.date()) == "metrics_snapshots_p20261126"
+def test_hot_partitions_are_ten_minute_windows_and_daily_ones_are_still_read():
+    moment = T0 + timedelta(minutes=17, seconds=3)
+    start = partitions.HOT.start_of(moment)
+    assert partitions.HOT.name(start) == "metrics_snapshots_p202611261010"
+    assert partitions.HOT.parse("metrics_snapshots_p202611261010") == (
+        T0 + timedelta(minutes=10),
+        T0 + timedelta(minutes=20),
+    )
+    # A partition made before migration 0006 holds a day.
+    assert partitions.HOT.parse("metrics_snapshots_p20261126") == (
+        datetime(2026, 11, 26, tzinfo=UTC),
+        datetime(2026, 11, 27, tzinfo=UTC),
+    )
+    assert partitions.MINUTES.name(partitions.MINUTES.start_of(moment)) == "metrics_minutes_p202611"
+    assert partitions.HOURS.end_of(datetime(2026, 1, 1, tzinfo=UTC)) == datetime(
+        2027, 1, 1, tzinfo=UTC
+    )
 
 
 async def test_cancelling_the_flush_loop_always_stops_it():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -14,7 +15,7 @@ from exporter.api.deps import CurrentUser, QueryGateDep, ReaderDep, SettingsDep
 from exporter.api.querygate import QueryGate
 from exporter.api.timeparse import parse_time
 from exporter.storage import history as reads
-from exporter.storage import minutes
+from exporter.storage import minutes, paths
 from exporter.storage.fields import FIELDS, METRIC_TYPES
 
 HISTORY_TYPES = (*METRIC_TYPES, *minutes.PER_MINUTE_TYPES)
@@ -25,8 +26,11 @@ MINUTE_TOP = 10
 router = APIRouter(prefix="/api/metrics", tags=["history"])
 
 MAX_POINTS = 5000
-MAX_RANGE = timedelta(days=366)
+# The hour aggregates are kept five years (PERFPULSE_RETENTION_HOURS_DAYS).
+MAX_RANGE = timedelta(days=5 * 366)
 ROLLUP_SECONDS = 60
+HOUR_SECONDS = 3600
+MAX_FIELDS = 64
 # A host name as stored: printable, no NUL (which PostgreSQL text cannot hold).
 HostQuery = Annotated[
     str | None,
@@ -46,6 +50,8 @@ class HistoryOut(BaseModel):
     samples: list[int]
     avg: dict[str, list[float | None]]
     max: dict[str, list[float | None]]
+    min: dict[str, list[float | None]]
+    last: dict[str, list[float | None]]
 
 
 class MinutesOut(BaseModel):
@@ -69,27 +75,57 @@ def _invalid(parameter: str, message: str) -> HTTPException:
 
 
 def bucket_width(
-    start: datetime, end: datetime, points: int, raw_max: timedelta | None = None
+    start: datetime,
+    end: datetime,
+    points: int,
+    raw_max: timedelta | None = None,
+    at_least: str = "raw",
 ) -> tuple[str, float]:
-    """("raw" | "1m", seconds): whole minutes from the rollups once a bucket spans a
-    minute, or once the range is longer than `raw_max` (what one request may scan raw)."""
+    """(resolution, seconds): "raw" for buckets under a minute over at most `raw_max`;
+    whole minutes ("1m") under an hour; whole hours ("1h") from there; never finer than
+    `at_least`."""
     seconds = max((end - start).total_seconds() / points, 0.001)
-    if seconds >= ROLLUP_SECONDS or (raw_max is not None and end - start > raw_max):
+    raw_allowed = raw_max is None or end - start <= raw_max
+    if at_least == "raw" and seconds < ROLLUP_SECONDS and raw_allowed:
+        return "raw", seconds
+    if at_least != "1h" and seconds < HOUR_SECONDS:
         return "1m", float(max(1, math.ceil(seconds / ROLLUP_SECONDS)) * ROLLUP_SECONDS)
-    return "raw", seconds
+    return "1h", float(max(1, math.ceil(seconds / HOUR_SECONDS)) * HOUR_SECONDS)
 
 
-async def _bounded(gate: QueryGate, request: Request, user: str, work: Any) -> Any:
+def _fields(
+    metric_type: str, asked: list[str] | None
+) -> dict[str, tuple[str, tuple[paths.Step, ...]]]:
+    """Output name -> (stored key, steps): the plotted fields by default, else the paths
+    asked for (422 naming `field` for one that cannot be parsed)."""
+    if not asked:
+        return {
+            name: (paths.render(path), tuple(path)) for name, path in FIELDS.get(metric_type, ())
+        }
+    if len(asked) > MAX_FIELDS:
+        raise _invalid("field", f"at most {MAX_FIELDS} fields per request")
+    out = {}
+    for text in asked:
+        try:
+            steps = paths.parse(text)
+        except paths.PathError as exc:
+            raise _invalid("field", f"{text!r}: {exc}") from None
+        out[text] = (paths.render(steps), steps)
+    return out
+
+
+async def _bounded(gate: QueryGate, request: Request, user: str, reader: Any, work: Any) -> Any:
     """Run one read under the gate (waiting for its turn included), cancelled if the
-    client leaves; a statement timeout is a 503 that says so."""
+    client leaves; past the reader's time limit (a statement of it stopped by PostgreSQL,
+    or the read as a whole once admitted) a 503 that says so."""
 
     async def admitted() -> Any:
-        async with gate.admitted(user):
+        async with gate.admitted(user), asyncio.timeout(reader.timeout):
             return await work
 
     try:
         return await gate.until_disconnect(request.receive, admitted())
-    except asyncpg.QueryCanceledError:
+    except (asyncpg.QueryCanceledError, TimeoutError):
         gate.timed_out_total += 1
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -115,6 +151,18 @@ async def history(
     end: Annotated[str, Query(description="ISO-8601 or now-style; default now.")] = "now",
     points: Annotated[int, Query(ge=1, le=MAX_POINTS, description="Most buckets returned.")] = 500,
     host: HostQuery = None,
+    field: Annotated[
+        list[str] | None,
+        Query(
+            max_length=MAX_FIELDS,
+            description="Paths of the numbers wanted (`modes_percent.user`, "
+            "`filesystems[mountpoint=/].percent`); default: the plotted fields.",
+        ),
+    ] = None,
+    resolution: Annotated[
+        str | None,
+        Query(pattern="^(raw|1m|1h)$", description="Coarsest of raw, 1m, 1h; default: raw."),
+    ] = None,
 ) -> HistoryOut | MinutesOut:
     if metric_type not in HISTORY_TYPES:
         raise _invalid("metric_type", f"must be one of {', '.join(HISTORY_TYPES)}")
@@ -131,16 +179,29 @@ async def history(
         raise _invalid("start", "must be before end")
     if finish - begin > MAX_RANGE:
         raise _invalid("end", f"the range may span at most {MAX_RANGE.days} days")
+    if field and metric_type in minutes.PER_MINUTE_TYPES:
+        raise _invalid("field", f"{metric_type} history is per-minute accounts, not fields")
     target = host or settings.hostname
     if metric_type in minutes.PER_MINUTE_TYPES:
         return await _accounts(
             request, user.username, reader, gate, target, metric_type, begin, finish, points
         )
+    wanted = _fields(metric_type, field)
     raw_max = timedelta(hours=settings.history_raw_max_hours)
-    resolution, seconds = bucket_width(begin, finish, points, raw_max)
-    query = reads.history_rollup if resolution == "1m" else reads.history_raw
-    work = query(reader, target, metric_type, begin, finish, seconds)
-    series: reads.Series = await _bounded(gate, request, user.username, work)
+    if resolution == "raw" and finish - begin > raw_max:
+        raise _invalid(
+            "resolution",
+            f"raw spans at most {settings.history_raw_max_hours:g} hours "
+            "(PERFPULSE_HISTORY_RAW_MAX_HOURS)",
+        )
+    tier, seconds = bucket_width(begin, finish, points, raw_max, resolution or "raw")
+    steps = {key: path for key, path in wanted.values()}
+    work = reads.series(reader, target, metric_type, steps, begin, finish, tier, seconds)
+    series: reads.Series = await _bounded(gate, request, user.username, reader, work)
+
+    def named(values: dict[str, list[float | None]]) -> dict[str, list[float | None]]:
+        return {name: values[key] for name, (key, _) in wanted.items()}
+
     return HistoryOut(
         host=target,
         metric_type=metric_type,
@@ -148,11 +209,13 @@ async def history(
         end=finish,
         resolution=series.resolution,
         bucket_seconds=series.bucket_seconds,
-        fields=[name for name, _ in FIELDS[metric_type]],
+        fields=list(wanted),
         timestamps=series.timestamps,
         samples=series.samples,
-        avg=series.avg,
-        max=series.max,
+        avg=named(series.avg),
+        max=named(series.max),
+        min=named(series.min),
+        last=named(series.last),
     )
 
 
@@ -172,7 +235,7 @@ async def _accounts(
     width = max(1, math.ceil((finish - begin).total_seconds() / points / ROLLUP_SECONDS))
     bucket = timedelta(seconds=width * ROLLUP_SECONDS)
     work = reads.minute_accounts(reader, host, metric_type, begin, finish)
-    rows = await _bounded(gate, request, username, work)
+    rows = await _bounded(gate, request, username, reader, work)
     return MinutesOut(
         host=host,
         metric_type=metric_type,
@@ -194,7 +257,7 @@ async def latest(
     host: HostQuery = None,
 ) -> dict[str, Any]:
     target = host or settings.hostname
-    found = await _bounded(gate, request, user.username, reads.latest(reader, target))
+    found = await _bounded(gate, request, user.username, reader, reads.latest(reader, target))
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stored snapshot for host {target!r}")
     timestamp, sections = found

@@ -26,8 +26,7 @@ from exporter.sampler import Sampler, Snapshot, Subscription
 from exporter.sinks.spool import Spool
 from exporter.storage import ingest
 from exporter.storage.database import Database, DatabaseUnavailable, describe
-from exporter.storage.fields import FIELDS
-from exporter.storage.ingest import StoredSnapshot, field_values
+from exporter.storage.ingest import StoredSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +41,14 @@ PER_MINUTE = ("processes", "cgroups")
 
 def to_stored(snapshot: Snapshot) -> StoredSnapshot:
     """One row per collector: the same JSON the live stream carries for that key (for the
-    per-minute sections, the finished minute, once a minute), plus the plotted fields
-    picked out now, while the data is at hand (flushes then parse nothing)."""
+    per-minute sections, the finished minute, once a minute)."""
     sections = snapshot.sections()
     rows = tuple(
         (name, text.decode()) if name not in PER_MINUTE else (name, _minute_json(data))
         for name, (data, text) in sections.items()
         if name not in PER_MINUTE or data.get("minute")
     )
-    values = {
-        name: field_values(name, data) for name, (data, _) in sections.items() if name in FIELDS
-    }
-    return StoredSnapshot(snapshot.timestamp, snapshot.host, rows, values)
+    return StoredSnapshot(snapshot.timestamp, snapshot.host, rows)
 
 
 def _minute_json(section: dict[str, object]) -> str:
@@ -312,5 +307,5 @@ class WriterCollector(Collector):
             )
         yield w.flush_seconds.family(
             "perfpulse_writer_flush_duration_seconds",
-            "Seconds one flush (a bulk insert and its rollups, one transaction) took.",
+            "Seconds one flush (a bulk insert, one transaction) took.",
         )

@@ -191,6 +191,17 @@ class Database:
         self.ready.set()
 
     @property
+    def direct_url(self) -> str | None:
+        """A URL that reaches PostgreSQL itself, where session state (an advisory lock)
+        holds: the main one unless it goes through a transaction pooler, else the listen
+        URL when one is set; None when there is none."""
+        if not self.settings.database_transaction_pooling:
+            return self._url
+        if self.settings.database_listen_url is not None:
+            return self.settings.database_listen_url.get_secret_value()
+        return None
+
+    @property
     def listen_url(self) -> str:
         """Where to LISTEN: a direct URL (a transaction pooler cannot keep a LISTEN)."""
         if self.settings.database_listen_url is not None:

@@ -1,12 +1,16 @@
 """The numeric fields of each snapshot section that charts plot, and their JSON paths.
 
-The order of each list is the position in metrics_rollup_1m's arrays: append new fields at
-the end, never reorder or remove (tests/test_history.py guards this). A field that must go
-is replaced in place by a migration that clears its stored values (0003 did so for
-task-clock).
+Every number of a section is stored (exporter/storage/paths.py names them); these are the
+ones the history API returns when no `field` is asked for, and the ones metrics_rollup_1m
+keeps for SQL readers such as Grafana. The order of each list is the position in
+metrics_rollup_1m's arrays: append new fields at the end, never reorder or remove
+(tests/test_history.py guards this). A field that must go is replaced in place by a
+migration that clears its stored values (0003 did so for task-clock).
 """
 
 from __future__ import annotations
+
+from exporter.storage.paths import render
 
 FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "cpu": (
@@ -65,6 +69,11 @@ FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 }
 
 METRIC_TYPES = tuple(FIELDS)
+
+
+def keys(metric_type: str) -> list[str]:
+    """The plotted fields' stored keys (paths), in rollup order."""
+    return [render(path) for _, path in FIELDS[metric_type]]
 
 
 def sql_path(path: tuple[str, ...]) -> str:

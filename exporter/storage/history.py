@@ -1,4 +1,10 @@
-"""Reading snapshots back: downsampled series (raw rows or minute rollups) and the latest.
+"""Reading history back: downsampled series, documents and the latest snapshot, from
+whichever tier holds each moment. The API asks for a resolution and gets buckets; where a
+value lives (a hot row, a compressed chunk, a minute or hour aggregate) stays here.
+
+    raw   the hot rows and the compacted chunks: every snapshot
+    1m    the minute aggregates, and the hot rows' minutes not aggregated yet
+    1h    the hour aggregates, and the minutes since the oldest hot row
 
 Every read goes through a `Reader`: one statement in a read-only transaction with a
 statement timeout, so however much a request asks for, PostgreSQL stops working on it.
@@ -6,19 +12,42 @@ statement timeout, so however much a request asks for, PostgreSQL stops working 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import numpy as np
 import orjson
 
-from exporter.storage.fields import FIELDS, sql_path
+from exporter.storage import blocks, tiers
+from exporter.storage.aggregates import (
+    AGGREGATES,
+    HOUR_US,
+    MINUTE_US,
+    SAMPLES,
+    aggregate,
+    coarser,
+)
+from exporter.storage.aggregates import column_of as agg
+from exporter.storage.blocks import Block
+from exporter.storage.chunks import documents as rebuild
+from exporter.storage.chunks import micros, moment, pick
+from exporter.storage.fields import FIELDS
+from exporter.storage.paths import Step
 
 # Buckets start at whole multiples of their width from here, whatever the range asked:
 # the same data always lands in the same buckets.
 BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+RESOLUTIONS = ("raw", "1m", "1h")
+# Decoding is CPU work: past this many blocks a read decodes on a worker thread.
+INLINE_BLOCKS = 8
+# Hot rows are read a page at a time and parsed on a worker thread, so that a range the
+# compactor has not packed yet (a backlog, daily partitions from before 0006) costs
+# memory for the numbers asked for, not for every document.
+HOT_PAGE = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +64,17 @@ class Reader:
             rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
             return rows
 
+    async def pages(
+        self, sql: str, *args: object, size: int = HOT_PAGE
+    ) -> AsyncIterator[list[asyncpg.Record]]:
+        """The rows of one read-only cursor, `size` at a time; each fetch is stopped by
+        the server after `timeout` s."""
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(self.timeout * 1000))}")
+            cursor = await conn.cursor(sql, *args)
+            while rows := await cursor.fetch(size):
+                yield rows
+
 
 @dataclass(frozen=True, slots=True)
 class Series:
@@ -46,79 +86,144 @@ class Series:
     samples: list[int]
     avg: dict[str, list[float | None]]
     max: dict[str, list[float | None]]
+    min: dict[str, list[float | None]]
+    last: dict[str, list[float | None]]
 
 
-def _from_rows(
-    rows: Sequence[asyncpg.Record], names: Sequence[str], resolution: str, bucket: float
-) -> Series:
-    avg: dict[str, list[float | None]] = {name: [] for name in names}
-    peak: dict[str, list[float | None]] = {name: [] for name in names}
-    for row in rows:
-        for i, name in enumerate(names):
-            avg[name].append(row[f"a{i}"])
-            peak[name].append(row[f"m{i}"])
-    return Series(
-        resolution,
-        bucket,
-        [row["bucket"] for row in rows],
-        [row["samples"] for row in rows],
-        avg,
-        peak,
-    )
+_HOT_ROWS = """
+    SELECT "timestamp", metric_data::text AS data FROM metrics_snapshots
+    WHERE host = $1 AND metric_type = $2 AND "timestamp" >= $3 AND "timestamp" < $4
+    ORDER BY "timestamp"
+"""
 
 
-async def history_raw(
-    db: Any, host: str, metric_type: str, start: datetime, end: datetime, bucket_seconds: float
-) -> Series:
-    """Buckets of `bucket_seconds` straight from the stored snapshots (short ranges)."""
-    fields = FIELDS[metric_type]
-    values = ", ".join(
-        f"(metric_data #>> {sql_path(path)})::float8 AS f{i}" for i, (_, path) in enumerate(fields)
-    )
-    aggregates = ", ".join(f"avg(f{i}) AS a{i}, max(f{i}) AS m{i}" for i in range(len(fields)))
-    sql = f"""
-        SELECT date_bin($5::interval, "timestamp", $6) AS bucket, count(*) AS samples, {aggregates}
-        FROM (
-            SELECT "timestamp", {values} FROM metrics_snapshots
-            WHERE host = $1 AND metric_type = $2 AND "timestamp" >= $3 AND "timestamp" < $4
-        ) AS rows
-        GROUP BY 1 ORDER BY 1
-    """
-    return await _buckets(db, sql, "raw", host, metric_type, start, end, bucket_seconds)
+async def hot_rows(
+    db: Any, host: str, metric_type: str, start: datetime, end: datetime
+) -> list[tuple[int, str]]:
+    """(microseconds, JSON) of the hot rows in [start, end), oldest first."""
+    rows = await db.fetch(_HOT_ROWS, host, metric_type, start, end)
+    return [(micros(row["timestamp"]), row["data"]) for row in rows]
 
 
-async def history_rollup(
-    db: Any, host: str, metric_type: str, start: datetime, end: datetime, bucket_seconds: float
-) -> Series:
-    """Buckets (whole minutes) re-aggregated from the minute rollups (long ranges)."""
-    aggregates = ", ".join(
-        f"sum(sums[{i + 1}]) / nullif(sum(counts[{i + 1}]), 0) AS a{i}, max(maxes[{i + 1}]) AS m{i}"
-        for i in range(len(FIELDS[metric_type]))
-    )
-    sql = f"""
-        SELECT date_bin($5::interval, bucket, $6) AS bucket, sum(samples)::int AS samples, {aggregates}
-        FROM metrics_rollup_1m
-        WHERE host = $1 AND metric_type = $2 AND bucket >= $3 AND bucket < $4
-        GROUP BY 1 ORDER BY 1
-    """
-    return await _buckets(db, sql, "1m", host, metric_type, start, end, bucket_seconds)
-
-
-async def _buckets(
+async def hot_picked(
     db: Any,
-    sql: str,
-    resolution: str,
     host: str,
     metric_type: str,
     start: datetime,
     end: datetime,
+    fields: dict[str, tuple[Step, ...]],
+) -> Block:
+    """The `fields` of the hot rows in [start, end): page by page, each parsed on a
+    worker thread, when `db` reads pages (a Reader); at once otherwise."""
+    if end - start <= timedelta(minutes=15) or not hasattr(db, "pages"):
+        return pick(await hot_rows(db, host, metric_type, start, end), fields)
+    parts = []
+    async for page in db.pages(_HOT_ROWS, host, metric_type, start, end):
+        rows = [(micros(row["timestamp"]), row["data"]) for row in page]
+        parts.append(await asyncio.to_thread(pick, rows, fields))
+    return blocks.concat(parts) if parts else pick((), fields)
+
+
+async def _decoded(blobs: Sequence[bytes], keys: Sequence[str] | None) -> list[Block]:
+    def work() -> list[Block]:
+        return [blocks.decode(blob, keys) for blob in blobs]
+
+    if len(blobs) <= INLINE_BLOCKS:
+        return work()
+    return await asyncio.to_thread(work)
+
+
+def _aggregate_keys(keys: Sequence[str]) -> list[str]:
+    return [SAMPLES, *(agg(key, a) for key in keys for a in AGGREGATES)]
+
+
+async def series(
+    db: Any,
+    host: str,
+    metric_type: str,
+    fields: dict[str, tuple[Step, ...]],
+    start: datetime,
+    end: datetime,
+    resolution: str,
     bucket_seconds: float,
 ) -> Series:
-    """Run a bucketing query (SQL from the constant FIELDS table; values are parameters)."""
-    rows = await db.fetch(
-        sql, host, metric_type, start, end, timedelta(seconds=bucket_seconds), BUCKET_ORIGIN
+    """Buckets of `bucket_seconds` over [start, end) of each field (path -> steps)."""
+    keys = list(fields)
+    s_us, e_us = micros(start), micros(end)
+    hot = await hot_picked(db, host, metric_type, start, end, fields)
+    if resolution == "raw":
+        stored = await _decoded(
+            await tiers.blobs(db, tiers.CHUNK_TIER, host, metric_type, start, end), keys
+        )
+        rows = blocks.between(blocks.concat([*stored, hot]), s_us, e_us)
+        buckets = aggregate(rows, _width(bucket_seconds), micros(BUCKET_ORIGIN))
+    else:
+        # Minutes from the minute tier; from the oldest hot row on, the hot minutes that
+        # the tier does not have yet (the tier's own when it has them).
+        since = e_us if not hot.rows else int(hot.timestamps[0]) // HOUR_US * HOUR_US
+        recent_start = moment(since) if resolution == "1h" else start
+        minutes = await _decoded(
+            await tiers.blobs(db, tiers.MINUTE_TIER, host, metric_type, recent_start, end),
+            _aggregate_keys(keys),
+        )
+        minute_rows = blocks.concat([*minutes, aggregate(hot, MINUTE_US)])
+        if resolution == "1m":
+            rows = blocks.between(minute_rows, s_us, e_us)
+        else:
+            hours = await _decoded(
+                await tiers.blobs(db, tiers.HOUR_TIER, host, metric_type, start, recent_start),
+                _aggregate_keys(keys),
+            )
+            recent = coarser(blocks.between(minute_rows, since, e_us), HOUR_US)
+            rows = blocks.between(
+                blocks.concat([blocks.between(blocks.concat(hours), s_us, since), recent]),
+                s_us,
+                e_us,
+            )
+        buckets = coarser(rows, _width(bucket_seconds), micros(BUCKET_ORIGIN))
+    return _series(buckets, keys, resolution, bucket_seconds)
+
+
+def _width(seconds: float) -> int:
+    return max(1, round(seconds * 1_000_000))
+
+
+def _series(buckets: Block, keys: Sequence[str], resolution: str, bucket_seconds: float) -> Series:
+    def values(key: str, aggregate_name: str) -> list[float | None]:
+        col = buckets.columns.get(agg(key, aggregate_name))
+        if col is None:
+            return [None] * buckets.rows
+        out = col.values.astype(np.float64).tolist()
+        return [v if p else None for v, p in zip(out, col.present.tolist(), strict=True)]
+
+    samples = buckets.columns.get(SAMPLES)
+    return Series(
+        resolution,
+        bucket_seconds,
+        [moment(int(ts)) for ts in buckets.timestamps],
+        [] if samples is None else [int(v) for v in samples.values],
+        {key: values(key, "avg") for key in keys},
+        {key: values(key, "max") for key in keys},
+        {key: values(key, "min") for key in keys},
+        {key: values(key, "last") for key in keys},
     )
-    return _from_rows(rows, [name for name, _ in FIELDS[metric_type]], resolution, bucket_seconds)
+
+
+async def documents(
+    db: Any, host: str, metric_type: str, start: datetime, end: datetime
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """Every stored document of a section in [start, end), whole, oldest first."""
+    stored = await _decoded(
+        await tiers.blobs(db, tiers.CHUNK_TIER, host, metric_type, start, end), None
+    )
+    s_us, e_us = micros(start), micros(end)
+    found: dict[int, dict[str, Any]] = {}
+    for block in stored:
+        for ts, document in rebuild(blocks.between(block, s_us, e_us)):
+            found.setdefault(ts, document)
+    for ts, text in await hot_rows(db, host, metric_type, start, end):
+        found.setdefault(ts, orjson.loads(text))
+    return [(moment(ts), found[ts]) for ts in sorted(found)]
 
 
 async def minute_accounts(
@@ -127,24 +232,14 @@ async def minute_accounts(
     """The per-minute accounts (processes, cgroups) of the minutes that start in
     [start, end), oldest first. Each is stored with the snapshot after its minute ended,
     so the rows read run a little past `end`."""
-    rows = await db.fetch(
-        """
-        SELECT "timestamp", metric_data::text AS data FROM metrics_snapshots
-        WHERE host = $1 AND metric_type = $2 AND "timestamp" >= $3 AND "timestamp" < $4
-        ORDER BY "timestamp"
-        """,
-        host,
-        metric_type,
-        start,
-        end + timedelta(minutes=5),
-    )
     accounts = []
-    for row in rows:
-        account = orjson.loads(row["data"])
+    for stored_at, account in await documents(
+        db, host, metric_type, start, end + timedelta(minutes=5)
+    ):
         begins = datetime.fromisoformat(account["start"])
         if start <= begins < end:
-            accounts.append((begins, account))
-    return accounts
+            accounts.append((stored_at, account))
+    return [(datetime.fromisoformat(a["start"]), a) for _, a in accounts]
 
 
 async def latest(db: Any, host: str) -> tuple[datetime, dict[str, Any]] | None:
@@ -165,9 +260,20 @@ async def latest(db: Any, host: str) -> tuple[datetime, dict[str, Any]] | None:
         host,
         list(FIELDS),
     )
-    if not rows:
+    if rows:
+        return rows[0]["timestamp"], {row["metric_type"]: orjson.loads(row["data"]) for row in rows}
+    # Nothing hot (the host stopped writing a while ago): the newest compacted snapshot.
+    newest: dict[str, tuple[int, dict[str, Any]]] = {}
+    for metric_type, blob in await tiers.newest(db, tiers.CHUNK_TIER, host):
+        if metric_type not in FIELDS:
+            continue
+        block = blocks.decode(blob)
+        last = blocks.between(block, int(block.timestamps[-1]), int(block.timestamps[-1]) + 1)
+        newest[metric_type] = rebuild(last)[0]
+    if not newest:
         return None
-    return rows[0]["timestamp"], {row["metric_type"]: orjson.loads(row["data"]) for row in rows}
+    when = max(ts for ts, _ in newest.values())
+    return moment(when), {t: doc for t, (ts, doc) in newest.items() if ts == when}
 
 
 async def count_rows(db: Any) -> int:

@@ -1,4 +1,7 @@
-"""Retention: stored data older than PERFPULSE_RETENTION_DAYS goes, hourly, without long locks."""
+"""Retention: each tier's data older than its retention goes, hourly, without long locks:
+whole partitions dropped (the hot tier and the chunks after PERFPULSE_RETENTION_DAYS, the
+minute aggregates after PERFPULSE_RETENTION_MINUTES_DAYS, the hour aggregates after
+PERFPULSE_RETENTION_HOURS_DAYS), and the minute rollups deleted in small batches."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import asyncpg
 
 from exporter.storage import users
 from exporter.storage.database import Database, DatabaseUnavailable, describe
-from exporter.storage.partitions import drop_partitions_before
+from exporter.storage.partitions import CHUNKS, HOT, HOURS, MINUTES, drop_partitions_before
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +42,18 @@ async def delete_rollups_before(
 class Retention:
     """Drops stored data older than the retention, hourly, without long locks."""
 
-    def __init__(self, database: Database, days: int, interval: float = 3600.0) -> None:
+    def __init__(
+        self,
+        database: Database,
+        days: int,
+        minutes_days: int = 365,
+        hours_days: int = 1825,
+        interval: float = 3600.0,
+    ) -> None:
         self.database = database
         self.days = days
+        self.minutes_days = minutes_days
+        self.hours_days = hours_days
         self.interval = interval
 
     async def run(self) -> None:
@@ -51,11 +63,19 @@ class Retention:
             await asyncio.sleep(self.interval)
 
     async def enforce(self, now: datetime | None = None) -> list[str]:
-        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.days)
+        now = now or datetime.now(UTC)
+        cutoff = now - timedelta(days=self.days)
         pool = self.database.pool
         try:
             async with pool.acquire() as conn:
-                dropped = await drop_partitions_before(conn, cutoff)
+                dropped = await drop_partitions_before(conn, cutoff, HOT)
+                dropped += await drop_partitions_before(conn, cutoff, CHUNKS)
+                dropped += await drop_partitions_before(
+                    conn, now - timedelta(days=self.minutes_days), MINUTES
+                )
+                dropped += await drop_partitions_before(
+                    conn, now - timedelta(days=self.hours_days), HOURS
+                )
                 rollups = await delete_rollups_before(conn, cutoff)
                 await users.forget_expired_revocations(conn)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -1,0 +1,148 @@
+"""The compacted tiers' rows: one packed block per host, section and span of time.
+
+    tier      table            one row holds              partitions   kept
+    chunks    metrics_chunks   10 minutes of snapshots    days         PERFPULSE_RETENTION_DAYS
+    minutes   metrics_minutes  an hour of minute aggs.    months       ..._RETENTION_MINUTES_DAYS
+    hours     metrics_hours    a day of hour aggregates   years        ..._RETENTION_HOURS_DAYS
+
+The SQL that reads and writes them is here and nowhere else; the blocks themselves are
+exporter/storage/blocks.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from exporter.storage.partitions import CHUNKS, EPOCH, HOURS, MINUTES, WINDOW, Partitioning
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    partitioning: Partitioning
+    span: timedelta  # what one row covers
+
+    @property
+    def table(self) -> str:
+        return self.partitioning.table
+
+    def start_of(self, ts: datetime) -> datetime:
+        return ts - (ts - EPOCH) % self.span
+
+
+CHUNK_TIER = Tier("chunks", CHUNKS, WINDOW)
+MINUTE_TIER = Tier("minutes", MINUTES, timedelta(hours=1))
+HOUR_TIER = Tier("hours", HOURS, timedelta(days=1))
+TIERS = (CHUNK_TIER, MINUTE_TIER, HOUR_TIER)
+
+
+async def locked(
+    conn: asyncpg.Connection, tier: Tier, host: str, metric_type: str, start: datetime
+) -> bytes | None:
+    """The stored block, locked until the transaction ends (or None)."""
+    data: bytes | None = await conn.fetchval(
+        f"SELECT data FROM {tier.table} WHERE host = $1 AND metric_type = $2 AND start = $3 "  # noqa: S608
+        "FOR UPDATE",
+        host,
+        metric_type,
+        start,
+    )
+    return data
+
+
+async def store(
+    conn: asyncpg.Connection,
+    tier: Tier,
+    host: str,
+    metric_type: str,
+    start: datetime,
+    rows: int,
+    numbers: int,
+    data: bytes,
+) -> None:
+    await conn.execute(
+        f"INSERT INTO {tier.table} (host, metric_type, start, rows, numbers, data) "  # noqa: S608
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (host, metric_type, start) DO UPDATE "
+        "SET rows = excluded.rows, numbers = excluded.numbers, data = excluded.data",
+        host,
+        metric_type,
+        start,
+        rows,
+        numbers,
+        data,
+    )
+
+
+async def blobs(
+    db: Any, tier: Tier, host: str, metric_type: str, start: datetime, end: datetime
+) -> list[bytes]:
+    """The blocks of `tier` that hold any time in [start, end), oldest first."""
+    rows = await db.fetch(
+        f"SELECT data FROM {tier.table} WHERE host = $1 AND metric_type = $2 "  # noqa: S608
+        "AND start > $3 AND start < $4 ORDER BY start",
+        host,
+        metric_type,
+        start - tier.span,
+        end,
+    )
+    return [row["data"] for row in rows]
+
+
+async def newest(db: Any, tier: Tier, host: str) -> list[tuple[str, bytes]]:
+    """Each section's newest block of `host`: (metric_type, data)."""
+    rows = await db.fetch(
+        f"""
+        SELECT types.metric_type, newest.data FROM (
+            SELECT DISTINCT metric_type FROM {tier.table} WHERE host = $1
+        ) AS types, LATERAL (
+            SELECT data FROM {tier.table} t
+            WHERE t.host = $1 AND t.metric_type = types.metric_type
+            ORDER BY start DESC LIMIT 1
+        ) AS newest
+        """,  # noqa: S608
+        host,
+    )
+    return [(row["metric_type"], row["data"]) for row in rows]
+
+
+# The minute rollups of the plotted fields, for SQL readers: each minute written whole
+# (replacing what a compaction of the same minute wrote before).
+STORE_ROLLUPS = """
+INSERT INTO metrics_rollup_1m AS r (host, metric_type, bucket, samples, counts, sums, maxes)
+SELECT host, metric_type, bucket, samples, counts::integer[], sums::float8[], maxes::float8[]
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::integer[], $5::text[], $6::text[], $7::text[])
+    AS u(host, metric_type, bucket, samples, counts, sums, maxes)
+ON CONFLICT (host, metric_type, bucket) DO UPDATE SET
+    samples = excluded.samples, counts = excluded.counts, sums = excluded.sums,
+    maxes = excluded.maxes
+"""
+
+
+def _array_literal(values: Sequence[float | int | None]) -> str:
+    return "{" + ",".join("NULL" if v is None else repr(v) for v in values) + "}"
+
+
+async def store_rollups(
+    conn: asyncpg.Connection,
+    host: str,
+    metric_type: str,
+    minutes: Sequence[tuple[datetime, int, list[int], list[float | None], list[float | None]]],
+) -> None:
+    """(minute, samples, counts, sums, maxes) per minute, arrays in FIELDS order."""
+    if not minutes:
+        return
+    await conn.execute(
+        STORE_ROLLUPS,
+        [host] * len(minutes),
+        [metric_type] * len(minutes),
+        [m[0] for m in minutes],
+        [m[1] for m in minutes],
+        [_array_literal(m[2]) for m in minutes],
+        [_array_literal(m[3]) for m in minutes],
+        [_array_literal(m[4]) for m in minutes],
+    )

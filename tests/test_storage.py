@@ -1,0 +1,411 @@
+"""Tiered history on a real PostgreSQL: real snapshots of this machine (taken at 1 s,
+tests/fixtures/snapshots-1s.jsonl.gz) replayed at shifted times, compacted by the real
+compactor, read back through the real history API."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+
+from exporter.api.app import create_app
+from exporter.storage import blocks, ingest
+from exporter.storage.chunks import micros
+from exporter.storage.compactor import Compactor
+from exporter.storage.database import Database
+from exporter.storage.documents import Template, shape
+from exporter.storage.fields import FIELDS
+from exporter.storage.ingest import StoredSnapshot
+from tests.conftest import token_for
+from tests.servers import serve, serve_in_thread
+from tests.test_ws import add_user
+
+FIXTURE = Path(__file__).parent / "fixtures" / "snapshots-1s.jsonl.gz"
+HOST = "replayed"
+# Values that are neither integers nor decimals of at most 6 places keep 6 significant
+# digits of the largest value of their column in their block (exporter/storage/blocks.py).
+LOSSY = 5e-6
+
+
+@functools.cache
+def _captured() -> tuple[list[tuple[float, tuple[tuple[str, str], ...]]], float, datetime]:
+    """The fixture's snapshots as (seconds from its first, rows), its length, its start."""
+    with gzip.open(FIXTURE) as file:
+        lines = [orjson.loads(line) for line in file.read().splitlines()]
+    first = datetime.fromisoformat(lines[0]["timestamp"])
+    out = [
+        (
+            (datetime.fromisoformat(line["timestamp"]) - first).total_seconds(),
+            tuple((t, d) for t, d in line["rows"]),
+        )
+        for line in lines
+    ]
+    return out, out[-1][0] + 1.0, first
+
+
+def replay(count: int, start: datetime, host: str = HOST) -> list[StoredSnapshot]:
+    """`count` of the captured snapshots from `start`, as taken (their own spacing),
+    starting over at the end of the capture. A minute's account (processes, cgroups)
+    names its minute: that moves with the snapshot."""
+    captured, length, first = _captured()
+    snapshots = []
+    for i in range(count):
+        offset, rows = captured[i % len(captured)]
+        shift = (start - first) + timedelta(seconds=(i // len(captured)) * length)
+        at = first + shift + timedelta(seconds=offset)
+        snapshots.append(StoredSnapshot(at, host, tuple(_moved(t, d, shift) for t, d in rows)))
+    return snapshots
+
+
+def _moved(metric_type: str, text: str, shift: timedelta) -> tuple[str, str]:
+    if metric_type not in ("processes", "cgroups"):
+        return metric_type, text
+    account = orjson.loads(text)
+    account["start"] = (datetime.fromisoformat(account["start"]) + shift).isoformat()
+    return metric_type, orjson.dumps(account).decode()
+
+
+@functools.cache
+def _field_kinds() -> dict[str, dict[str, bool]]:
+    """Every field of every section in the fixture -> whether it is always an integer."""
+    kinds: dict[str, dict[str, bool]] = {}
+    for _, rows in _captured()[0]:
+        for metric_type, text in rows:
+            template = Template.of(shape(orjson.loads(text))[0])
+            known = kinds.setdefault(metric_type, {})
+            for key, integer in zip(template.keys, template.integer, strict=True):
+                known[key] = known.get(key, True) and integer
+    return kinds
+
+
+async def _write(url: str, snapshots: list[StoredSnapshot]) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for i in range(0, len(snapshots), 1000):
+            await ingest.write_batch(conn, snapshots[i : i + 1000])
+    finally:
+        await conn.close()
+
+
+def write(url: str, snapshots: list[StoredSnapshot]) -> None:
+    asyncio.run(_write(url, snapshots))
+
+
+async def _query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    return asyncio.run(_query(url, sql, *args))
+
+
+def cli(env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "storage", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=600,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _start(days_ago: int) -> datetime:
+    now = datetime.now(UTC)
+    return datetime(now.year, now.month, now.day, tzinfo=UTC) - timedelta(days=days_ago)
+
+
+def _close(before: float | None, after: float | None, scale: float, exact: bool) -> bool:
+    if before is None or after is None:
+        return before is after
+    if exact:
+        return before == after
+    return abs(before - after) <= LOSSY * scale + 1e-9
+
+
+def _compare(before: dict[str, Any], after: dict[str, Any], exact_fields: set[str]) -> list[str]:
+    """Where two history responses differ beyond the stored precision."""
+    wrong = []
+    for key in ("timestamps", "samples", "fields", "resolution", "bucket_seconds"):
+        if before[key] != after[key]:
+            wrong.append(f"{key}: {before[key]!r} != {after[key]!r}")
+    for name in before["fields"]:
+        values = [
+            v for a in ("avg", "min", "max", "last") for v in before[a][name] if v is not None
+        ]
+        scale = max((abs(v) for v in values), default=0.0)
+        for a in ("avg", "min", "max", "last"):
+            # An average of integers is not an integer: exact only where no division is.
+            exact = name in exact_fields and (a != "avg" or before["resolution"] == "raw")
+            for i, (b, c) in enumerate(zip(before[a][name], after[a][name], strict=True)):
+                if not _close(b, c, scale, exact):
+                    wrong.append(f"{name} {a}[{i}] ({before['timestamps'][i]}): {b} != {c}")
+    return wrong
+
+
+@pytest.fixture
+def api(make_settings, clean_database_url) -> Iterator[httpx.Client]:
+    """The real app on the test database, its own compactor off (the tests compact)."""
+    asyncio.run(add_user(clean_database_url))
+    settings = make_settings(hostname="api-host", storage_compact=False, collect=False)
+    headers = {"Authorization": f"Bearer {token_for('alice')}"}
+    with (
+        serve_in_thread(create_app(settings), settings) as url,
+        httpx.Client(base_url=url, headers=headers, timeout=120) as client,
+    ):
+        yield client
+
+
+def _history(client: httpx.Client, **params: Any) -> dict[str, Any]:
+    response = client.get("/api/metrics/history", params={"host": HOST, **params})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_a_day_of_real_snapshots_reads_back_the_same_after_compaction(
+    api, server_env, clean_database_url
+):
+    start = _start(days_ago=3)
+    day = replay(86_400, start)
+    write(clean_database_url, day)
+    iso = lambda t: t.isoformat()  # noqa: E731
+    queries: list[dict[str, Any]] = []
+    exact_fields: set[str] = set()
+    for metric_type, kinds in _field_kinds().items():
+        if metric_type in ("processes", "cgroups"):
+            continue
+        exact_fields |= {k for k, integer in kinds.items() if integer}
+        names = sorted(kinds)
+        for i in range(0, len(names), 64):
+            group = names[i : i + 64]
+            # Every field: every snapshot of 20 minutes (three chunks), and 6 hours of
+            # minutes.
+            queries.append(
+                {
+                    "metric_type": metric_type,
+                    "field": group,
+                    "start": iso(start + timedelta(hours=7, minutes=55)),
+                    "end": iso(start + timedelta(hours=8, minutes=15)),
+                    "points": 1200,
+                }
+            )
+            queries.append(
+                {
+                    "metric_type": metric_type,
+                    "field": group,
+                    "start": iso(start + timedelta(hours=12)),
+                    "end": iso(start + timedelta(hours=18)),
+                    "points": 360,
+                }
+            )
+        # The plotted fields: the whole day by the hour, and in 15-minute buckets.
+        for points in (24, 96):
+            queries.append(
+                {
+                    "metric_type": metric_type,
+                    "start": iso(start),
+                    "end": iso(start + timedelta(days=1)),
+                    "points": points,
+                }
+            )
+    accounts = [
+        {
+            "metric_type": t,
+            "start": iso(start + timedelta(hours=h)),
+            "end": iso(start + timedelta(hours=h + 2)),
+            "points": p,
+        }
+        for t in ("processes", "cgroups")
+        for h, p in ((1, 120), (20, 8))
+    ]
+    before = [_history(api, **q) for q in queries]
+    before_accounts = [_history(api, **q) for q in accounts]
+    assert {b["resolution"] for b in before} == {"raw", "1m", "1h"}
+
+    report = cli(server_env, "compact")
+    assert report["locked"] is True
+    stored_rows = sum(len(s.rows) for s in day)
+    assert report["snapshots"] == stored_rows
+    assert report["waiting"] == 0
+    assert query(clean_database_url, "SELECT count(*) FROM metrics_snapshots")[0][0] == 0
+
+    after = [_history(api, **q) for q in queries]
+    for q, b, a in zip(queries, before, after, strict=True):
+        wrong = _compare(b, a, exact_fields)
+        assert not wrong, f"{q['metric_type']} {q['start']} {q['points']}: {wrong[:5]}"
+    # Who was busy: the minute accounts come back as they were, exactly.
+    assert [_history(api, **q) for q in accounts] == before_accounts
+    assert sum(len(b["buckets"]) for b in before_accounts) > 0
+
+    stats = cli(server_env, "stats")
+    assert stats["hot"]["rows"] == 0
+    assert stats["chunks"]["spans"] == stored_rows
+    assert stats["chunks"]["bytes_per_number"] <= 2.0, stats["chunks"]
+    assert stats["compactor_lag_seconds"] == 0.0
+
+
+def _chunk_timestamps(url: str) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {}
+    for row in query(url, "SELECT metric_type, data FROM metrics_chunks ORDER BY start"):
+        found.setdefault(row["metric_type"], []).extend(
+            blocks.decode(row["data"], []).timestamps.tolist()
+        )
+    return found
+
+
+def _expected_timestamps(snapshots: list[StoredSnapshot]) -> dict[str, list[int]]:
+    expected: dict[str, list[int]] = {}
+    for s in snapshots:
+        for metric_type, _ in s.rows:
+            expected.setdefault(metric_type, []).append(micros(s.timestamp))
+    return expected
+
+
+def test_compaction_killed_mid_chunk_and_run_again_loses_nothing_and_repeats_nothing(
+    server_env, clean_database_url
+):
+    hour = replay(3600, _start(days_ago=2) + timedelta(hours=5))
+    write(clean_database_url, hour)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "storage", "compact"],
+        env={**os.environ, **server_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    async def kill_inside_a_transaction() -> int:
+        conn = await asyncpg.connect(clean_database_url)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                # A unit's transaction is open while its chunk is being packed.
+                busy = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+                    "'%compactor' AND state = 'idle in transaction'"
+                )
+                chunks = await conn.fetchval("SELECT count(*) FROM metrics_chunks")
+                if busy and chunks >= 5:
+                    process.send_signal(signal.SIGKILL)
+                    return int(chunks)
+            raise AssertionError("the compactor never held a transaction open")
+        finally:
+            await conn.close()
+
+    written = asyncio.run(kill_inside_a_transaction())
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    hot_left = query(clean_database_url, "SELECT count(*) FROM metrics_snapshots")[0][0]
+    assert hot_left > 0  # stopped part-way: some of the hour still hot
+    assert written < 6 * len(_field_kinds())
+
+    report = cli(server_env, "compact")
+    assert report["locked"] is True
+    assert query(clean_database_url, "SELECT count(*) FROM metrics_snapshots")[0][0] == 0
+    expected = _expected_timestamps(hour)
+    stored = _chunk_timestamps(clean_database_url)
+    assert {t: len(v) for t, v in stored.items()} == {t: len(v) for t, v in expected.items()}
+    assert stored == expected  # every snapshot once, in order: no gap, no duplicate
+
+
+def test_a_late_batch_older_than_the_hot_window_is_compacted_exactly_once(
+    server_env, clean_database_url
+):
+    start = _start(days_ago=1) + timedelta(hours=3)
+    first = replay(600, start)  # one 10-minute window
+    write(clean_database_url, first)
+    assert cli(server_env, "compact")["dropped"]
+    # Hours later, a spool replayed: snapshots of the same window, half already stored.
+    late = [
+        StoredSnapshot(s.timestamp + timedelta(milliseconds=500), s.host, s.rows)
+        for s in replay(300, start)
+    ]
+    write(clean_database_url, first[:300] + late)
+    report = cli(server_env, "compact")
+    assert report["snapshots"] == sum(len(s.rows) for s in first[:300] + late)
+    assert query(clean_database_url, "SELECT count(*) FROM metrics_snapshots")[0][0] == 0
+    stored = _chunk_timestamps(clean_database_url)
+    expected = _expected_timestamps(sorted(first + late, key=lambda s: s.timestamp))
+    assert stored == expected
+    rows = query(clean_database_url, "SELECT count(*) FROM metrics_chunks")[0][0]
+    assert rows == len(expected)  # one chunk per section for the window
+
+
+def test_two_instances_on_one_database_compact_once(make_settings, clean_database_url):
+    write(clean_database_url, replay(1200, _start(days_ago=1)))
+    windows = query(
+        clean_database_url,
+        "SELECT count(*) FROM (SELECT DISTINCT metric_type, "
+        "date_bin('10 minutes', \"timestamp\", '2000-01-01') FROM metrics_snapshots) AS u",
+    )[0][0]
+
+    async def both() -> list[Any]:
+        databases = [Database(make_settings(hostname=f"i{n}")) for n in range(2)]
+        for database in databases:
+            await database.start(wait=True)
+        try:
+            compactors = [Compactor(db, hot_seconds=600) for db in databases]
+            return list(await asyncio.gather(*(c.pass_once() for c in compactors)))
+        finally:
+            for database in databases:
+                await database.stop()
+
+    reports = asyncio.run(both())
+    assert sorted(r.locked for r in reports) == [False, True]
+    assert sum(r.units for r in reports) == windows
+    assert query(clean_database_url, "SELECT count(*) FROM metrics_chunks")[0][0] == windows
+
+
+@pytest.mark.e2e
+def test_a_running_server_compacts_on_its_own_and_says_so(tmp_path, server_env, clean_database_url):
+    old = replay(600, _start(days_ago=1) + timedelta(hours=1))
+    write(clean_database_url, old)
+    env = {
+        **server_env,
+        "PERFPULSE_STORAGE_HOT_SECONDS": "60",
+        "PERFPULSE_STORAGE_COMPACT_INTERVAL_SECONDS": "1",
+    }
+    with serve(tmp_path, env=env) as server:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            metrics = httpx.get(server.url + "/metrics").text
+            if "perfpulse_storage_compacted_snapshots_total " in metrics and (
+                f"perfpulse_storage_compacted_snapshots_total {float(sum(len(s.rows) for s in old))}"
+                in metrics
+            ):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(metrics)
+        assert "perfpulse_storage_compactor_holder 1.0" in metrics
+        assert "perfpulse_storage_compaction_lag_seconds" in metrics
+    counted = query(
+        clean_database_url,
+        "SELECT coalesce(sum(rows), 0) FROM metrics_chunks WHERE host = $1",
+        HOST,
+    )[0][0]
+    assert counted == sum(len(s.rows) for s in old)
+    plotted = {t for t in FIELDS}
+    assert plotted <= {
+        r[0]
+        for r in query(clean_database_url, "SELECT DISTINCT metric_type FROM metrics_rollup_1m")
+    }
