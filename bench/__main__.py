@@ -39,7 +39,12 @@ def main() -> None:
     parser.add_argument(
         "--database-url", help="storage: an external PostgreSQL (default: embedded)"
     )
-    parser.add_argument("--write-snapshots", type=int, default=20_000)
+    parser.add_argument(
+        "--storage-capture",
+        metavar="FILE",
+        help="storage: snapshots to replay (python -m bench capture; default: the test "
+        "fixture, 15 minutes at 1 s)",
+    )
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--query-runs", type=int, default=20)
     parser.add_argument("--perf-seconds", type=float, default=60.0)
@@ -135,7 +140,7 @@ def main() -> None:
             text = capture.report(result)
         elif name == "storage":
             result = storage.run(
-                args.database_url, args.write_snapshots, args.history_days, args.query_runs
+                args.database_url, args.storage_capture, args.history_days, args.query_runs
             )
             text = storage.report(result)
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))

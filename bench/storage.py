@@ -1,59 +1,54 @@
-"""Storage: write throughput, history query latency over 30 days, backlog drain speed.
+"""Storage: what history costs per tier on disk and in WAL, what writing and compacting
+cost, how fast history reads are with 30 days stored, and a backlog's drain.
 
-Runs against perfpulse's embedded PostgreSQL in a temporary directory (the zero-config
-default), or against `--database-url` (a database in it is created and dropped).
+Replays a capture of this machine's real snapshots (`python -m bench capture`; by default
+the test fixture, 15 minutes at 1 s) at shifted times through the real write path
+(`ingest.write_batch`, the writer's batches) and the real compactor, into perfpulse's
+embedded PostgreSQL in a temporary directory, or into databases created (and dropped) in
+`--database-url`.
+
+- density: the capture written at 1 s and (one snapshot in five) at 5 s, then compacted:
+  bytes per stored number in each tier (tables, TOAST and indexes), WAL per snapshot, and
+  a host's bytes per day: the tiers as kept against the hot tier alone kept whole (the
+  layout before tiered storage, measured in the same run).
+- queries: a day and today so far written and compacted for real, then the day copied
+  back to 30 days of chunks and minute aggregates and a year of hour aggregates; the
+  history reads the API makes (the Reader, its statement timeout, the API's bucket rule)
+  timed for every section.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
+from bench.capture import Capture
 from bench.common import machine, percentile
 from exporter.api.history import bucket_width
 from exporter.config import load_settings
 from exporter.runtime import Runtime
-from exporter.sinks.writer import to_stored
+from exporter.storage import blocks, ingest, partitions, paths, stats, tiers
 from exporter.storage import history as reads
-from exporter.storage import ingest, partitions
+from exporter.storage.compactor import Compactor
+from exporter.storage.database import Database
 from exporter.storage.embedded import EmbeddedPostgres, url_for
 from exporter.storage.fields import FIELDS
-from exporter.storage.ingest import StoredSnapshot
 from exporter.storage.migrate import migrate
 
-SEED_INSERT = (
-    'INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data) '
-    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
-)
-
-
-async def _real_snapshot() -> StoredSnapshot:
-    """One snapshot of this machine, for realistic row sizes."""
-    runtime = Runtime(load_settings(sampling_interval_seconds=1.0, hostname="bench"))
-    async with runtime.sampling_only() as sampler:
-        await sampler.sample_once()
-        await asyncio.sleep(0.2)
-        return to_stored(await sampler.sample_once())
-
-
-def _series(
-    template: StoredSnapshot, count: int, start: datetime, step: float
-) -> list[StoredSnapshot]:
-    return [
-        StoredSnapshot(
-            start + timedelta(seconds=i * step), template.host, template.rows, template.values
-        )
-        for i in range(count)
-    ]
+FIXTURE = Path(__file__).parent.parent / "tests" / "fixtures" / "snapshots-1s.jsonl.gz"
+HOST = "bench"
+DAY = timedelta(days=1)
+# Before tiered storage (bench/README.md, "fleet", 2026-11-27): one host's history a day.
+BEFORE_MB_PER_DAY = {1: 415, 5: 83}
 
 
 async def _fresh_database(admin_url: str, name: str) -> str:
@@ -72,186 +67,248 @@ async def _fresh_database(admin_url: str, name: str) -> str:
     return url
 
 
-async def _throughput(admin_url: str, template: StoredSnapshot, snapshots: int) -> dict[str, Any]:
-    """Rows per second for each way of writing, each into a fresh database."""
-    results: dict[str, Any] = {}
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    batch = _series(template, snapshots, start, 1.0)
-    rows_per_snapshot = len(template.rows)
-
-    async def timed(name: str, chunk: int, write: Any, column: str = "json") -> None:
-        url = await _fresh_database(admin_url, "perfpulse_bench_write")
-        conn = await asyncpg.connect(url)
-        try:
-            if column != "json":
-                await conn.execute(
-                    f"ALTER TABLE metrics_snapshots ALTER COLUMN metric_data TYPE {column}"
-                )
-            await partitions.ensure_partitions(conn, {s.timestamp.date() for s in batch})
-            t0 = time.perf_counter()
-            for i in range(0, len(batch), chunk):
-                await write(conn, batch[i : i + chunk])
-            elapsed = time.perf_counter() - t0
-            stored = await reads.count_rows(conn)
-        finally:
-            await conn.close()
-        assert stored == len(batch) * rows_per_snapshot, (name, stored)
-        results[name] = {
-            "rows_per_second": stored / elapsed,
-            "snapshots_per_second": len(batch) / elapsed,
-            "seconds": elapsed,
-        }
-
-    async def baseline(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
-        # The original design: a batch of 10 snapshots, one INSERT per row.
-        async with conn.transaction():
-            await conn.executemany(
-                SEED_INSERT,
-                [(s.timestamp, s.host, t, d) for s in chunk for t, d in s.rows],
-            )
-
-    async def unnest_only(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
-        async with conn.transaction():
-            await ingest.insert(conn, chunk)
-
-    async def perfpulse(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
-        await ingest.write_batch(conn, chunk)
-
-    await timed(
-        "baseline: one INSERT per row into jsonb, 10 per transaction", 10, baseline, "jsonb"
-    )
-    await timed("baseline: one INSERT per row into json, 10 per transaction", 10, baseline)
-    await timed("unnest insert, 10 snapshots per transaction", 10, unnest_only)
-    await timed("write_batch (insert + rollups), 10 per transaction", 10, perfpulse)
-
-    async def copy_only(conn: asyncpg.Connection, chunk: list[StoredSnapshot]) -> None:
-        async with conn.transaction():
-            await ingest.copy_insert(conn, chunk)
-
-    await timed("COPY via staging, 10 snapshots per transaction", 10, copy_only)
-    await timed("unnest insert, 1000 snapshots per transaction", 1000, unnest_only)
-    await timed("COPY via staging, 1000 snapshots per transaction", 1000, copy_only)
-    await timed("write_batch (insert + rollups), 1000 per transaction", 1000, perfpulse)
-    return results
+async def _wal(conn: asyncpg.Connection) -> int:
+    value: int = await conn.fetchval("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+    return value
 
 
-def _synthetic(metric_type: str, i: int, rng: random.Random) -> str:
-    """The plotted fields with plausible values (what rollups and queries read)."""
-    data: dict[str, Any] = {"available": True}
-    for _, path in FIELDS[metric_type]:
-        node = data
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = round(rng.uniform(0, 100), 3)
-    return orjson.dumps(data).decode()
-
-
-async def _history(admin_url: str, days: int, interval: float, runs: int) -> dict[str, Any]:
-    url = await _fresh_database(admin_url, "perfpulse_bench_history")
-    end = datetime.now(UTC).replace(microsecond=0)
-    start = end - timedelta(days=days)
-    count = int(days * 86400 / interval)
-    rng = random.Random(42)
-    types = list(FIELDS)
-    conn = await asyncpg.connect(url)
-    t0 = time.perf_counter()
+@contextlib.asynccontextmanager
+async def _database(url: str, tmp: str) -> AsyncIterator[Database]:
+    database = Database(load_settings(database_url=url, data_dir=Path(tmp), hostname=HOST))
+    await database.start(wait=True)
     try:
-        chunk = 2000
-        for first in range(0, count, chunk):
-            batch = [
-                StoredSnapshot(
-                    start + timedelta(seconds=i * interval),
-                    "bench",
-                    tuple((t, _synthetic(t, i, rng)) for t in types),
-                )
-                for i in range(first, min(count, first + chunk))
-            ]
-            await ingest.write_batch(conn, batch)
-        load_seconds = time.perf_counter() - t0
+        yield database
+    finally:
+        await database.stop()
+
+
+async def _write(
+    conn: asyncpg.Connection, capture: Capture, count: int, start: datetime, every: int, batch: int
+) -> float:
+    """Write `count` replayed snapshots in batches of `batch`; seconds spent in PostgreSQL
+    and the write path (replaying the capture is not counted)."""
+    spent = 0.0
+    slice_ = 20_000
+    for first in range(0, count, slice_):
+        snapshots = capture.replay(min(slice_, count - first), start, HOST, every=every, skip=first)
+        t0 = time.perf_counter()
+        for i in range(0, len(snapshots), batch):
+            await ingest.write_batch(conn, snapshots[i : i + batch])
+        spent += time.perf_counter() - t0
+    return spent
+
+
+async def _compact(database: Database, now: datetime) -> tuple[Any, float, float]:
+    """One pass compacting everything older than `now` less the hot window: the report,
+    wall seconds and this process's CPU seconds (packing runs on a worker thread)."""
+    compactor = Compactor(database, hot_seconds=600, clock=lambda: now)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    report = await compactor.pass_once(wait=True)
+    return report, time.perf_counter() - t0, time.process_time() - cpu0
+
+
+async def _density_at(admin_url: str, capture: Capture, every: int, tmp: str) -> dict[str, Any]:
+    interval = every * capture.length / len(capture.snapshots)
+    count = len(capture.snapshots) // every
+    url = await _fresh_database(admin_url, f"perfpulse_bench_density_{every}")
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - 2 * DAY
+    conn = await asyncpg.connect(url)
+    try:
+        wal0 = await _wal(conn)
+        write_seconds = await _write(conn, capture, count, start, every, 10)
+        write_wal = await _wal(conn) - wal0
         await conn.execute("VACUUM ANALYZE")
-        latencies: dict[str, dict[str, float]] = {}
-        resolution, bucket = bucket_width(start, end, 1000)
-        assert resolution == "1m"
-        for metric_type in types:
-            samples = []
-            for _ in range(runs):
-                q0 = time.perf_counter()
-                series = await reads.history_rollup(conn, "bench", metric_type, start, end, bucket)
-                samples.append(time.perf_counter() - q0)
-            assert 0 < len(series.timestamps) <= 1001, len(series.timestamps)
-            latencies[metric_type] = {
-                "p50_ms": statistics.median(samples) * 1e3,
-                "p95_ms": percentile(samples, 95) * 1e3,
-            }
-        raw = []
-        for _ in range(runs):
-            q0 = time.perf_counter()
-            await reads.history_raw(conn, "bench", "cpu", end - timedelta(hours=1), end, 3.6)
-            raw.append(time.perf_counter() - q0)
-        retention = await _retention(conn, start) if days >= 3 else None
+        hot = await stats.hot_tier(conn)
+        async with _database(url, tmp) as database:
+            wal0 = await _wal(conn)
+            report, pass_seconds, pass_cpu = await _compact(database, datetime.now(UTC))
+            compact_wal = await _wal(conn) - wal0
+        await conn.execute("VACUUM ANALYZE")
+        after = await stats.collect(conn, 600)
     finally:
         await conn.close()
+    span = count * interval  # seconds of history stored
+    per_day = 86_400 / span
+    tiers_kept = {name: after[name]["bytes"] * per_day for name in ("chunks", "minutes", "hours")}
+    tiers_kept["rollup_1m"] = after["rollup_1m"]["bytes"] * per_day
+    # The hot tier holds the window being written, the 10 minutes before it and up to a
+    # compactor interval: at most 21 minutes of snapshots.
+    hot_per_snapshot = hot["bytes"] / count
+    hot_kept = hot_per_snapshot * (21 * 60 / interval)
     return {
-        "snapshots_per_type": count,
-        "load_seconds": load_seconds,
-        "rollup_queries_30d_1000_points": latencies,
-        "retention_one_day": retention,
-        "raw_query_1h_1000_points": {
-            "p50_ms": statistics.median(raw) * 1e3,
-            "p95_ms": percentile(raw, 95) * 1e3,
+        "interval_seconds": interval,
+        "snapshots": count,
+        "hours": span / 3600,
+        "numbers_per_snapshot": after["chunks"]["numbers"] / count,
+        "hot": {
+            "bytes_per_snapshot": hot_per_snapshot,
+            "bytes_per_number": hot["bytes_per_number"],
+        },
+        "tiers": {
+            name: {
+                "bytes": after[name]["bytes"],
+                "rows": after[name]["rows"],
+                "bytes_per_number": after[name].get("bytes_per_number"),
+            }
+            for name in ("chunks", "minutes", "hours", "rollup_1m")
+        },
+        "write": {
+            "seconds": write_seconds,
+            "snapshots_per_second": count / write_seconds,
+            "wal_bytes_per_snapshot": write_wal / count,
+        },
+        "compaction": {
+            "snapshots": report.snapshots,
+            "seconds": pass_seconds,
+            "cpu_us_per_snapshot": pass_cpu / count * 1e6,
+            "wall_us_per_snapshot": pass_seconds / count * 1e6,
+            "wal_bytes_per_snapshot": compact_wal / count,
+            "hot_left_rows": after["hot"]["rows"],
+        },
+        "per_day_bytes": {
+            "tiers": sum(tiers_kept.values()) + hot_kept,
+            "of_which": {**tiers_kept, "hot": hot_kept},
+            "hot_tier_kept_whole": hot_per_snapshot * 86_400 / interval,
         },
     }
 
 
-async def _retention(conn: asyncpg.Connection, start: datetime) -> dict[str, Any]:
-    """One day of rows removed two ways: batched DELETE (day 2) vs DROP of a partition (day 3)."""
-    day2 = (start + timedelta(days=1)).date()
-    day3 = (start + timedelta(days=2)).date()
-
-    async def wal() -> int:
-        value: int = await conn.fetchval("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
-        return value
-
-    partition = partitions.partition_name(day2)
-    rows = await conn.fetchval(f"SELECT count(*) FROM {partition}")
-    w0, t0 = await wal(), time.perf_counter()
-    while True:
-        status = await conn.execute(
-            f"DELETE FROM {partition} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {partition} LIMIT 10000))"
-        )
-        if int(status.rsplit(" ", 1)[1]) == 0:
-            break
-    delete_seconds, delete_wal = time.perf_counter() - t0, await wal() - w0
-    w0, t0 = await wal(), time.perf_counter()
-    await conn.execute(f"DROP TABLE {partitions.partition_name(day3)}")
-    drop_seconds, drop_wal = time.perf_counter() - t0, await wal() - w0
+async def _density(admin_url: str, capture: Capture, tmp: str) -> dict[str, Any]:
     return {
-        "rows": rows,
-        "delete_seconds": delete_seconds,
-        "delete_wal_bytes": delete_wal,
-        "drop_seconds": drop_seconds,
-        "drop_wal_bytes": drop_wal,
+        "1s": await _density_at(admin_url, capture, 1, tmp),
+        "5s": await _density_at(admin_url, capture, 5, tmp),
     }
 
 
-async def _drain(admin_url: str, template: StoredSnapshot, backlog_seconds: int) -> dict[str, Any]:
-    """An hour of 1 s snapshots buffered during an outage, then drained."""
-    url = await _fresh_database(admin_url, "perfpulse_bench_drain")
-    with tempfile.TemporaryDirectory() as data_dir:
-        settings = load_settings(
-            database_url=url, data_dir=Path(data_dir), writer_max_buffered=backlog_seconds + 10
+async def _copy_back(conn: asyncpg.Connection, tier: tiers.Tier, day: datetime, days: int) -> int:
+    """Copy `tier`'s rows of [day, day + 1 day) to each of the `days` days before it."""
+    rows = await conn.fetch(
+        f"SELECT host, metric_type, start, rows, numbers, data FROM {tier.table} "
+        "WHERE start >= $1 AND start < $2",
+        day,
+        day + DAY,
+    )
+    await partitions.ensure(conn, tier.partitioning, [day - d * DAY for d in range(days + 1)])
+    copied = 0
+    for d in range(1, days + 1):
+        shift = d * 86_400_000_000
+        await conn.copy_records_to_table(
+            tier.table,
+            columns=["host", "metric_type", "start", "rows", "numbers", "data"],
+            records=[
+                (
+                    r["host"],
+                    r["metric_type"],
+                    r["start"] - d * DAY,
+                    r["rows"],
+                    r["numbers"],
+                    blocks.shifted(r["data"], -shift),
+                )
+                for r in rows
+            ],
         )
-        runtime = Runtime(settings, collectors=[])
-        database, writer = runtime.database, runtime.writer
-        start = datetime.now(UTC) - timedelta(seconds=backlog_seconds)
-        for snapshot in _series(template, backlog_seconds, start, 1.0):
-            writer.add(snapshot)
-        await database.start(wait=True)
+        copied += len(rows)
+    return copied
+
+
+async def _queries(
+    admin_url: str, capture: Capture, days: int, runs: int, tmp: str
+) -> dict[str, Any]:
+    url = await _fresh_database(admin_url, "perfpulse_bench_history")
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = today - DAY
+    count = int((now - yesterday).total_seconds())
+    settings = load_settings(database_url=url, data_dir=Path(tmp), hostname=HOST)
+    conn = await asyncpg.connect(url)
+    try:
+        write_seconds = await _write(conn, capture, count, yesterday, 1, 1000)
+        async with _database(url, tmp) as database:
+            report, pass_seconds, pass_cpu = await _compact(database, datetime.now(UTC))
         t0 = time.perf_counter()
-        while writer.buffered:
-            await writer.flush()
-        elapsed = time.perf_counter() - t0
-        await database.stop()
+        copied = {
+            "chunks": await _copy_back(conn, tiers.CHUNK_TIER, yesterday, days - 1),
+            "minutes": await _copy_back(conn, tiers.MINUTE_TIER, yesterday, days - 1),
+            "hours": await _copy_back(conn, tiers.HOUR_TIER, yesterday, 364),
+        }
+        copy_seconds = time.perf_counter() - t0
+        await conn.execute("VACUUM ANALYZE")
+        stored = await stats.collect(conn, settings.storage_hot_seconds)
+    finally:
+        await conn.close()
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    reader = reads.Reader(pool, settings.history_timeout_seconds)
+    raw_max = timedelta(hours=settings.history_raw_max_hours)
+    ranges = {
+        "last hour": timedelta(hours=1),
+        "24 hours": DAY,
+        f"{days} days": days * DAY,
+        "a year": 365 * DAY,
+    }
+    latencies: dict[str, dict[str, Any]] = {}
+    try:
+        for label, span in ranges.items():
+            end = datetime.now(UTC)
+            resolution, bucket = bucket_width(end - span, end, 1000, raw_max)
+            per_type = {}
+            for metric_type in FIELDS:
+                fields = {paths.render(tuple(p)): tuple(p) for _, p in FIELDS[metric_type]}
+                samples = []
+                for _ in range(runs):
+                    q0 = time.perf_counter()
+                    series = await reads.series(
+                        reader, HOST, metric_type, fields, end - span, end, resolution, bucket
+                    )
+                    samples.append(time.perf_counter() - q0)
+                filled = sum(1 for s in series.samples if s)
+                assert filled > 0.8 * len(series.timestamps) > 0, (label, metric_type, filled)
+                per_type[metric_type] = {
+                    "p50_ms": statistics.median(samples) * 1e3,
+                    "p95_ms": percentile(samples, 95) * 1e3,
+                    "buckets": len(series.timestamps),
+                }
+            latencies[label] = {
+                "resolution": resolution,
+                "bucket_seconds": bucket,
+                "types": per_type,
+            }
+    finally:
+        await pool.close()
+    return {
+        "written_snapshots": count,
+        "write_seconds": write_seconds,
+        "compaction": {
+            "snapshots": report.snapshots,
+            "seconds": pass_seconds,
+            "cpu_seconds": pass_cpu,
+        },
+        "copied_rows": copied,
+        "copy_seconds": copy_seconds,
+        "stored": {name: stored[name]["bytes"] for name in ("hot", "chunks", "minutes", "hours")},
+        "queries": latencies,
+    }
+
+
+async def _drain(
+    admin_url: str, capture: Capture, backlog_seconds: int, tmp: str
+) -> dict[str, Any]:
+    """An hour of 1 s snapshots buffered during an outage, then drained by the writer."""
+    url = await _fresh_database(admin_url, "perfpulse_bench_drain")
+    settings = load_settings(
+        database_url=url, data_dir=Path(tmp) / "drain", writer_max_buffered=backlog_seconds + 10
+    )
+    runtime = Runtime(settings, collectors=[])
+    database, writer = runtime.database, runtime.writer
+    start = datetime.now(UTC) - timedelta(seconds=backlog_seconds)
+    for snapshot in capture.replay(backlog_seconds, start, HOST):
+        writer.add(snapshot)
+    await database.start(wait=True)
+    t0 = time.perf_counter()
+    while writer.buffered:
+        await writer.flush()
+    elapsed = time.perf_counter() - t0
+    await database.stop()
     return {
         "backlog_seconds_of_data": backlog_seconds,
         "drain_seconds": elapsed,
@@ -259,75 +316,121 @@ async def _drain(admin_url: str, template: StoredSnapshot, backlog_seconds: int)
     }
 
 
-async def _run(database_url: str | None, snapshots: int, days: int, runs: int) -> dict[str, Any]:
-    template = await _real_snapshot()
+async def _run(
+    database_url: str | None, capture_path: str | None, days: int, runs: int
+) -> dict[str, Any]:
+    capture = Capture.load(capture_path or FIXTURE)
     embedded = None
-    if database_url is None:
-        directory = tempfile.mkdtemp(prefix="perfpulse-bench-")
-        embedded = EmbeddedPostgres(Path(directory))
-        admin_url = url_for(await embedded.start(), "postgres")
-    else:
-        admin_url = database_url
-    try:
-        return {
-            "machine": machine(),
-            "server": "embedded" if embedded else "external",
-            "snapshot_bytes": sum(len(d) for _, d in template.rows),
-            "write": await _throughput(admin_url, template, snapshots),
-            "history": await _history(admin_url, days, 5.0, runs),
-            "drain": await _drain(admin_url, template, 3600),
-        }
-    finally:
-        if embedded is not None:
-            await embedded.stop()
+    with tempfile.TemporaryDirectory(prefix="perfpulse-bench-") as tmp:
+        if database_url is None:
+            embedded = EmbeddedPostgres(Path(tmp) / "pg")
+            admin_url = url_for(await embedded.start(), "postgres")
+        else:
+            admin_url = database_url
+        try:
+            return {
+                "machine": machine(),
+                "date": datetime.now(UTC).date().isoformat(),
+                "server": "embedded" if embedded else "external",
+                "capture": {
+                    "file": str(capture_path or FIXTURE),
+                    "snapshots": len(capture.snapshots),
+                    "seconds": capture.length,
+                },
+                "density": await _density(admin_url, capture, tmp),
+                "history": await _queries(admin_url, capture, days, runs, tmp),
+                "drain": await _drain(admin_url, capture, 3600, tmp),
+            }
+        finally:
+            if embedded is not None:
+                await embedded.stop()
 
 
-def run(database_url: str | None, snapshots: int, days: int, runs: int) -> dict[str, Any]:
-    return asyncio.run(_run(database_url, snapshots, days, runs))
+def run(database_url: str | None, capture_path: str | None, days: int, runs: int) -> dict[str, Any]:
+    return asyncio.run(_run(database_url, capture_path, days, runs))
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:,.1f} MB"
 
 
 def report(result: dict[str, Any]) -> str:
+    c = result["capture"]
     lines = [
-        f"Machine: {result['machine']}; PostgreSQL: {result['server']}; "
-        f"one snapshot = {result['snapshot_bytes']} bytes of JSON in 6 rows",
+        f"Machine: {result['machine']}; {result['date']}; PostgreSQL: {result['server']}; "
+        f"capture: {c['snapshots']:,} snapshots over {c['seconds'] / 60:,.0f} min ({c['file']})",
         "",
-        "| write path | rows/s | snapshots/s |",
+        "| | at 1 s | at 5 s |",
         "|---|---|---|",
     ]
-    for name, r in result["write"].items():
-        lines.append(f"| {name} | {r['rows_per_second']:,.0f} | {r['snapshots_per_second']:,.0f} |")
+    d1, d5 = result["density"]["1s"], result["density"]["5s"]
+
+    def row(label: str, get: Any) -> None:
+        lines.append(f"| {label} | {get(d1)} | {get(d5)} |")
+
+    row("snapshots written (hours)", lambda d: f"{d['snapshots']:,} ({d['hours']:.2f} h)")
+    row("numbers per snapshot", lambda d: f"{d['numbers_per_snapshot']:.0f}")
+    row(
+        "hot tier, bytes per snapshot (per number)",
+        lambda d: f"{d['hot']['bytes_per_snapshot']:,.0f} ({d['hot']['bytes_per_number']:.1f})",
+    )
+    for name in ("chunks", "minutes", "hours"):
+        row(
+            f"{name}: bytes per stored number",
+            lambda d, n=name: f"{d['tiers'][n]['bytes_per_number']:.3f}",
+        )
+    row(
+        "write: snapshots/s (batches of 10)", lambda d: f"{d['write']['snapshots_per_second']:,.0f}"
+    )
+    row("write: WAL per snapshot", lambda d: f"{d['write']['wal_bytes_per_snapshot']:,.0f} B")
+    row(
+        "compaction: CPU per snapshot (perfpulse)",
+        lambda d: f"{d['compaction']['cpu_us_per_snapshot']:.0f} µs",
+    )
+    row(
+        "compaction: wall per snapshot",
+        lambda d: f"{d['compaction']['wall_us_per_snapshot']:.0f} µs",
+    )
+    row(
+        "compaction: WAL per snapshot",
+        lambda d: f"{d['compaction']['wal_bytes_per_snapshot']:,.0f} B",
+    )
+    for name in ("chunks", "minutes", "hours", "rollup_1m", "hot"):
+        row(f"a day: {name}", lambda d, n=name: _mb(d["per_day_bytes"]["of_which"][n]))
+    row("**a day, all tiers**", lambda d: f"**{_mb(d['per_day_bytes']['tiers'])}**")
+    row(
+        "a day, the hot tier kept whole (same run)",
+        lambda d: _mb(d["per_day_bytes"]["hot_tier_kept_whole"]),
+    )
+    lines.append(
+        f"| a day before tiered storage (bench/README.md, fleet) | "
+        f"{BEFORE_MB_PER_DAY[1]} MB | {BEFORE_MB_PER_DAY[5]} MB |"
+    )
     h = result["history"]
     lines += [
         "",
-        f"History: {h['snapshots_per_type']:,} snapshots per type (30 days at 5 s), loaded in "
-        f"{h['load_seconds']:.0f} s.",
+        f"History: {h['written_snapshots']:,} snapshots written in {h['write_seconds']:.1f} s "
+        f"(batches of 1,000) and compacted in {h['compaction']['seconds']:.1f} s "
+        f"({h['compaction']['cpu_seconds']:.1f} s CPU); copied back to "
+        + ", ".join(f"{n:,} {t} rows" for t, n in h["copied_rows"].items())
+        + f" in {h['copy_seconds']:.0f} s; stored: "
+        + ", ".join(f"{t} {_mb(b)}" for t, b in h["stored"].items()),
         "",
-        "| query | p50 | p95 |",
-        "|---|---|---|",
+        "| read, 1,000 points | tier | cpu p50 / p95 | worst section's p95 |",
+        "|---|---|---|---|",
     ]
-    for metric_type, q in h["rollup_queries_30d_1000_points"].items():
+    for label, q in h["queries"].items():
+        cpu = q["types"]["cpu"]
+        worst = max(q["types"].items(), key=lambda item: item[1]["p95_ms"])
         lines.append(
-            f"| {metric_type}, 30 days, 1,000 points | {q['p50_ms']:.1f} ms | {q['p95_ms']:.1f} ms |"
+            f"| {label} | {q['resolution']} ({q['bucket_seconds']:g} s buckets) | "
+            f"{cpu['p50_ms']:.1f} / {cpu['p95_ms']:.1f} ms | {worst[1]['p95_ms']:.1f} ms "
+            f"({worst[0]}) |"
         )
-    raw = h["raw_query_1h_1000_points"]
-    lines.append(
-        f"| cpu, last hour, 1,000 points (raw rows) | {raw['p50_ms']:.1f} ms | {raw['p95_ms']:.1f} ms |"
-    )
-    r = h["retention_one_day"]
-    lines += (
-        []
-        if r is None
-        else [
-            "",
-            f"Retention, one day ({r['rows']:,} rows): batched DELETE {r['delete_seconds'] * 1e3:,.0f} ms and "
-            f"{r['delete_wal_bytes'] / 2**20:,.1f} MiB of WAL; DROP of its partition {r['drop_seconds'] * 1e3:,.1f} ms "
-            f"and {r['drop_wal_bytes'] / 1024:,.1f} KiB of WAL.",
-        ]
-    )
     d = result["drain"]
     lines += [
         "",
-        f"Drain: {d['backlog_seconds_of_data']} s of 1 s snapshots written in {d['drain_seconds']:.1f} s "
-        f"= {d['times_real_time']:.0f}x real time.",
+        f"Drain: {d['backlog_seconds_of_data']} s of 1 s snapshots written in "
+        f"{d['drain_seconds']:.1f} s = {d['times_real_time']:.0f}x real time.",
     ]
     return "\n".join(lines)

@@ -149,6 +149,16 @@ def test_only_the_columns_asked_for_are_decoded():
     assert blocks.keys_of(blob) == ["a", "b", "c"]
 
 
+def test_a_shifted_block_is_the_same_block_later():
+    source = _block({"a": [1, 2, 3], "b": [4.5, None, 6.5]}, start=1_000, step=7)
+    for timestamps in ([1_000, 1_007, 1_014], [1_000, 1_007, 1_030]):
+        source.timestamps = np.array(timestamps, np.int64)
+        moved = blocks.decode(blocks.shifted(blocks.encode(source), 86_400_000_000))
+        assert moved.timestamps.tolist() == [t + 86_400_000_000 for t in timestamps]
+        assert moved.columns["b"].present.tolist() == [True, False, True]
+        assert moved.columns["a"].values.tolist() == [1, 2, 3]
+
+
 def test_constant_columns_cost_next_to_nothing():
     n = 3600
     busy = _block({f"c{i}": [0] * n for i in range(200)})

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gzip
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ import httpx
 import orjson
 import pytest
 
+from bench.capture import Capture
 from exporter.api.app import create_app
 from exporter.storage import blocks, ingest
 from exporter.storage.chunks import micros
@@ -43,48 +43,20 @@ LOSSY = 5e-6
 
 
 @functools.cache
-def _captured() -> tuple[list[tuple[float, tuple[tuple[str, str], ...]]], float, datetime]:
-    """The fixture's snapshots as (seconds from its first, rows), its length, its start."""
-    with gzip.open(FIXTURE) as file:
-        lines = [orjson.loads(line) for line in file.read().splitlines()]
-    first = datetime.fromisoformat(lines[0]["timestamp"])
-    out = [
-        (
-            (datetime.fromisoformat(line["timestamp"]) - first).total_seconds(),
-            tuple((t, d) for t, d in line["rows"]),
-        )
-        for line in lines
-    ]
-    return out, out[-1][0] + 1.0, first
+def captured() -> Capture:
+    return Capture.load(FIXTURE)
 
 
 def replay(count: int, start: datetime, host: str = HOST) -> list[StoredSnapshot]:
-    """`count` of the captured snapshots from `start`, as taken (their own spacing),
-    starting over at the end of the capture. A minute's account (processes, cgroups)
-    names its minute: that moves with the snapshot."""
-    captured, length, first = _captured()
-    snapshots = []
-    for i in range(count):
-        offset, rows = captured[i % len(captured)]
-        shift = (start - first) + timedelta(seconds=(i // len(captured)) * length)
-        at = first + shift + timedelta(seconds=offset)
-        snapshots.append(StoredSnapshot(at, host, tuple(_moved(t, d, shift) for t, d in rows)))
-    return snapshots
-
-
-def _moved(metric_type: str, text: str, shift: timedelta) -> tuple[str, str]:
-    if metric_type not in ("processes", "cgroups"):
-        return metric_type, text
-    account = orjson.loads(text)
-    account["start"] = (datetime.fromisoformat(account["start"]) + shift).isoformat()
-    return metric_type, orjson.dumps(account).decode()
+    """`count` of the captured snapshots from `start`, as taken (bench/capture.py)."""
+    return captured().replay(count, start, host)
 
 
 @functools.cache
 def _field_kinds() -> dict[str, dict[str, bool]]:
     """Every field of every section in the fixture -> whether it is always an integer."""
     kinds: dict[str, dict[str, bool]] = {}
-    for _, rows in _captured()[0]:
+    for _, rows in captured().snapshots:
         for metric_type, text in rows:
             template = Template.of(shape(orjson.loads(text))[0])
             known = kinds.setdefault(metric_type, {})

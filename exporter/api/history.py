@@ -82,13 +82,14 @@ def bucket_width(
     at_least: str = "raw",
 ) -> tuple[str, float]:
     """(resolution, seconds): "raw" for buckets under a minute over at most `raw_max`;
-    whole minutes ("1m") under an hour; whole hours ("1h") from there; never finer than
-    `at_least`."""
+    whole minutes ("1m") under half an hour; whole hours ("1h") from there (at least half
+    the points asked for, read from a day's row instead of 24 hours' rows); never finer
+    than `at_least`."""
     seconds = max((end - start).total_seconds() / points, 0.001)
     raw_allowed = raw_max is None or end - start <= raw_max
     if at_least == "raw" and seconds < ROLLUP_SECONDS and raw_allowed:
         return "raw", seconds
-    if at_least != "1h" and seconds < HOUR_SECONDS:
+    if at_least != "1h" and seconds < HOUR_SECONDS / 2:
         return "1m", float(max(1, math.ceil(seconds / ROLLUP_SECONDS)) * ROLLUP_SECONDS)
     return "1h", float(max(1, math.ceil(seconds / HOUR_SECONDS)) * HOUR_SECONDS)
 

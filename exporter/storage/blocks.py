@@ -275,15 +275,31 @@ def encode(block: Block, level: int = 6) -> bytes:
         ints[:, floating] = scaled
         present[:, floating] = shown
     headers, planes = _pack_columns(_filled_columns(ints, present))
-    parts = [ts_bytes]
-    columns = []
     masked = np.logical_not(np.all(present, axis=0))
-    for j, key in enumerate(keys):
+    if any("\n" in key for key in keys):
+        raise ValueError("a column name holds a newline")
+    # One row of six integers per column (exponent, masked, order, width, first value,
+    # first difference), so that a read of a few columns finds them with array arithmetic
+    # instead of walking every column's header.
+    table = np.zeros((len(keys), 6), "<i8")
+    table[:, 0] = exponents
+    table[:, 1] = masked
+    for j, header in enumerate(headers):
+        table[j, 2 : 2 + len(header)] = header
+    parts = [table.tobytes(), ts_bytes]
+    for j in range(len(keys)):
         if masked[j]:
             parts.append(np.packbits(present[:, j]).tobytes())
         parts.append(planes[j])
-        columns.append([key, kinds[j], exponents[j], int(masked[j]), *headers[j]])
-    meta = orjson.dumps({"n": n, "ts": ts_header, "cols": columns, "extra": block.extra})
+    meta = orjson.dumps(
+        {
+            "n": n,
+            "ts": ts_header,
+            "keys": "\n".join(keys),
+            "kinds": "".join(kinds),
+            "extra": block.extra,
+        }
+    )
     body = b"".join(parts)
     return _MAGIC + zlib.compress(struct.pack("<I", len(meta)) + meta + body, level)
 
@@ -300,33 +316,88 @@ def decode(blob: bytes, keys: Iterable[str] | None = None) -> Block:
     """The block, with every column or only `keys` (those it has)."""
     meta, buf, at = _meta(blob)
     n = meta["n"]
-    wanted = None if keys is None else set(keys)
-    timestamps, at = _unpack_ints(meta["ts"], n, buf, at)
-    columns: dict[str, Column] = {}
+    names: list[str] = meta["keys"].split("\n") if meta["keys"] else []
+    c = len(names)
+    table = np.frombuffer(buf, "<i8", count=6 * c, offset=at).reshape(c, 6).astype(np.int64)
+    timestamps, at = _unpack_ints(meta["ts"], n, buf, at + 48 * c)
+    exponents, masked, orders, widths, first, step = table.T
     mask_bytes = (n + 7) // 8
-    for key, kind, exponent, masked, *header in meta["cols"]:
-        take = wanted is None or key in wanted
-        if masked:
-            present = (
-                np.unpackbits(np.frombuffer(buf, np.uint8, mask_bytes, at), count=n).astype(bool)
-                if take
-                else None
-            )
-            at += mask_bytes
+    # Where each column's bytes start: its mask (if it has one), then `width` bytes for
+    # each difference past the first value(s).
+    sizes = masked * mask_bytes + widths * np.maximum(0, n - orders)
+    starts = at + np.concatenate((np.zeros(1, np.int64), np.cumsum(sizes)[:-1]))
+    if keys is None:
+        chosen = np.arange(c)
+    else:
+        index = dict(zip(names, range(c), strict=True))
+        chosen = np.array(sorted(index[k] for k in set(keys) if k in index), np.int64)
+    raw = np.frombuffer(buf, np.uint8)
+    present = np.ones((len(chosen), n), bool)
+    with_mask = np.flatnonzero(masked[chosen])
+    if len(with_mask):
+        spots = starts[chosen[with_mask]][:, None] + np.arange(mask_bytes)[None, :]
+        present[with_mask] = np.unpackbits(raw[spots], axis=1, count=n).astype(bool)
+    values = np.zeros((len(chosen), n), np.int64)
+    data_at = starts + masked * mask_bytes
+    pairs = np.stack((orders[chosen], widths[chosen]), axis=1)
+    for order, width in {(int(o), int(w)) for o, w in pairs}:
+        rows = np.flatnonzero((pairs[:, 0] == order) & (pairs[:, 1] == width))
+        values[rows] = _restore(
+            raw, data_at[chosen[rows]], order, width, n, first[chosen[rows]], step[chosen[rows]]
+        )
+    kinds = meta["kinds"]
+    columns: dict[str, Column] = {}
+    for r, j in enumerate(chosen.tolist()):
+        kind, exponent = kinds[j], int(exponents[j])
+        ints = values[r]
+        if kind == "i":
+            out = ints
+        elif kind == "d" or exponent < 0:
+            out = ints / 10 ** abs(exponent) if exponent else ints.astype(np.float64)
         else:
-            present = np.ones(n, bool) if take else None
-        if not take:
-            at += header[1] * max(0, n - len(header) + 2)
-            continue
-        ints, at = _unpack_ints(header, n, buf, at)
-        assert present is not None
-        columns[key] = Column(_unscale(kind, exponent, ints), present)
+            out = ints * float(10**exponent)
+        columns[names[j]] = Column(out, present[r])
     return Block(timestamps, columns, meta["extra"])
+
+
+def _restore(
+    raw: np.ndarray[Any, Any],
+    starts: np.ndarray[Any, Any],
+    order: int,
+    width: int,
+    n: int,
+    first: np.ndarray[Any, Any],
+    step: np.ndarray[Any, Any],
+) -> np.ndarray[Any, Any]:
+    """The values of several columns packed alike (same order and width), one per row."""
+    k, m = len(starts), max(0, n - order)
+    if width and m:
+        spots = starts[:, None] + np.arange(width * m)[None, :]
+        planes = raw[spots].reshape(k, width, m).transpose(0, 2, 1)
+        full = np.zeros((k, m, 8), np.uint8)
+        full[:, :, :width] = planes
+        zig = full.view("<u8").reshape(k, m).astype(np.uint64)
+        d = (zig >> np.uint64(1)).view(np.int64) ^ -(zig & np.uint64(1)).view(np.int64)
+    else:
+        d = np.zeros((k, m), np.int64)
+    if order == 2 and n >= 2:
+        d = np.concatenate((step[:, None], d), axis=1).cumsum(axis=1, dtype=np.int64)
+    out = np.concatenate((first[:, None], d), axis=1).cumsum(axis=1, dtype=np.int64)
+    return out[:, :n]
+
+
+def shifted(blob: bytes, micros: int, level: int = 6) -> bytes:
+    """The same block `micros` later: only its first timestamp changes (the rest are
+    differences). Builds long histories from a measured day without packing it again."""
+    meta, buf, at = _meta(blob)
+    meta["ts"][2] += micros
+    head = orjson.dumps(meta)
+    return _MAGIC + zlib.compress(struct.pack("<I", len(head)) + head + bytes(buf[at:]), level)
 
 
 def keys_of(blob: bytes) -> list[str]:
     meta, _, _ = _meta(blob)
-    return [c[0] for c in meta["cols"]]
+    return meta["keys"].split("\n") if meta["keys"] else []
 
 
 # --- putting blocks together ------------------------------------------------------------
@@ -361,16 +432,14 @@ def concat(blocks: list[Block], *, keep: str = "first") -> Block:
     columns = {}
     for key, integer in keys.items():
         dtype = np.int64 if integer else np.float64
+        # np.concatenate casts integers to floats where the column mixes them.
         values = np.concatenate(
-            [
-                b.columns[key].values.astype(dtype) if key in b.columns else np.zeros(b.rows, dtype)
-                for b in blocks
-            ]
+            [b.columns[key].values if key in b.columns else np.zeros(b.rows, dtype) for b in blocks]
         )
         present = np.concatenate(
             [b.columns[key].present if key in b.columns else np.zeros(b.rows, bool) for b in blocks]
         )
-        columns[key] = Column(values[pick], present[pick])
+        columns[key] = Column(values[pick].astype(dtype, copy=False), present[pick])
     return Block(timestamps[unique], columns, blocks[0].extra)
 
 

@@ -55,7 +55,7 @@ def shape(document: JSON) -> tuple[bytes, list[int | float]]:
     return orjson.dumps(template), values
 
 
-def _is_number(node: object) -> bool:
+def is_number(node: object) -> bool:
     return isinstance(node, int | float) and not isinstance(node, bool)
 
 
@@ -214,4 +214,4 @@ def extract(document: JSON, steps: tuple[Step, ...]) -> int | float | None:
             return None
         if node is None:
             return None
-    return node if _is_number(node) else None
+    return node if is_number(node) else None
