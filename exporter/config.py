@@ -329,7 +329,7 @@ class Settings(BaseSettings):
         description="Days the hour aggregates are kept.",
     )
     storage_hot_seconds: float = Field(
-        600,
+        120,
         ge=60,
         le=7 * 86400,
         description="Snapshots stay as written (one JSON row per section) this long, then "

@@ -116,11 +116,18 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def clean_database_url(database_url: str) -> str:
-    """The test run's database with every table emptied."""
+    """The test run's database with every table emptied and no partition left (a test's
+    old partitions would be another test's retention to drop)."""
 
     async def truncate() -> None:
         conn = await asyncpg.connect(database_url)
         try:
+            children = await conn.fetch(
+                "SELECT inhrelid::regclass::text AS name FROM pg_inherits "
+                "JOIN pg_class parent ON parent.oid = inhparent WHERE parent.relkind = 'p'"
+            )
+            for child in children:
+                await conn.execute(f"DROP TABLE IF EXISTS {child['name']}")
             tables = await conn.fetch(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
                 "AND tablename <> 'schema_migrations'"

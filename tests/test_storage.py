@@ -25,6 +25,7 @@ import pytest
 from bench.capture import Capture
 from exporter.api.app import create_app
 from exporter.storage import blocks, ingest
+from exporter.storage import history as reads
 from exporter.storage.chunks import micros
 from exporter.storage.compactor import Compactor
 from exporter.storage.database import Database
@@ -320,6 +321,94 @@ def test_a_late_batch_older_than_the_hot_window_is_compacted_exactly_once(
     assert stored == expected
     rows = query(clean_database_url, "SELECT count(*) FROM metrics_chunks")[0][0]
     assert rows == len(expected)  # one chunk per section for the window
+
+
+async def _series_now(url: str, resolution: str, start: datetime, end: datetime) -> Any:
+    conn = await asyncpg.connect(url)
+    try:
+        fields = {
+            "usage_percent": ("usage_percent",),
+            "times_seconds.user": ("times_seconds", "user"),
+        }
+        bucket = 60.0 if resolution == "1m" else 3600.0
+        return await reads.series(conn, HOST, "cpu", fields, start, end, resolution, bucket)
+    finally:
+        await conn.close()
+
+
+def test_days_and_months_that_are_over_are_sealed_into_one_row_and_read_the_same(
+    server_env, clean_database_url
+):
+    """The minutes of a day that is over become one row, the hours of a month that is
+    over one row; reads give what the hot rows gave; a late snapshot of a sealed month
+    goes into its row."""
+    today = _start(days_ago=0)
+    month = today.replace(day=1)
+    previous_month = (month - timedelta(days=1)).replace(day=1)
+    days = [today - timedelta(days=2), today - timedelta(days=1)]
+    days += [previous_month + timedelta(days=3), previous_month + timedelta(days=10)]
+    snapshots = []
+    for day in days:  # two hours of each day: two rows of minutes per day before sealing
+        for hour in (10, 14):
+            snapshots += replay(300, day + timedelta(hours=hour))
+    write(clean_database_url, snapshots)
+    span = (days[2], today)
+    before = {r: asyncio.run(_series_now(clean_database_url, r, *span)) for r in ("1m", "1h")}
+
+    report = cli(server_env, "compact")
+    assert report["sealed"] == 3 * len(FIELDS)  # each aggregated section's 2 days, 1 month
+    minutes = query(
+        clean_database_url,
+        "SELECT start, span, rows FROM metrics_minutes WHERE metric_type = 'cpu' ORDER BY start",
+    )
+    by_day = {r["start"]: r for r in minutes}
+    for day in days[:2]:
+        written = {
+            s.timestamp.replace(second=0, microsecond=0)
+            for s in snapshots
+            if day <= s.timestamp < day + timedelta(days=1)
+        }
+        assert by_day[day]["span"] == timedelta(days=1)
+        assert by_day[day]["rows"] == len(written)
+    hours = query(
+        clean_database_url,
+        "SELECT start, span, rows FROM metrics_hours WHERE metric_type = 'cpu' "
+        "AND start >= $1 AND start < $2",
+        previous_month,
+        month,
+    )
+    in_month = {
+        s.timestamp.replace(minute=0, second=0, microsecond=0)
+        for s in snapshots
+        if previous_month <= s.timestamp < month
+    }
+    assert [(r["start"], r["rows"]) for r in hours] == [(previous_month, len(in_month))]
+    assert hours[0]["span"] == month - previous_month
+    after = {r: asyncio.run(_series_now(clean_database_url, r, *span)) for r in ("1m", "1h")}
+    for resolution in ("1m", "1h"):
+        a, b = before[resolution], after[resolution]
+        assert a.timestamps == b.timestamps and a.samples == b.samples
+        for key in a.avg:
+            for x, y in zip(a.avg[key] + a.max[key], b.avg[key] + b.max[key], strict=True):
+                assert _close(x, y, 100.0, False), (resolution, key, x, y)
+
+    late = replay(60, days[2] + timedelta(hours=16))
+    write(clean_database_url, late)
+    assert cli(server_env, "compact")["snapshots"] == sum(len(s.rows) for s in late)
+    hours = query(
+        clean_database_url,
+        "SELECT start, rows FROM metrics_hours WHERE metric_type = 'cpu' "
+        "AND start >= $1 AND start < $2",
+        previous_month,
+        month,
+    )
+    assert [(r["start"], r["rows"]) for r in hours] == [(previous_month, len(in_month) + 1)]
+    series = asyncio.run(
+        _series_now(
+            clean_database_url, "1h", days[2] + timedelta(hours=16), days[2] + timedelta(hours=17)
+        )
+    )
+    assert series.samples == [60]
 
 
 def test_two_instances_on_one_database_compact_once(make_settings, clean_database_url):

@@ -19,6 +19,7 @@ previous value (a zero difference) and are marked in a bitmap.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -312,11 +313,19 @@ def _meta(blob: bytes) -> tuple[dict[str, Any], memoryview, int]:
     return orjson.loads(raw[4 : 4 + length]), memoryview(raw), 4 + length
 
 
+@functools.lru_cache(maxsize=512)
+def _layout(joined: str) -> tuple[list[str], dict[str, int]]:
+    """A block's column names and their positions. Blocks of one host's section mostly
+    share their columns: the split and the index are made once per distinct set."""
+    names = joined.split("\n") if joined else []
+    return names, dict(zip(names, range(len(names)), strict=True))
+
+
 def decode(blob: bytes, keys: Iterable[str] | None = None) -> Block:
     """The block, with every column or only `keys` (those it has)."""
     meta, buf, at = _meta(blob)
     n = meta["n"]
-    names: list[str] = meta["keys"].split("\n") if meta["keys"] else []
+    names, index = _layout(meta["keys"])
     c = len(names)
     table = np.frombuffer(buf, "<i8", count=6 * c, offset=at).reshape(c, 6).astype(np.int64)
     timestamps, at = _unpack_ints(meta["ts"], n, buf, at + 48 * c)
@@ -329,61 +338,72 @@ def decode(blob: bytes, keys: Iterable[str] | None = None) -> Block:
     if keys is None:
         chosen = np.arange(c)
     else:
-        index = dict(zip(names, range(c), strict=True))
-        chosen = np.array(sorted(index[k] for k in set(keys) if k in index), np.int64)
+        chosen = np.array(sorted({index[k] for k in keys if k in index}), np.int64)
     raw = np.frombuffer(buf, np.uint8)
     present = np.ones((len(chosen), n), bool)
     with_mask = np.flatnonzero(masked[chosen])
     if len(with_mask):
         spots = starts[chosen[with_mask]][:, None] + np.arange(mask_bytes)[None, :]
         present[with_mask] = np.unpackbits(raw[spots], axis=1, count=n).astype(bool)
-    values = np.zeros((len(chosen), n), np.int64)
-    data_at = starts + masked * mask_bytes
-    pairs = np.stack((orders[chosen], widths[chosen]), axis=1)
-    for order, width in {(int(o), int(w)) for o, w in pairs}:
-        rows = np.flatnonzero((pairs[:, 0] == order) & (pairs[:, 1] == width))
-        values[rows] = _restore(
-            raw, data_at[chosen[rows]], order, width, n, first[chosen[rows]], step[chosen[rows]]
-        )
-    kinds = meta["kinds"]
-    columns: dict[str, Column] = {}
-    for r, j in enumerate(chosen.tolist()):
-        kind, exponent = kinds[j], int(exponents[j])
-        ints = values[r]
-        if kind == "i":
-            out = ints
-        elif kind == "d" or exponent < 0:
-            out = ints / 10 ** abs(exponent) if exponent else ints.astype(np.float64)
-        else:
-            out = ints * float(10**exponent)
-        columns[names[j]] = Column(out, present[r])
+    picked = chosen
+    values = _restore(
+        raw,
+        (starts + masked * mask_bytes)[picked],
+        orders[picked],
+        widths[picked],
+        n,
+        first[picked],
+        step[picked],
+    )
+    # Back to what was stored: integers as they are, the rest divided (or multiplied) by
+    # their power of ten, all rows at once.
+    kinds = np.frombuffer(meta["kinds"].encode(), "S1")[chosen]
+    power = exponents[chosen]
+    scaled = values / (10.0 ** np.abs(power))[:, None]
+    up = (kinds == b"q") & (power > 0)
+    if up.any():
+        scaled[up] = values[up] * (10.0 ** power[up])[:, None]
+    integer = (kinds == b"i").tolist()
+    columns = {
+        names[j]: Column(values[r] if integer[r] else scaled[r], present[r])
+        for r, j in enumerate(chosen.tolist())
+    }
     return Block(timestamps, columns, meta["extra"])
 
 
 def _restore(
     raw: np.ndarray[Any, Any],
     starts: np.ndarray[Any, Any],
-    order: int,
-    width: int,
+    orders: np.ndarray[Any, Any],
+    widths: np.ndarray[Any, Any],
     n: int,
     first: np.ndarray[Any, Any],
     step: np.ndarray[Any, Any],
 ) -> np.ndarray[Any, Any]:
-    """The values of several columns packed alike (same order and width), one per row."""
-    k, m = len(starts), max(0, n - order)
-    if width and m:
-        spots = starts[:, None] + np.arange(width * m)[None, :]
-        planes = raw[spots].reshape(k, width, m).transpose(0, 2, 1)
-        full = np.zeros((k, m, 8), np.uint8)
-        full[:, :, :width] = planes
-        zig = full.view("<u8").reshape(k, m).astype(np.uint64)
-        d = (zig >> np.uint64(1)).view(np.int64) ^ -(zig & np.uint64(1)).view(np.int64)
-    else:
-        d = np.zeros((k, m), np.int64)
-    if order == 2 and n >= 2:
-        d = np.concatenate((step[:, None], d), axis=1).cumsum(axis=1, dtype=np.int64)
-    out = np.concatenate((first[:, None], d), axis=1).cumsum(axis=1, dtype=np.int64)
-    return out[:, :n]
+    """The values of several columns, one per row, all at once: each column's byte
+    planes gathered into eight (the planes past its width read as zeros), zigzag undone,
+    then its differences added up from its first value (twice for second differences)."""
+    k = len(starts)
+    if n == 0 or k == 0:
+        return np.zeros((k, n), np.int64)
+    m = n - 1
+    counts = np.maximum(0, n - orders)  # differences stored per column
+    plane = np.arange(8)[None, :, None]
+    i = np.arange(m)[None, None, :]
+    valid = (plane < widths[:, None, None]) & (i < counts[:, None, None])
+    spots = starts[:, None, None] + plane * counts[:, None, None] + i
+    gathered = raw[np.where(valid, spots, 0)] * valid  # (k, 8, m): bytes by plane
+    zig = np.ascontiguousarray(gathered.transpose(0, 2, 1)).view("<u8").reshape(k, m)
+    zig = zig.astype(np.uint64)
+    d = (zig >> np.uint64(1)).view(np.int64) ^ -(zig & np.uint64(1)).view(np.int64)
+    second = np.flatnonzero(orders == 2)
+    if len(second) and n >= 2:
+        inner = np.concatenate((step[second, None], d[second, : n - 2]), axis=1)
+        d[second] = inner.cumsum(axis=1, dtype=np.int64)
+    out: np.ndarray[Any, Any] = np.concatenate((first[:, None], d), axis=1).cumsum(
+        axis=1, dtype=np.int64
+    )
+    return out
 
 
 def shifted(blob: bytes, micros: int, level: int = 6) -> bytes:

@@ -138,6 +138,7 @@ class PassReport:
     snapshots: int = 0
     dropped: list[str] = field(default_factory=list)
     waiting: int = 0  # partitions left for a later pass (late rows, a lock not granted)
+    sealed: int = 0  # days of minutes and months of hours merged into one row
     seconds: float = 0.0
 
 
@@ -218,17 +219,21 @@ class Compactor:
             self.holder = report.locked
             if report.locked:
                 await self._compact(conn, report)
+                for tier in (tiers.MINUTE_TIER, tiers.HOUR_TIER):
+                    report.sealed += await self.seal(conn, tier)
                 self.last_success = time.time()
         finally:
             await conn.close()  # and with it the lock
         report.seconds = time.perf_counter() - started
-        if report.units or report.dropped:
+        if report.units or report.dropped or report.sealed:
             log.info(
-                "compacted %d snapshots (%d chunks) in %.1fs; dropped %s",
+                "compacted %d snapshots (%d chunks) in %.1fs; dropped %s; sealed %d days "
+                "of minutes and months of hours",
                 report.snapshots,
                 report.units,
                 report.seconds,
                 ", ".join(report.dropped) or "no hot partition",
+                report.sealed,
             )
         return report
 
@@ -304,11 +309,17 @@ class Compactor:
         await partitions.ensure(conn, tiers.HOUR_TIER.partitioning, [day])
         documents = [(micros(row["timestamp"]), row["data"]) for row in rows]
         async with conn.transaction():
-            old_chunk = await tiers.locked(conn, tiers.CHUNK_TIER, host, metric_type, window)
-            old_minutes = await tiers.locked(conn, tiers.MINUTE_TIER, host, metric_type, hour)
-            old_hours = await tiers.locked(conn, tiers.HOUR_TIER, host, metric_type, day)
+            old_chunk = await tiers.holding(conn, tiers.CHUNK_TIER, host, metric_type, window)
+            old_minutes = await tiers.holding(conn, tiers.MINUTE_TIER, host, metric_type, hour)
+            old_hours = await tiers.holding(conn, tiers.HOUR_TIER, host, metric_type, day)
             packed = await asyncio.to_thread(
-                pack, metric_type, window, documents, old_chunk, old_minutes, old_hours
+                pack,
+                metric_type,
+                window,
+                documents,
+                None if old_chunk is None else old_chunk.data,
+                None if old_minutes is None else old_minutes.data,
+                None if old_hours is None else old_hours.data,
             )
             await tiers.store(
                 conn,
@@ -320,16 +331,19 @@ class Compactor:
                 packed.numbers,
                 packed.chunk,
             )
+            # Into the row that holds the hour (the day) if there is one: a late snapshot
+            # of a day or month already sealed goes into its sealed row.
             if packed.minutes is not None:
                 await tiers.store(
                     conn,
                     tiers.MINUTE_TIER,
                     host,
                     metric_type,
-                    hour,
+                    hour if old_minutes is None else old_minutes.start,
                     packed.minute_rows,
                     packed.minute_numbers,
                     packed.minutes,
+                    None if old_minutes is None else old_minutes.span,
                 )
             if packed.hours is not None:
                 await tiers.store(
@@ -337,13 +351,36 @@ class Compactor:
                     tiers.HOUR_TIER,
                     host,
                     metric_type,
-                    day,
+                    day if old_hours is None else old_hours.start,
                     packed.hour_rows,
                     packed.hour_numbers,
                     packed.hours,
+                    None if old_hours is None else old_hours.span,
                 )
             await tiers.store_rollups(conn, host, metric_type, packed.rollups)
         return len(rows)
+
+    async def seal(self, conn: asyncpg.Connection, tier: tiers.Tier, back: int = 2) -> int:
+        """Merge the rows of each day (minutes) or month (hours) that is over, and that
+        the compactor has passed, into one row. Looks `back` days (months): a unit left
+        unsealed past that (a host's backlog written weeks late) is read as it is."""
+        assert tier.sealed is not None
+        calendar = tier.sealed
+        until = calendar.start_of(self._clock() - self.hot - WINDOW)
+        since = until
+        for _ in range(back):
+            since = calendar.start_of(since - timedelta(days=1))
+        sealed = 0
+        for host, metric_type, start in await tiers.unsealed(conn, tier, since, until):
+            end = calendar.end_of(start)
+            async with conn.transaction():
+                found = await tiers.rows_of(conn, tier, host, metric_type, start, end)
+                if not found:
+                    continue
+                rows, numbers, data = await asyncio.to_thread(_merged, found)
+                await tiers.replace(conn, tier, host, metric_type, start, end, rows, numbers, data)
+            sealed += 1
+        return sealed
 
     async def _drop(self, conn: asyncpg.Connection, partition: str, compacted: int) -> bool:
         """Drop the hot partition if it holds exactly the rows compacted."""
@@ -365,6 +402,12 @@ class Compactor:
             log.info("%s: busy, dropped at the next pass", partition)
             return False
         return True
+
+
+def _merged(found: Sequence[bytes]) -> tuple[int, int, bytes]:
+    """Several rows' blocks as one: (rows, numbers, encoded)."""
+    merged = blocks.concat([blocks.decode(blob) for blob in found])
+    return merged.rows, merged.numbers(), blocks.encode(merged)
 
 
 class CompactorCollector(Collector):

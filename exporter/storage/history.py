@@ -41,6 +41,7 @@ from exporter.storage.paths import Step
 # Buckets start at whole multiples of their width from here, whatever the range asked:
 # the same data always lands in the same buckets.
 BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+ORIGIN_US = micros(BUCKET_ORIGIN)
 RESOLUTIONS = ("raw", "1m", "1h")
 # Decoding is CPU work: past this many blocks a read decodes on a worker thread.
 INLINE_BLOCKS = 8
@@ -198,15 +199,20 @@ def _series(buckets: Block, keys: Sequence[str], resolution: str, bucket_seconds
         col = buckets.columns.get(agg(key, aggregate_name))
         if col is None:
             return [None] * buckets.rows
-        out = col.values.astype(np.float64).tolist()
-        return [v if p else None for v, p in zip(out, col.present.tolist(), strict=True)]
+        out = col.values.astype(np.float64).astype(object)
+        out[~col.present] = None
+        listed: list[float | None] = out.tolist()
+        return listed
 
     samples = buckets.columns.get(SAMPLES)
     return Series(
         resolution,
         bucket_seconds,
-        [moment(int(ts)) for ts in buckets.timestamps],
-        [] if samples is None else [int(v) for v in samples.values],
+        [
+            BUCKET_ORIGIN + timedelta(microseconds=us - ORIGIN_US)
+            for us in buckets.timestamps.tolist()
+        ],
+        [] if samples is None else samples.values.astype(np.int64).tolist(),
         {key: values(key, "avg") for key in keys},
         {key: values(key, "max") for key in keys},
         {key: values(key, "min") for key in keys},

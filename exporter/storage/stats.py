@@ -61,10 +61,11 @@ async def hot_tier(conn: Any) -> dict[str, Any]:
 
 
 async def compacted_tier(conn: Any, tier: tiers.Tier) -> dict[str, Any]:
+    span = tiers.span_sql(tier)
     row = await conn.fetchrow(
         f"SELECT count(*) AS rows, coalesce(sum(numbers), 0)::bigint AS numbers, "  # noqa: S608
         f"coalesce(sum(rows), 0)::bigint AS snapshots, min(start) AS oldest, "
-        f"max(start) AS newest FROM {tier.table}"
+        f"max(start + {span}) AS newest FROM {tier.table}"
     )
     size = await _bytes(conn, tier.table)
     return {
@@ -73,7 +74,7 @@ async def compacted_tier(conn: Any, tier: tiers.Tier) -> dict[str, Any]:
         "numbers": row["numbers"],
         "bytes_per_number": _per_number(size, row["numbers"]),
         "oldest": row["oldest"],
-        "newest": None if row["newest"] is None else row["newest"] + tier.span,
+        "newest": row["newest"],
         "spans": row["snapshots"],
     }
 

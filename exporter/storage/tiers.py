@@ -23,36 +23,63 @@ from exporter.storage.partitions import CHUNKS, EPOCH, HOURS, MINUTES, WINDOW, P
 
 @dataclass(frozen=True, slots=True)
 class Tier:
+    """`span` is what a row covers when written; a tier that is `sealed` by day or month
+    has its rows of a day (month) that is over merged into one row for it, so that a long
+    read decodes a few large blocks instead of many small ones."""
+
     name: str
     partitioning: Partitioning
-    span: timedelta  # what one row covers
+    span: timedelta
+    sealed: Partitioning | None = None
 
     @property
     def table(self) -> str:
         return self.partitioning.table
+
+    @property
+    def longest(self) -> timedelta:
+        """The longest time a row can cover."""
+        if self.sealed is None:
+            return self.span
+        return timedelta(days=31) if self.sealed.unit == "month" else timedelta(days=1)
 
     def start_of(self, ts: datetime) -> datetime:
         return ts - (ts - EPOCH) % self.span
 
 
 CHUNK_TIER = Tier("chunks", CHUNKS, WINDOW)
-MINUTE_TIER = Tier("minutes", MINUTES, timedelta(hours=1))
-HOUR_TIER = Tier("hours", HOURS, timedelta(days=1))
+MINUTE_TIER = Tier("minutes", MINUTES, timedelta(hours=1), Partitioning("day", "day"))
+HOUR_TIER = Tier("hours", HOURS, timedelta(days=1), Partitioning("month", "month"))
 TIERS = (CHUNK_TIER, MINUTE_TIER, HOUR_TIER)
 
 
-async def locked(
-    conn: asyncpg.Connection, tier: Tier, host: str, metric_type: str, start: datetime
-) -> bytes | None:
-    """The stored block, locked until the transaction ends (or None)."""
-    data: bytes | None = await conn.fetchval(
-        f"SELECT data FROM {tier.table} WHERE host = $1 AND metric_type = $2 AND start = $3 "  # noqa: S608
-        "FOR UPDATE",
+@dataclass(frozen=True, slots=True)
+class Stored:
+    start: datetime
+    span: timedelta
+    data: bytes
+
+
+def span_sql(tier: Tier) -> str:
+    """The SQL for what a row covers."""
+    return "span" if tier.sealed is not None else f"interval '{int(tier.span.total_seconds())} s'"
+
+
+async def holding(
+    conn: asyncpg.Connection, tier: Tier, host: str, metric_type: str, moment: datetime
+) -> Stored | None:
+    """The row that covers `moment` (its own, or the day's or month's it was sealed
+    into), locked until the transaction ends; or None."""
+    row = await conn.fetchrow(
+        f"SELECT start, {span_sql(tier)} AS span, data FROM {tier.table} "  # noqa: S608
+        "WHERE host = $1 AND metric_type = $2 AND start <= $3 AND start > $3::timestamptz - $4::interval "
+        f"AND start + {span_sql(tier)} > $3 ORDER BY start DESC LIMIT 1 FOR UPDATE",
         host,
         metric_type,
-        start,
+        moment,
+        tier.longest,
     )
-    return data
+    return None if row is None else Stored(row["start"], row["span"], row["data"])
 
 
 async def store(
@@ -64,14 +91,32 @@ async def store(
     rows: int,
     numbers: int,
     data: bytes,
+    span: timedelta | None = None,
 ) -> None:
+    """Write a row (replacing the one that starts at `start`); `span` defaults to the
+    tier's."""
+    if tier.sealed is None:
+        await conn.execute(
+            f"INSERT INTO {tier.table} (host, metric_type, start, rows, numbers, data) "  # noqa: S608
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (host, metric_type, start) DO UPDATE "
+            "SET rows = excluded.rows, numbers = excluded.numbers, data = excluded.data",
+            host,
+            metric_type,
+            start,
+            rows,
+            numbers,
+            data,
+        )
+        return
     await conn.execute(
-        f"INSERT INTO {tier.table} (host, metric_type, start, rows, numbers, data) "  # noqa: S608
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (host, metric_type, start) DO UPDATE "
-        "SET rows = excluded.rows, numbers = excluded.numbers, data = excluded.data",
+        f"INSERT INTO {tier.table} (host, metric_type, start, span, rows, numbers, data) "  # noqa: S608
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (host, metric_type, start) DO UPDATE "
+        "SET span = excluded.span, rows = excluded.rows, numbers = excluded.numbers, "
+        "data = excluded.data",
         host,
         metric_type,
         start,
+        span or tier.span,
         rows,
         numbers,
         data,
@@ -84,13 +129,74 @@ async def blobs(
     """The blocks of `tier` that hold any time in [start, end), oldest first."""
     rows = await db.fetch(
         f"SELECT data FROM {tier.table} WHERE host = $1 AND metric_type = $2 "  # noqa: S608
-        "AND start > $3 AND start < $4 ORDER BY start",
+        f"AND start > $3::timestamptz - $5::interval AND start + {span_sql(tier)} > $3 AND start < $4 "
+        "ORDER BY start",
         host,
         metric_type,
-        start - tier.span,
+        start,
+        end,
+        tier.longest,
+    )
+    return [row["data"] for row in rows]
+
+
+async def unsealed(
+    conn: asyncpg.Connection, tier: Tier, since: datetime, until: datetime
+) -> list[tuple[str, str, datetime]]:
+    """(host, metric_type, day or month) of rows in [since, until) not sealed yet."""
+    assert tier.sealed is not None
+    rows = await conn.fetch(
+        f"SELECT DISTINCT host, metric_type, start FROM {tier.table} "  # noqa: S608
+        "WHERE start >= $1 AND start < $2 AND span = $3::interval",
+        since,
+        until,
+        tier.span,
+    )
+    found = {(r["host"], r["metric_type"], tier.sealed.start_of(r["start"])) for r in rows}
+    return sorted(found, key=lambda item: (item[2], item[0], item[1]))
+
+
+async def rows_of(
+    conn: asyncpg.Connection,
+    tier: Tier,
+    host: str,
+    metric_type: str,
+    start: datetime,
+    end: datetime,
+) -> list[bytes]:
+    """The blocks of rows starting in [start, end), locked until the transaction ends."""
+    rows = await conn.fetch(
+        f"SELECT data FROM {tier.table} WHERE host = $1 AND metric_type = $2 "  # noqa: S608
+        "AND start >= $3 AND start < $4 ORDER BY start FOR UPDATE",
+        host,
+        metric_type,
+        start,
         end,
     )
     return [row["data"] for row in rows]
+
+
+async def replace(
+    conn: asyncpg.Connection,
+    tier: Tier,
+    host: str,
+    metric_type: str,
+    start: datetime,
+    end: datetime,
+    rows: int,
+    numbers: int,
+    data: bytes,
+) -> None:
+    """The rows starting in [start, end) replaced by one covering all of it."""
+    await conn.execute(
+        f"DELETE FROM {tier.table} WHERE host = $1 AND metric_type = $2 "  # noqa: S608
+        "AND start >= $3 AND start < $4",
+        host,
+        metric_type,
+        start,
+        end,
+    )
+    await store(conn, tier, host, metric_type, start, rows, numbers, data, end - start)
 
 
 async def newest(db: Any, tier: Tier, host: str) -> list[tuple[str, bytes]]:

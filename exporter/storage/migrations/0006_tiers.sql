@@ -18,7 +18,8 @@ CREATE TABLE metrics_chunks (
 ) PARTITION BY RANGE (start);
 
 -- Minute aggregates (avg, min, max, last and count of every number), one row per host,
--- section and hour; kept PERFPULSE_RETENTION_MINUTES_DAYS.
+-- section and hour, and once a day is over one row for the whole day (`span`: what the row
+-- covers); kept PERFPULSE_RETENTION_MINUTES_DAYS.
 CREATE TABLE metrics_minutes (
     host        text        NOT NULL,
     metric_type text        NOT NULL,
@@ -26,10 +27,12 @@ CREATE TABLE metrics_minutes (
     rows        integer     NOT NULL,
     numbers     integer     NOT NULL,
     data        bytea       NOT NULL,
+    span        interval    NOT NULL DEFAULT interval '1 hour',
     PRIMARY KEY (host, metric_type, start)
 ) PARTITION BY RANGE (start);
 
--- Hour aggregates, one row per host, section and day; kept PERFPULSE_RETENTION_HOURS_DAYS.
+-- Hour aggregates, one row per host, section and day, and once a month is over one row for
+-- the whole month; kept PERFPULSE_RETENTION_HOURS_DAYS.
 CREATE TABLE metrics_hours (
     host        text        NOT NULL,
     metric_type text        NOT NULL,
@@ -37,6 +40,7 @@ CREATE TABLE metrics_hours (
     rows        integer     NOT NULL,
     numbers     integer     NOT NULL,
     data        bytea       NOT NULL,
+    span        interval    NOT NULL DEFAULT interval '1 day',
     PRIMARY KEY (host, metric_type, start)
 ) PARTITION BY RANGE (start);
 
