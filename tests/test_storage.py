@@ -24,7 +24,7 @@ import pytest
 
 from bench.capture import Capture
 from exporter.api.app import create_app
-from exporter.storage import blocks, ingest
+from exporter.storage import blocks, ingest, partitions
 from exporter.storage import history as reads
 from exporter.storage.chunks import micros
 from exporter.storage.compactor import Compactor
@@ -409,6 +409,33 @@ def test_days_and_months_that_are_over_are_sealed_into_one_row_and_read_the_same
         )
     )
     assert series.samples == [60]
+
+
+async def _legacy_partition(url: str, day: datetime) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await partitions.ensure(conn, partitions.LEGACY_HOT, [day])
+    finally:
+        await conn.close()
+
+
+def test_history_from_before_tiered_storage_is_compacted_and_its_daily_partition_goes(
+    server_env, clean_database_url
+):
+    """A daily hot partition as databases migrated from before 0006 hold: its snapshots
+    end up in chunks, once each, and the partition is dropped."""
+    day = _start(days_ago=3)
+    asyncio.run(_legacy_partition(clean_database_url, day))
+    old = replay(1200, day + timedelta(hours=7, minutes=5))
+    write(clean_database_url, old)  # into the daily partition: no 10-minute one is made
+    legacy = partitions.LEGACY_HOT.name(day)
+    held = query(clean_database_url, f"SELECT count(*) FROM {legacy}")[0][0]
+    assert held == sum(len(s.rows) for s in old)
+
+    report = cli(server_env, "compact")
+    assert legacy in report["dropped"]
+    assert query(clean_database_url, "SELECT count(*) FROM metrics_snapshots")[0][0] == 0
+    assert _chunk_timestamps(clean_database_url) == _expected_timestamps(old)
 
 
 def test_two_instances_on_one_database_compact_once(make_settings, clean_database_url):
