@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import websockets
 
@@ -43,11 +44,27 @@ BURNER = NAMED.format(name="ppburner") + (
     "[t.start() for t in threads]\n"
     "[t.join() for t in threads]\n"
 )
-HOG = NAMED.format(name="pphog") + (
-    "import time\nblock = bytearray(256 << 20)\n"
-    "for i in range(0, len(block), 4096): block[i] = 1\n"  # touched: resident
-    "time.sleep(600)\n"
-)
+
+
+def _hog() -> str:
+    """A process resident in more memory than any other on the machine (at least
+    256 MiB; the test run itself may hold more)."""
+    largest = max(
+        (
+            p.info["memory_info"].rss
+            for p in psutil.process_iter(["memory_info"])
+            if p.info["memory_info"] is not None
+        ),
+        default=0,
+    )
+    size = max(256 << 20, largest + (128 << 20))
+    return NAMED.format(name="pphog") + (
+        f"import time\nblock = bytearray({size})\n"
+        "for i in range(0, len(block), 4096): block[i] = 1\n"  # touched: resident
+        "time.sleep(600)\n"
+    )
+
+
 WRITER = NAMED.format(name="ppwriter") + (
     "import os, sys, time\nchunk = b'w' * (1 << 20)\n"
     "with open(sys.argv[1], 'wb') as f:\n"
@@ -137,7 +154,7 @@ def test_the_busy_are_named_first_live_and_in_metrics(tmp_path, server_env):
             reported = [p["cpu_percent"] for p in window if p and p["cpu_percent"] is not None]
 
         # Memory and disk writes: first by theirs within seconds (each triggers a scan).
-        with running(HOG), running(WRITER, str(tmp_path / "written")):
+        with running(_hog()), running(WRITER, str(tmp_path / "written")):
             hog = follower.wait_for(lambda s: first_by(s, "rss_bytes") == "pphog", 15)
             writer = follower.wait_for(
                 lambda s: first_by(s, "write_bytes_per_second") == "ppwriter", 15
@@ -254,7 +271,7 @@ def test_the_whole_process_table_on_demand(tmp_path, server_env):
     `limit`, only with a token; a bad parameter is a 422 that names it."""
     asyncio.run(add_user(server_env["PERFPULSE_DATABASE_URL"]))
     env = {**server_env, "PERFPULSE_PROCESSES_SCAN_SECONDS": "1"}
-    with serve(tmp_path, "--interval", "0.5", env=env) as server, running(HOG):
+    with serve(tmp_path, "--interval", "0.5", env=env) as server, running(_hog()):
         headers = {"Authorization": f"Bearer {token_for()}"}
         url = server.url + "/api/processes"
         deadline = time.monotonic() + 15
