@@ -30,12 +30,13 @@ import random
 import resource
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import numpy as np
 import orjson
 import psutil
 
@@ -45,7 +46,10 @@ from exporter.runtime import Runtime
 from exporter.sampler import Snapshot
 from exporter.sinks.relay import publish_args, publish_sql
 from exporter.sinks.writer import to_stored
-from exporter.storage import ingest
+from exporter.storage import blocks, ingest, partitions, paths
+from exporter.storage.aggregates import MINUTE_US, aggregate
+from exporter.storage.blocks import Block, column
+from exporter.storage.chunks import micros
 from exporter.storage.database import TransactionPooledConnection
 from exporter.storage.embedded import url_for
 from exporter.storage.fields import FIELDS
@@ -60,11 +64,12 @@ BATCH = 10  # PERFPULSE_BATCH_SIZE's default
 MAX_AGE = 5.0  # PERFPULSE_BATCH_MAX_AGE_SECONDS's default: at 1 s, flushes of ~5
 DRAIN = 1000  # PERFPULSE_WRITER_DRAIN_BATCH's default
 WATCHED = "sim-00001"
-# What history takes on disk: the snapshot partitions and the minute rollups, with their
+# What history takes on disk: every tier's partitions and the minute rollups, with their
 # indexes and TOAST (not live_snapshots, one row per host, nor WAL).
 HISTORY_BYTES = """
 SELECT sum(pg_total_relation_size(oid)) FROM pg_class
-WHERE relkind = 'r' AND (relname LIKE 'metrics\\_snapshots\\_p%' OR relname = 'metrics_rollup_1m')
+WHERE relkind = 'r' AND (relname ~ '^metrics_(snapshots|chunks|minutes|hours)_p[0-9]+$'
+                         OR relname = 'metrics_rollup_1m')
 """
 DASHBOARD = Path(__file__).parent.parent / "exporter" / "dashboard"
 # PgBouncer's connections to PostgreSQL, for every agent.
@@ -290,27 +295,43 @@ def _clients(
 
 
 async def _prefill_history(url: str, hosts: int, started: datetime) -> float:
-    """24 h of minute rollups for every host (what a 24 h history query reads), ending
-    where the run begins; returns the seconds it took."""
+    """24 h of the cpu section's minute aggregates for every host (what a 24 h history
+    query reads: one row an hour, as the compactor leaves them), ending where the run
+    begins; returns the seconds it took."""
     began = time.perf_counter()
+    first = started.replace(minute=0, second=0, microsecond=0) - timedelta(hours=24)
+    rng = random.Random(1)
+    seconds = np.arange(3600, dtype=np.int64) * 1_000_000 + micros(first)
+    hour = Block(
+        seconds,
+        {
+            paths.render(tuple(path)): column([round(rng.uniform(0, 100), 2) for _ in range(3600)])
+            for _, path in FIELDS["cpu"]
+        },
+    )
+    minutes = aggregate(hour, MINUTE_US)
+    blob, rows, numbers = blocks.encode(minutes), minutes.rows, minutes.numbers()
+    records = [
+        (
+            f"sim-{h:05d}",
+            "cpu",
+            first + timedelta(hours=k),
+            rows,
+            numbers,
+            blocks.shifted(blob, k * 3_600_000_000),
+        )
+        for k in range(24)
+        for h in range(1, hosts + 1)
+    ]
     conn = await asyncpg.connect(url)
     try:
-        width = len(FIELDS["cpu"])
-        await conn.execute(
-            f"""
-            INSERT INTO metrics_rollup_1m (host, metric_type, bucket, samples, counts, sums, maxes)
-            SELECT 'sim-' || lpad(h::text, 5, '0'), 'cpu', b, 60,
-                   array_fill(60, ARRAY[{width}]),
-                   array_fill((random() * 3000)::float8, ARRAY[{width}]),
-                   array_fill((random() * 100)::float8, ARRAY[{width}])
-            FROM generate_series(1, $1) AS h,
-                 generate_series($2::timestamptz - interval '24 hours',
-                                 $2::timestamptz - interval '1 minute', interval '1 minute') AS b
-            """,
-            hosts,
-            started.replace(second=0, microsecond=0),
+        await partitions.ensure(conn, partitions.MINUTES, [first, started])
+        await conn.copy_records_to_table(
+            "metrics_minutes",
+            columns=["host", "metric_type", "start", "rows", "numbers", "data"],
+            records=records,
         )
-        await conn.execute("VACUUM ANALYZE metrics_rollup_1m")
+        await conn.execute("VACUUM ANALYZE metrics_minutes")
         # The prefill's WAL would otherwise be checkpointed inside the measured window.
         await conn.execute("CHECKPOINT")
     finally:

@@ -4,7 +4,7 @@
 1. slow bodies: 3,000 requests announcing a 10,000-byte body that never comes, from eight
    loopback addresses, reopened as the server closes them, for 30 s; the longest any was
    held, /healthz latency meanwhile, the server's RSS before, at the peak and 20 s after;
-2. costly history reads: a year of minute aggregates seeded for a host, then 12 year-long
+2. costly history reads: a year of snapshots seeded hot for a host (one a minute), then 12 year-long
    reads at once whose clients leave after 2 s; how long their queries go on running in
    PostgreSQL after the clients left, snapshots buffered by the writer, another user's
    /api/auth/me and a new stream's first frame meanwhile;
@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,18 +138,31 @@ def slow_bodies(tree: str | None, log: Path) -> dict[str, Any]:
 # --- 2 ---------------------------------------------------------------------------------------
 
 
-async def _seed_rollups(url: str) -> None:
+async def _seed_year(url: str) -> None:
+    """A year of snapshots of host "seeded", one a minute, in daily hot partitions (as a
+    database holds them before tiered storage, and after the upgrade until compacted):
+    what a year-long read has to go through in either tree."""
     conn = await asyncpg.connect(url)
     try:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        for d in range(365, 0, -1):
+            day = today - timedelta(days=d)
+            name = f"metrics_snapshots_p{day:%Y%m%d}"
+            if not await conn.fetchval("SELECT 1 FROM pg_class WHERE relname = $1", name):
+                await conn.execute(
+                    f"CREATE TABLE {name} PARTITION OF metrics_snapshots FOR VALUES "
+                    f"FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
+                )
         await conn.execute(
             """
-            INSERT INTO metrics_rollup_1m (host, metric_type, bucket, samples, counts, sums, maxes)
-            SELECT 'seeded', t, b, 60, array_fill(60, ARRAY[8]), array_fill(600.0::float8, ARRAY[8]),
-                   array_fill(20.0::float8, ARRAY[8])
+            INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data)
+            SELECT b, 'seeded', t, json_build_object(
+                'usage_percent', 20.0, 'percent', 20.0, 'used_bytes', 1000, 'iowait_percent', 1)
             FROM unnest(ARRAY['cpu', 'memory', 'network', 'disk']) AS t,
-                 generate_series(date_trunc('minute', now()) - interval '365 days',
-                                 now(), interval '1 minute') AS b
-            """
+                 generate_series($1::timestamptz - interval '365 days',
+                                 $1::timestamptz - interval '1 minute', interval '1 minute') AS b
+            """,
+            today,
         )
     finally:
         await conn.close()
@@ -158,8 +172,9 @@ async def _running_reads(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
         value: int = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-            "AND query LIKE '%metrics_rollup_1m%' AND pid <> pg_backend_pid()"
+            "SELECT count(*) FROM pg_stat_activity WHERE state <> 'idle' AND pid <> "
+            "pg_backend_pid() AND (query LIKE '%metrics_rollup_1m%' OR query LIKE "
+            "'%metric_data::text%')"
         )
         return value
     finally:
@@ -167,10 +182,11 @@ async def _running_reads(url: str) -> int:
 
 
 def costly_history(tree: str | None, log: Path) -> dict[str, Any]:
-    with _server(tree, 0.5, {}, log) as server:
+    # The compactor stays off: the seeded year stays hot, as before its first passes.
+    with _server(tree, 0.5, {"PERFPULSE_STORAGE_COMPACT": "false"}, log) as server:
         url = _database_url(server.data_dir)
         asyncio.run(_add_users(url, ["reader", "other"]))
-        asyncio.run(_seed_rollups(url))
+        asyncio.run(_seed_year(url))
         reader, other = _tokens(server.base, ["reader", "other"])
 
         async def reads() -> list[str]:
