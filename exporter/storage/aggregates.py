@@ -9,6 +9,7 @@ extremes, the last value of the last bucket that had one. An aggregate column is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -79,15 +80,7 @@ def aggregate(block: Block, width: int, origin: int = 0) -> Block:
         return Block(bucket_starts, columns)
     values, present = _matrix(block, keys)
     count, mean, lowest, highest, last, has = _reduce(values, present, ones[:, None], starts)
-    for j, key in enumerate(keys):
-        there = has[:, j]
-        if not there.any():
-            continue
-        columns[column_of(key, "avg")] = Column(mean[:, j], there)
-        columns[column_of(key, "min")] = Column(lowest[:, j], there)
-        columns[column_of(key, "max")] = Column(highest[:, j], there)
-        columns[column_of(key, "last")] = Column(last[:, j], there)
-        columns[column_of(key, "count")] = Column(count[:, j].astype(np.int64), there)
+    _put(columns, keys, (count, mean, lowest, highest, last, has), skip_empty=True)
     return Block(bucket_starts, columns)
 
 
@@ -132,11 +125,25 @@ def coarser(block: Block, width: int, origin: int = 0) -> Block:
     _, _, lowest, _, _, _ = _reduce(parts["min"][0], parts["min"][1], weights, starts)
     _, _, _, highest, _, _ = _reduce(parts["max"][0], parts["max"][1], weights, starts)
     _, _, _, _, last, _ = _reduce(parts["last"][0], parts["last"][1], weights, starts)
+    _put(columns, keys, (count, mean, lowest, highest, last, has), skip_empty=False)
+    return Block(bucket_starts, columns)
+
+
+def _put(
+    columns: dict[str, Column],
+    keys: Sequence[str],
+    reduced: tuple[Any, Any, Any, Any, Any, Any],
+    *,
+    skip_empty: bool,
+) -> None:
+    """Each key's aggregate columns from the matrices `_reduce` gives (a column per key)."""
+    count, mean, lowest, highest, last, has = reduced
     for j, key in enumerate(keys):
         there = has[:, j]
+        if skip_empty and not there.any():
+            continue
         columns[column_of(key, "avg")] = Column(mean[:, j], there)
         columns[column_of(key, "min")] = Column(lowest[:, j], there)
         columns[column_of(key, "max")] = Column(highest[:, j], there)
         columns[column_of(key, "last")] = Column(last[:, j], there)
         columns[column_of(key, "count")] = Column(count[:, j].astype(np.int64), there)
-    return Block(bucket_starts, columns)

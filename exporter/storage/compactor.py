@@ -333,30 +333,36 @@ class Compactor:
             )
             # Into the row that holds the hour (the day) if there is one: a late snapshot
             # of a day or month already sealed goes into its sealed row.
-            if packed.minutes is not None:
-                await tiers.store(
-                    conn,
+            for tier, own, old, data, count, numbers in (
+                (
                     tiers.MINUTE_TIER,
-                    host,
-                    metric_type,
-                    hour if old_minutes is None else old_minutes.start,
+                    hour,
+                    old_minutes,
+                    packed.minutes,
                     packed.minute_rows,
                     packed.minute_numbers,
-                    packed.minutes,
-                    None if old_minutes is None else old_minutes.span,
-                )
-            if packed.hours is not None:
-                await tiers.store(
-                    conn,
+                ),
+                (
                     tiers.HOUR_TIER,
-                    host,
-                    metric_type,
-                    day if old_hours is None else old_hours.start,
+                    day,
+                    old_hours,
+                    packed.hours,
                     packed.hour_rows,
                     packed.hour_numbers,
-                    packed.hours,
-                    None if old_hours is None else old_hours.span,
-                )
+                ),
+            ):
+                if data is not None:
+                    await tiers.store(
+                        conn,
+                        tier,
+                        host,
+                        metric_type,
+                        own if old is None else old.start,
+                        count,
+                        numbers,
+                        data,
+                        None if old is None else old.span,
+                    )
             await tiers.store_rollups(conn, host, metric_type, packed.rollups)
         return len(rows)
 
