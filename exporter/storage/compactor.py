@@ -370,8 +370,7 @@ class Compactor:
         """Merge the rows of each day (minutes) or month (hours) that is over, and that
         the compactor has passed, into one row. Looks `back` days (months): a unit left
         unsealed past that (a host's backlog written weeks late) is read as it is."""
-        assert tier.sealed is not None
-        calendar = tier.sealed
+        calendar = tier.calendar
         until = calendar.start_of(self._clock() - self.hot - WINDOW)
         since = until
         for _ in range(back):

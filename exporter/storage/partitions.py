@@ -73,6 +73,12 @@ class Partitioning:
         return start, Partitioning(self.table, unit).end_of(start)
 
 
+def calendar(unit: str) -> Partitioning:
+    """The start and end of days or months ("day", "month") for what is cut by the
+    calendar without being a table."""
+    return Partitioning("", unit)
+
+
 HOT = Partitioning("metrics_snapshots", "window")
 LEGACY_HOT = Partitioning("metrics_snapshots", "day")
 CHUNKS = Partitioning("metrics_chunks", "day")

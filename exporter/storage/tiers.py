@@ -1,9 +1,11 @@
 """The compacted tiers' rows: one packed block per host, section and span of time.
 
-    tier      table            one row holds              partitions   kept
-    chunks    metrics_chunks   10 minutes of snapshots    days         PERFPULSE_RETENTION_DAYS
-    minutes   metrics_minutes  an hour of minute aggs.    months       ..._RETENTION_MINUTES_DAYS
-    hours     metrics_hours    a day of hour aggregates   years        ..._RETENTION_HOURS_DAYS
+    tier      table            one row holds                   partitions  kept
+    chunks    metrics_chunks   10 minutes of snapshots         days        PERFPULSE_RETENTION_DAYS
+    minutes   metrics_minutes  an hour of minute aggregates,   months      ..._RETENTION_MINUTES_DAYS
+                               a day once it is over (sealed)
+    hours     metrics_hours    a day of hour aggregates,       years       ..._RETENTION_HOURS_DAYS
+                               a month once it is over
 
 The SQL that reads and writes them is here and nowhere else; the blocks themselves are
 exporter/storage/blocks.py's.
@@ -18,19 +20,33 @@ from typing import Any
 
 import asyncpg
 
-from exporter.storage.partitions import CHUNKS, EPOCH, HOURS, MINUTES, WINDOW, Partitioning
+from exporter.storage.partitions import (
+    CHUNKS,
+    EPOCH,
+    HOURS,
+    MINUTES,
+    WINDOW,
+    Partitioning,
+    calendar,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Tier:
-    """`span` is what a row covers when written; a tier that is `sealed` by day or month
-    has its rows of a day (month) that is over merged into one row for it, so that a long
-    read decodes a few large blocks instead of many small ones."""
+    """`span` is what a row covers when written; a tier `sealed` by "day" or "month" has
+    the rows of a day (month) that is over merged into one row for it, so that a long read
+    decodes a few large blocks instead of many small ones."""
 
     name: str
     partitioning: Partitioning
     span: timedelta
-    sealed: Partitioning | None = None
+    sealed: str | None = None
+
+    @property
+    def calendar(self) -> Partitioning:
+        """The days or months this tier is sealed by."""
+        assert self.sealed is not None
+        return calendar(self.sealed)
 
     @property
     def table(self) -> str:
@@ -41,15 +57,15 @@ class Tier:
         """The longest time a row can cover."""
         if self.sealed is None:
             return self.span
-        return timedelta(days=31) if self.sealed.unit == "month" else timedelta(days=1)
+        return timedelta(days=31) if self.sealed == "month" else timedelta(days=1)
 
     def start_of(self, ts: datetime) -> datetime:
         return ts - (ts - EPOCH) % self.span
 
 
 CHUNK_TIER = Tier("chunks", CHUNKS, WINDOW)
-MINUTE_TIER = Tier("minutes", MINUTES, timedelta(hours=1), Partitioning("day", "day"))
-HOUR_TIER = Tier("hours", HOURS, timedelta(days=1), Partitioning("month", "month"))
+MINUTE_TIER = Tier("minutes", MINUTES, timedelta(hours=1), "day")
+HOUR_TIER = Tier("hours", HOURS, timedelta(days=1), "month")
 TIERS = (CHUNK_TIER, MINUTE_TIER, HOUR_TIER)
 
 
@@ -152,7 +168,7 @@ async def unsealed(
         until,
         tier.span,
     )
-    found = {(r["host"], r["metric_type"], tier.sealed.start_of(r["start"])) for r in rows}
+    found = {(r["host"], r["metric_type"], tier.calendar.start_of(r["start"])) for r in rows}
     return sorted(found, key=lambda item: (item[2], item[0], item[1]))
 
 
