@@ -129,51 +129,13 @@ def _unpack_ints(header: list[int], n: int, buf: memoryview, at: int) -> tuple[A
 # --- floats -> integers -----------------------------------------------------------------
 
 
-def _scale(v: np.ndarray[Any, Any]) -> tuple[str, int, np.ndarray[Any, Any]]:
-    """("d", places, ints) when v are decimals of at most MAX_DECIMALS places, exactly;
-    else ("q", exponent, ints): v / 10**exponent rounded (SIGNIFICANT digits of max |v|)."""
-    if len(v) == 0:
-        return "d", 0, np.zeros(0, np.int64)
-    biggest = float(np.abs(v).max())
-    for places in range(MAX_DECIMALS + 1):
-        if biggest * 10**places >= _EXACT_LIMIT:
-            break
-        ints = np.rint(v * 10**places)
-        if np.array_equal(ints / 10**places, v):
-            return "d", places, ints.astype(np.int64)
-    exponent = math.floor(math.log10(biggest)) - (SIGNIFICANT - 1)
-    scaled = v * 10**-exponent if exponent < 0 else v / 10**exponent
-    return "q", exponent, np.rint(scaled).astype(np.int64)
-
-
-def _unscale(kind: str, exponent: int, ints: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    if kind == "i":
-        return ints
-    if kind == "d":
-        return ints / 10**exponent if exponent else ints.astype(np.float64)
-    return ints / 10**-exponent if exponent < 0 else ints * float(10**exponent)
-
-
-def _filled(ints: np.ndarray[Any, Any], present: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Absent cells take the previous present value (the first present one at the start)."""
-    if present.all():
-        return ints
-    if not present.any():
-        return np.zeros(len(ints), np.int64)
-    index = np.where(present, np.arange(len(ints)), -1)
-    np.maximum.accumulate(index, out=index)
-    index[index < 0] = int(np.argmax(present))
-    return ints[index]
-
-
-# --- blocks -----------------------------------------------------------------------------
-
-
 def _scale_columns(
     values: np.ndarray[Any, Any], present: np.ndarray[Any, Any]
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """`_scale` for every column of a float matrix at once: (exact?, exponent, ints) per
-    column; exponent is minus the decimal places for exact columns."""
+    """Each column of a float matrix as integers: (exact?, exponent, ints) per column.
+    Exact when its values are decimals of at most MAX_DECIMALS places (exponent: minus the
+    places); else SIGNIFICANT digits of its largest |value| (exponent: that of the last
+    digit kept)."""
     v = np.where(present, values, 0.0)
     n, c = v.shape
     biggest = np.abs(v).max(axis=0) if n else np.zeros(c)
@@ -196,7 +158,8 @@ def _scale_columns(
 
 
 def _filled_columns(ints: np.ndarray[Any, Any], present: np.ndarray[Any, Any]) -> Any:
-    """`_filled` for every column at once."""
+    """Absent cells take the previous present value of their column (the first present
+    one at the start; 0 in a column with none)."""
     if present.all():
         return ints
     n = ints.shape[0]

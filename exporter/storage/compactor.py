@@ -37,13 +37,12 @@ from exporter.storage.aggregates import column_of as agg
 from exporter.storage.chunks import from_documents, merge, micros, moment
 from exporter.storage.database import Database, DatabaseUnavailable, describe
 from exporter.storage.fields import FIELDS, keys
+from exporter.storage.minutes import PER_MINUTE_TYPES
 from exporter.storage.partitions import EPOCH, HOT, WINDOW
 
 log = logging.getLogger(__name__)
 
 COMPACTOR_LOCK_ID = 0x70657266_636F6D70  # "perfcomp"
-# Sections stored once a minute (the minute's account): packed, but not aggregated.
-PER_MINUTE_TYPES = ("processes", "cgroups")
 # Waiting this long to drop a hot partition (ACCESS EXCLUSIVE on metrics_snapshots) would
 # hold up writers queued behind the lock; past it the drop waits for the next pass.
 DROP_LOCK_TIMEOUT_MS = 1000
@@ -82,7 +81,7 @@ def pack(
         raw = merge(blocks.decode(old_chunk), raw)
     numbers = raw.numbers() - raw.rows  # the template column is not a number
     packed = Packed(blocks.encode(raw), raw.rows, numbers)
-    if metric_type in PER_MINUTE_TYPES:
+    if metric_type in PER_MINUTE_TYPES:  # already a minute's account: packed, not aggregated
         return packed
     w0 = micros(window)
     w1 = w0 + int(WINDOW.total_seconds()) * 1_000_000

@@ -110,32 +110,18 @@ async def store(
     span: timedelta | None = None,
 ) -> None:
     """Write a row (replacing the one that starts at `start`); `span` defaults to the
-    tier's."""
-    if tier.sealed is None:
-        await conn.execute(
-            f"INSERT INTO {tier.table} (host, metric_type, start, rows, numbers, data) "  # noqa: S608
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (host, metric_type, start) DO UPDATE "
-            "SET rows = excluded.rows, numbers = excluded.numbers, data = excluded.data",
-            host,
-            metric_type,
-            start,
-            rows,
-            numbers,
-            data,
-        )
-        return
+    tier's (only sealed tiers store it)."""
+    columns = ["host", "metric_type", "start", "rows", "numbers", "data"]
+    args: list[object] = [host, metric_type, start, rows, numbers, data]
+    if tier.sealed is not None:
+        columns.append("span")
+        args.append(span or tier.span)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[3:])
     await conn.execute(
-        f"INSERT INTO {tier.table} (host, metric_type, start, span, rows, numbers, data) "  # noqa: S608
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (host, metric_type, start) DO UPDATE "
-        "SET span = excluded.span, rows = excluded.rows, numbers = excluded.numbers, "
-        "data = excluded.data",
-        host,
-        metric_type,
-        start,
-        span or tier.span,
-        rows,
-        numbers,
-        data,
+        f"INSERT INTO {tier.table} ({', '.join(columns)}) "  # noqa: S608
+        f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}) "
+        f"ON CONFLICT (host, metric_type, start) DO UPDATE SET {updates}",
+        *args,
     )
 
 
