@@ -39,6 +39,7 @@ from exporter.sinks.writer import BatchWriter, WriterCollector
 from exporter.storage.compactor import Compactor, CompactorCollector
 from exporter.storage.database import Database
 from exporter.storage.retention import Retention
+from exporter.system import identity
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class Runtime:
             deadline=settings.collector_deadline,
             host=settings.hostname,
             tick_reads=tick_reads,
+            system=identity(settings.sampling_interval_seconds) if settings.collect else None,
         )
         # Replays (`resume_from`) sent at once, for this host's stream and relayed ones.
         replay_slots = asyncio.Semaphore(settings.ws_max_replays)

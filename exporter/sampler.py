@@ -36,6 +36,7 @@ class Snapshot:
     timestamp: datetime
     host: str
     results: dict[str, CollectorResult]
+    system: JSON | None = None  # the host's identity (exporter/system.py), same every tick
     _sections: dict[str, tuple[JSON, bytes]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -61,6 +62,7 @@ class Snapshot:
             "seq": self.seq,
             "timestamp": self.timestamp.isoformat(timespec="microseconds"),
             "host": self.host,
+            **({"system": self.system} if self.system is not None else {}),
         }
 
     def to_dict(self) -> JSON:
@@ -135,8 +137,10 @@ class Sampler:
         wall_clock: WallClock = utc_now,
         first_seq: int | None = None,
         tick_reads: TickReads | None = None,
+        system: JSON | None = None,
     ) -> None:
         self.interval = interval
+        self.system = system
         self.deadline = deadline
         self.host = host
         self._wall_clock = wall_clock
@@ -172,7 +176,9 @@ class Sampler:
         started = {runner.name: runner.start(self.deadline) for runner in self._start_order}
         results = [await started[runner.name] for runner in self.runners]
         self._seq += 1
-        snapshot = Snapshot(self._seq, timestamp, self.host, {r.name: r for r in results})
+        snapshot = Snapshot(
+            self._seq, timestamp, self.host, {r.name: r for r in results}, self.system
+        )
         self.latest = snapshot
         self.taken += 1
         for subscription in list(self._subscribers):

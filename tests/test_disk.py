@@ -216,3 +216,22 @@ async def test_a_hanging_statvfs_never_blocks_the_sampling_loop(proc, sys_tree, 
     assert first["disk"]["filesystem_error"] == "timed out after 1s"
     assert second["disk"]["filesystem_error"].startswith("previous collection still running")
     assert second_took < 0.5  # the second tick does not wait the deadline again
+
+
+def test_latency_per_completed_read_and_write(collector, proc, clock):
+    """Seconds spent over requests completed in the interval, as node-mixin's disk latency;
+    none where no request of that kind completed."""
+    first = collector.collect().to_dict()
+    assert first["devices"]["vda"]["read_latency_seconds"] is None
+    assert first["total"]["read_latency_seconds"] is None
+    proc.write("diskstats", DISKSTATS_2)
+    clock.advance(1.0)
+    data = collector.collect().to_dict()
+    vda = data["devices"]["vda"]
+    assert vda["read_latency_seconds"] == pytest.approx(0.100 / 100)  # 100 ms over 100 reads
+    assert vda["write_latency_seconds"] == pytest.approx(0.400 / 400)
+    assert data["devices"]["dm-0"]["read_latency_seconds"] == pytest.approx(0.030 / 50)
+    assert data["devices"]["dm-0"]["write_latency_seconds"] is None  # no write completed
+    # The total weighs the counted devices by their requests (dm-0 is stacked: left out).
+    assert data["total"]["read_latency_seconds"] == pytest.approx(0.001)
+    assert data["total"]["write_latency_seconds"] == pytest.approx(0.001)

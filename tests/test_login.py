@@ -64,8 +64,10 @@ def test_me_without_or_with_a_bad_token_is_401(api):
 
 
 def test_repeated_failures_are_throttled_then_even_the_right_password_waits(api):
-    for _ in range(3):
-        assert login(api, "alice", "nope-nope").status_code == 401
+    # Each failure says how many this address has left before it must wait.
+    left = [login(api, "alice", "nope-nope") for _ in range(3)]
+    assert [r.status_code for r in left] == [401, 401, 401]
+    assert [int(r.headers["X-Login-Attempts-Left"]) for r in left] == [2, 1, 0]
     throttled = login(api, "alice", "password1")
     assert throttled.status_code == 429
     assert 0 < int(throttled.headers["Retry-After"]) <= 60

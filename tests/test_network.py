@@ -79,3 +79,35 @@ def test_interface_counter_reset_gives_no_rate(proc, clock):
     assert data["total"]["receive_bytes_per_second"] is None
     for row in data["interfaces"].values():
         assert all(v is None or v >= 0 for k, v in row.items() if k.endswith("_per_second"))
+
+
+def test_interfaces_say_their_kind_and_whether_the_total_counts_them(proc, clock, tmp_path):
+    """Kinds from where sysfs puts the device: under devices/virtual is virtual (bridges,
+    veth, ifb); loopback is named; an interface sysfs does not list has no kind."""
+    sys_root = tmp_path / "sys"
+    (sys_root / "class/net").mkdir(parents=True)
+    (sys_root / "class/net/eth0").symlink_to("../../devices/pci0000:00/0000:00:03.0/net/eth0")
+    (sys_root / "class/net/lo").symlink_to("../../devices/virtual/net/lo")
+    proc.write("net/dev", NET_2.replace("wlan0", "ifb0"))
+    (sys_root / "class/net/ifb0").symlink_to("../../devices/virtual/net/ifb0")
+    data = NetworkCollector(proc.root, clock=clock, sys_root=sys_root).collect().to_dict()
+    kinds = {name: (i["kind"], i["in_total"]) for name, i in data["interfaces"].items()}
+    assert kinds == {
+        "lo": ("loopback", False),
+        "eth0": ("physical", True),
+        "ifb0": ("virtual", True),
+    }
+    proc.write("net/dev", NET_2)  # wlan0 is not in this sysfs
+    clock.advance(1.0)
+    assert (
+        NetworkCollector(proc.root, clock=clock, sys_root=sys_root)
+        .collect()
+        .to_dict()["interfaces"]["wlan0"]["kind"]
+        is None
+    )
+
+
+def test_this_machines_interfaces_have_kinds():
+    data = NetworkCollector().collect().to_dict()
+    assert data["interfaces"]["lo"]["kind"] == "loopback"
+    assert {i["kind"] for i in data["interfaces"].values()} <= {"loopback", "virtual", "physical"}

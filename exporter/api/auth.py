@@ -94,10 +94,14 @@ async def login(
         await attempt.turn()  # an account past its failure limit: one check at a time
         user = await authenticate(pool, body.username, body.password)
         if user is None:
+            # How many more failures this address has before it must wait: the login
+            # page warns before the lock, not after. The address's own count only (never
+            # the account's: that would tell a guesser about other addresses' tries).
+            left = max(0, -gate.by_address.excess(address))
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 WRONG_CREDENTIALS,
-                headers={"WWW-Authenticate": "Bearer"},
+                headers={"WWW-Authenticate": "Bearer", "X-Login-Attempts-Left": str(left)},
             )
         attempt.succeeded()
     # The version read before the password was checked: a password change meanwhile makes

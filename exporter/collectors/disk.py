@@ -86,9 +86,13 @@ class DiskSample:
         rate_keys = [f"{key}_per_second" for key in RATE_COUNTERS]
         if before is None:
             total.update(dict.fromkeys(rate_keys))
+            total.update(dict.fromkeys(LATENCIES))
             total["busy_percent"] = None
         else:
             total.update(sum_rates([cast(JSON, d) for d in seen_twice], rate_keys))
+            before_counted = [before[n] for n in counted if n in before]
+            now_counted = [self.devices[n] for n in counted if n in before]
+            total.update(_latencies(now_counted, before_counted))
             busy = [d["busy_percent"] for d in seen_twice]
             # The busiest device: a saturated disk is not hidden by idle ones.
             known = [b for b in busy if b is not None]
@@ -130,6 +134,29 @@ _HELP = {
 }
 
 
+# Average seconds per completed read and write over the interval, as node-mixin computes
+# disk latency: the time the completed requests spent (queue and service) over their
+# count. None on the first reading and when no request of that kind completed.
+LATENCIES = {
+    "read_latency_seconds": ("read_time_seconds", "reads_completed"),
+    "write_latency_seconds": ("write_time_seconds", "writes_completed"),
+}
+
+
+def _latencies(
+    now: list[dict[str, float]], before: list[dict[str, float]]
+) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key, (time_key, count_key) in LATENCIES.items():
+        if not before or len(before) != len(now):
+            out[key] = None
+            continue
+        spent = sum(n[time_key] - b[time_key] for n, b in zip(now, before, strict=True))
+        done = sum(n[count_key] - b[count_key] for n, b in zip(now, before, strict=True))
+        out[key] = spent / done if done > 0 and spent >= 0 else None
+    return out
+
+
 def _device_view(
     row: dict[str, float], before: dict[str, float] | None, elapsed: float | None
 ) -> DeviceData:
@@ -140,6 +167,7 @@ def _device_view(
     out: JSON = {f"{key}_total": value for key, value in counters.items()}
     out.update({f"{key}_per_second": value for key, value in per_second.items()})
     out["busy_percent"] = None if busy is None else min(100.0, 100.0 * busy)
+    out.update(_latencies([row], [before] if before is not None else []))
     out["io_in_progress"] = row["io_in_progress"]
     return cast(DeviceData, out)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import JSON, Clock, LastReading, rates, read_text, sum_rates
 from exporter.collectors.families import labeled_counter
-from exporter.collectors.sections import InterfaceData, NetworkData
+from exporter.collectors.sections import InterfaceEntry, NetworkData
 
 # Column order of /proc/net/dev after the interface name.
 RECEIVE = ("bytes", "packets", "errors", "drops", "fifo", "frame", "compressed", "multicast")
@@ -60,6 +61,7 @@ class NetworkSample:
     previous: dict[str, dict[str, int]] | None
     elapsed: float | None
     total_exclude: re.Pattern[str]
+    kinds: dict[str, str | None]
 
     def to_dict(self) -> NetworkData:
         before = self.previous
@@ -78,7 +80,13 @@ class NetworkSample:
         return {
             "total": _combine(total_of(self.interfaces, self.total_exclude), total_rates),
             "interfaces": {
-                name: _combine(row, per_second[name]) for name, row in self.interfaces.items()
+                name: _combine(
+                    row,
+                    per_second[name],
+                    self.kinds.get(name),
+                    not self.total_exclude.search(name),
+                )
+                for name, row in self.interfaces.items()
             },
         }
 
@@ -93,10 +101,18 @@ class NetworkSample:
             )
 
 
-def _combine(row: dict[str, int], per_second: dict[str, float | None]) -> InterfaceData:
+def _combine(
+    row: dict[str, int],
+    per_second: dict[str, float | None],
+    kind: str | None = None,
+    in_total: bool | None = None,
+) -> InterfaceEntry:
     out: JSON = {f"{key}_total": value for key, value in row.items()}
     out.update({f"{key}_per_second": value for key, value in per_second.items()})
-    return cast(InterfaceData, out)  # keys from COUNTERS; tests/test_sections.py checks
+    if in_total is not None:
+        out["kind"] = kind
+        out["in_total"] = in_total
+    return cast(InterfaceEntry, out)  # keys from COUNTERS; tests/test_sections.py checks
 
 
 class NetworkCollector:
@@ -111,15 +127,32 @@ class NetworkCollector:
         *,
         clock: Clock = time.monotonic,
         total_exclude: str = DEFAULT_TOTAL_EXCLUDE,
+        sys_root: Path = Path("/sys"),
     ) -> None:
         self.proc_root = proc_root
         self.clock = clock
         self.total_exclude = re.compile(total_exclude)
         self._last: LastReading[dict[str, dict[str, int]]] = LastReading()
         self._net_dev_path = str(proc_root / "net/dev")
+        self.sys_root = sys_root
+        self._kinds: dict[str, str | None] = {}
 
     def collect(self) -> NetworkSample:
         now = self.clock()
         interfaces = parse_net_dev(read_text(self._net_dev_path))
         previous, elapsed = self._last.swap(now, interfaces)
-        return NetworkSample(interfaces, previous, elapsed, self.total_exclude)
+        if interfaces.keys() != self._kinds.keys():
+            self._kinds = {name: self._kind(name) for name in interfaces}
+        return NetworkSample(interfaces, previous, elapsed, self.total_exclude, self._kinds)
+
+    def _kind(self, name: str) -> str | None:
+        """loopback, virtual (a bridge, veth, tunnel, ifb: its sysfs node is under
+        devices/virtual) or physical; None where sysfs does not say. Read once per
+        interface name."""
+        if name == "lo":
+            return "loopback"
+        try:
+            target = os.readlink(self.sys_root / "class/net" / name)
+        except OSError:
+            return None
+        return "virtual" if "/devices/virtual/" in target else "physical"

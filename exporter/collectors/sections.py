@@ -108,9 +108,14 @@ class InterfaceData(TypedDict):
     transmit_drops_per_second: Rate
 
 
+class InterfaceEntry(InterfaceData, total=False):
+    kind: str | None  # loopback | virtual | physical; None where sysfs does not say
+    in_total: bool  # counted in the section's total (loopback is not)
+
+
 class NetworkData(TypedDict):
     total: InterfaceData  # every interface but loopback
-    interfaces: dict[str, InterfaceData]
+    interfaces: dict[str, InterfaceEntry]
 
 
 # --- disk and filesystem -----------------------------------------------------------
@@ -129,6 +134,8 @@ class DeviceData(TypedDict):
     read_bytes_per_second: Rate
     written_bytes_per_second: Rate
     busy_percent: float | None
+    read_latency_seconds: float | None  # average per read completed in the interval
+    write_latency_seconds: float | None
     io_in_progress: float
 
 

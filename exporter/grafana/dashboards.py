@@ -119,6 +119,17 @@ def _dashboard(
     }
 
 
+def _stacked(matcher: dict[str, Any]) -> dict[str, Any]:
+    """A target's series stacked as areas (CPU time by mode: shares of one whole)."""
+    return {
+        "matcher": matcher,
+        "properties": [
+            {"id": "custom.stacking", "value": {"mode": "normal", "group": matcher["options"]}},
+            {"id": "custom.fillOpacity", "value": 35},
+        ],
+    }
+
+
 def host_dashboard() -> dict[str, Any]:
     """The six live panels, on Prometheus."""
     panels = []
@@ -137,6 +148,11 @@ def host_dashboard() -> dict[str, Any]:
                         _right_axis({"id": "byFrameRefID", "options": chr(ord("A") + i)}, t["unit"])
                         for i, t in enumerate(spec["prometheus"])
                         if t.get("unit", spec["unit"]) != spec["unit"]
+                    ]
+                    + [
+                        _stacked({"id": "byFrameRefID", "options": chr(ord("A") + i)})
+                        for i, t in enumerate(spec["prometheus"])
+                        if t.get("stack")
                     ],
                 },
                 "options": {
