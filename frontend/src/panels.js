@@ -18,12 +18,34 @@ export function valueAt(snapshot, path, scale = 1) {
 
 const BYTES = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
 
-/** A value in the panel's unit (Grafana's unit names), for people. */
-export function formatValue(value, unit) {
+/** A plain number, short: 60000 is "60k" on an axis, 0 is "0" (not "0.00"). */
+export function compactNumber(value) {
+  const abs = Math.abs(value)
+  if (abs >= 1e9) return `${+(value / 1e9).toFixed(1)}G`
+  if (abs >= 1e6) return `${+(value / 1e6).toFixed(1)}M`
+  if (abs >= 1e4) return `${+(value / 1e3).toFixed(1)}k`
+  if (Number.isInteger(value)) return String(value)
+  return abs >= 100 ? value.toFixed(0) : String(+value.toFixed(2))
+}
+
+/** Seconds as people read a latency: "850 µs", "4.2 ms", "1.30 s". */
+export function formatSeconds(value) {
+  const abs = Math.abs(value)
+  if (abs === 0) return '0 s'
+  if (abs < 1e-3) return `${(value * 1e6).toFixed(0)} µs`
+  if (abs < 1) return `${(value * 1e3).toFixed(abs < 0.01 ? 2 : 1)} ms`
+  return `${value.toFixed(2)} s`
+}
+
+/** A value in the panel's unit (Grafana's unit names), for people; `axis`: the shorter
+ * form a tick label needs. */
+export function formatValue(value, unit, { axis = false } = {}) {
   if (value === null || value === undefined || Number.isNaN(value)) return '–'
   switch (unit) {
     case 'percentunit':
-      return `${(value * 100).toFixed(1)} %`
+      return axis ? `${+(value * 100).toFixed(1)} %` : `${(value * 100).toFixed(1)} %`
+    case 's':
+      return formatSeconds(value)
     case 'bytes':
     case 'Bps': {
       let v = value
@@ -36,6 +58,20 @@ export function formatValue(value, unit) {
       return `${v.toFixed(digits)} ${BYTES[i]}${unit === 'Bps' ? '/s' : ''}`
     }
     default:
+      if (axis) return compactNumber(value)
       return Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(2)
   }
+}
+
+/** A snapshot path as the history API's `field`: the section's part, dotted; a name with a
+ * dot, bracket, equals sign or quote goes in JSON quotes. A line may name its field. */
+export function fieldPath(path) {
+  return path
+    .slice(1)
+    .map((part) => (/^[^.[\]="\\]+$/.test(part) && part.trim() === part ? part : JSON.stringify(part)))
+    .join('.')
+}
+
+export function lineField(line) {
+  return line.field ?? fieldPath(line.path)
 }

@@ -1,4 +1,5 @@
-import { formatValue } from '@/panels'
+import { formatValue, lineField } from '@/panels'
+import { formatTime, timeZone, zoneName } from '@/time'
 
 /** Colours that read on both backgrounds; the axis and text colours come from the theme. */
 export const PALETTE = ['#3b82f6', '#f59e0b', '#10b981', '#ef4444', '#8b5cf6', '#06b6d4']
@@ -12,7 +13,7 @@ export function theme(dark) {
 }
 
 function axisLabel(unit) {
-  return (value) => formatValue(value, unit)
+  return (value) => formatValue(value, unit, { axis: true })
 }
 
 const BINARY_UNITS = new Set(['bytes', 'Bps'])
@@ -42,33 +43,118 @@ export function ticks(lines, unit, floor = 0) {
   return { step, max: values[count], values }
 }
 
-/** Times in the browser's locale (24-hour where it uses it), with the date on long ranges. */
-export function timeLabel(spanMs) {
-  const day = spanMs > 24 * 3600_000
-  // Seconds only where ticks can be less than a minute apart (minInterval is span / 4).
+/** Time labels for a span: seconds where ticks can be less than a minute apart, the date
+ * on ranges past a day; the page's one format (src/time.js) in its time zone. */
+export function timeLabel(spanMs, zone = timeZone.value) {
+  const date = spanMs > 24 * 3600_000
   const seconds = spanMs <= 4 * 60_000
-  const format = new Intl.DateTimeFormat(undefined, {
-    ...(day ? { month: 'short', day: 'numeric' } : {}),
-    hour: '2-digit',
-    minute: '2-digit',
-    ...(seconds ? { second: '2-digit' } : {}),
-  })
-  return (value) => format.format(new Date(value))
+  return (value) => formatTime(value, { seconds, date }, zone)
 }
+
+// Room a time label needs (its text and a gap), and the plot's fixed margins: every panel
+// has the same ones, so the six time axes line up whether or not a panel has a right axis.
+const LABEL_PX = 96
+export const GRID = { left: 74, right: 58 }
+
+/** Ticks for a time axis `widthPx` wide over `spanMs`: as many as fit without touching
+ * (two to six), never closer than span / that many. */
+export function timeAxisLayout(widthPx, spanMs) {
+  const plot = Math.max(0, widthPx - GRID.left - GRID.right)
+  const labels = Math.max(2, Math.min(6, Math.floor(plot / LABEL_PX)))
+  return { splitNumber: labels, minInterval: spanMs > 0 ? spanMs / labels : undefined }
+}
+
+/** What depends on the chart's width: the time ticks, and room for the legend's rows
+ * (about 7 px a character, 34 px an entry's mark and gap). Merged into the options by the
+ * chart component whenever its width or options change. */
+export function layoutFor(options, widthPx) {
+  const names = options.legend?.data ?? []
+  let rows = names.length ? 1 : 0
+  let used = 0
+  for (const name of names) {
+    const w = name.length * 7 + 34
+    if (used > 0 && used + w > widthPx - 16) {
+      rows += 1
+      used = 0
+    }
+    used += w
+  }
+  const span = (options.xAxis?.max ?? 0) - (options.xAxis?.min ?? 0)
+  const dataSpan = options.series?.reduce((acc, s) => {
+    if (!s.data.length) return acc
+    return Math.max(acc, s.data[s.data.length - 1][0] - s.data[0][0])
+  }, 0)
+  return {
+    grid: { top: 10 + rows * 22 },
+    xAxis: timeAxisLayout(widthPx, span > 0 ? span : dataSpan ?? 0),
+  }
+}
+
+/**
+ * Points farther apart than `maxGapMs` get a null between them, so the line breaks where
+ * no data came (an outage, a restart) instead of drawing a straight line across it.
+ */
+export function breakGaps(data, maxGapMs) {
+  if (!(maxGapMs > 0) || data.length < 2) return data
+  const out = [data[0]]
+  for (let i = 1; i < data.length; i += 1) {
+    const gap = data[i][0] - data[i - 1][0]
+    if (gap > maxGapMs) out.push([data[i - 1][0] + gap / 2, null])
+    out.push(data[i])
+  }
+  return out
+}
+
+/** A gap is more than this many intervals without a point. */
+export const GAP_INTERVALS = 2.5
 
 function legendLength(lines) {
   return lines.reduce((n, line) => n + line.label.length + 4, 0)
 }
 
+/** Min, max and mean of each line: min and mean of what is drawn, max of the peaks (the
+ * bucket maxima where a line has them). */
+export function lineStats(lines) {
+  return lines.map((line) => {
+    const values = line.data.map(([, v]) => v).filter((v) => v !== null)
+    const peaks = (line.max ?? line.data).map(([, v]) => v).filter((v) => v !== null)
+    const lows = (line.min ?? line.data).map(([, v]) => v).filter((v) => v !== null)
+    return {
+      label: line.label,
+      unit: line.unit,
+      min: lows.length ? Math.min(...lows) : null,
+      max: peaks.length ? Math.max(...peaks) : null,
+      mean: values.length ? values.reduce((a, b) => a + b, 0) / values.length : null,
+    }
+  })
+}
+
+function tooltipFormatter(panel, lines, zone, span) {
+  const units = Object.fromEntries(lines.flatMap((l) => [[l.label, l.unit], [`${l.label} max`, l.unit]]))
+  return (params) => {
+    const list = Array.isArray(params) ? params : [params]
+    if (!list.length) return ''
+    const time = formatTime(list[0].value[0], { seconds: true, date: span > 24 * 3600_000 }, zone)
+    const rows = list
+      .filter((p) => p.value[1] !== null && p.value[1] !== undefined)
+      .map(
+        (p) =>
+          `${p.marker}${p.seriesName} <b>${formatValue(p.value[1], units[p.seriesName] ?? panel.unit)}</b>`,
+      )
+    return [`${time} ${zoneName(zone)}`, ...rows].join('<br/>')
+  }
+}
+
 /**
  * ECharts options for one panel: time on x, the panel's unit on y, one line per series.
- * `lines` are [{ label, data: [[ms, value|null], ...] }]. Pure: no chart, no DOM.
+ * `lines` are [{ label, data: [[ms, value|null], ...], max?, stack? }]. Pure: no chart, no
+ * DOM. `axisMax` tops the axis (memory: the host's total); `zone` is local or utc.
  */
-export function panelOptions(panel, lines, colors, range = null) {
+export function panelOptions(panel, lines, colors, range = null, { axisMax = null, zone = timeZone.value, width = 600 } = {}) {
   const yAxis = {
     type: 'value',
     min: panel.min ?? null,
-    max: panel.max ?? null,
+    max: axisMax ?? panel.max ?? null,
     axisLabel: { color: colors.text, formatter: axisLabel(panel.unit) },
     splitLine: { lineStyle: { color: colors.split } },
   }
@@ -77,8 +163,16 @@ export function panelOptions(panel, lines, colors, range = null) {
   const onSecond = (line) => secondUnit !== null && line.unit === secondUnit
   // Round steps in the unit shown, where the panel has no fixed top (CPU is 0-100 %).
   const own = lines.filter((line) => !onSecond(line))
-  const scale = panel.max === undefined && panel.min === 0 ? ticks(own, panel.unit) : null
+  const stacked = own.some((line) => line.stack)
+  const scale =
+    axisMax === null && panel.max === undefined && panel.min === 0 && !stacked
+      ? ticks(own.flatMap((l) => [l, ...(l.max ? [{ data: l.max }] : [])]), panel.unit)
+      : null
   if (scale !== null) Object.assign(yAxis, { max: scale.max, interval: scale.step })
+  if (axisMax !== null) {
+    const step = niceStep(axisMax, panel.unit)
+    if (step) Object.assign(yAxis, { interval: step })
+  }
   const yAxes =
     secondUnit === null
       ? yAxis
@@ -95,12 +189,48 @@ export function panelOptions(panel, lines, colors, range = null) {
         ]
   const times = lines.flatMap((l) => (l.data.length ? [l.data[0][0], l.data[l.data.length - 1][0]] : []))
   const span = range ? range.end - range.start : times.length ? Math.max(...times) - Math.min(...times) : 0
+  const layout = timeAxisLayout(width, span)
+  const series = []
+  lines.forEach((line, i) => {
+    const color = PALETTE[i % PALETTE.length]
+    const axisIndex = onSecond(line) ? 1 : 0
+    series.push({
+      name: line.label,
+      type: 'line',
+      yAxisIndex: axisIndex,
+      color,
+      // A few points are dots, or nothing would show; a long series is a plain line.
+      showSymbol: line.data.length < SYMBOLS_BELOW,
+      connectNulls: false,
+      ...(line.stack ? { stack: 'total', areaStyle: { opacity: 0.35 }, lineStyle: { width: 1 }, symbolSize: 3 } : {
+        // The first line (and its dots) is drawn wider, under the others: equal values
+        // stay visible.
+        lineStyle: { width: i === 0 ? 3 : 1.5 },
+        symbolSize: i === 0 ? 8 : 4,
+      }),
+      data: line.data,
+    })
+    if (line.max) {
+      // The bucket's peak beside its average: a spike keeps its height at any range.
+      series.push({
+        name: `${line.label} max`,
+        type: 'line',
+        yAxisIndex: axisIndex,
+        color,
+        showSymbol: false,
+        connectNulls: false,
+        lineStyle: { width: 1, type: 'dashed', opacity: 0.8 },
+        data: line.max,
+      })
+    }
+  })
   return {
     animation: false,
     backgroundColor: colors.background,
     color: PALETTE,
-    // A long legend may wrap onto a second row on a narrow panel: room for it.
-    grid: { left: 8, right: 16, top: legendLength(lines) > 36 ? 50 : 28, bottom: 24, containLabel: true },
+    // Fixed margins: the plots of all panels line up. A long legend may wrap onto a second
+    // row on a narrow panel: room for it.
+    grid: { ...GRID, top: legendLength(lines) > 36 ? 50 : 28, bottom: 26, containLabel: false },
     legend: {
       type: 'plain',
       top: 0,
@@ -109,7 +239,8 @@ export function panelOptions(panel, lines, colors, range = null) {
     },
     tooltip: {
       trigger: 'axis',
-      valueFormatter: (value) => formatValue(value, panel.unit),
+      axisPointer: { type: 'line', snap: false },
+      formatter: tooltipFormatter(panel, lines, zone, span),
     },
     xAxis: {
       type: 'time',
@@ -118,56 +249,67 @@ export function panelOptions(panel, lines, colors, range = null) {
       axisLabel: {
         color: colors.text,
         hideOverlap: true,
-        formatter: timeLabel(span),
-        alignMaxLabel: 'right', // the last label stays inside the chart
+        formatter: timeLabel(span, zone),
+        showMinLabel: false,
+        showMaxLabel: false,
       },
-      // At most about four labels, whatever the width: each says a different time.
-      splitNumber: 4,
-      minInterval: span > 0 ? span / 4 : undefined,
+      axisPointer: { label: { formatter: ({ value }) => formatTime(value, { seconds: true }, zone) } },
+      splitNumber: layout.splitNumber,
+      minInterval: layout.minInterval,
       axisLine: { lineStyle: { color: colors.axis } },
     },
     yAxis: yAxes,
-    series: lines.map((line, i) => ({
-      name: line.label,
-      type: 'line',
-      yAxisIndex: onSecond(line) ? 1 : 0,
-      tooltip: { valueFormatter: (value) => formatValue(value, line.unit ?? panel.unit) },
-      // A few points are dots, or nothing would show; a long series is a plain line.
-      showSymbol: line.data.length < SYMBOLS_BELOW,
-      connectNulls: false,
-      // The first line (and its dots) is drawn wider, under the others: equal values
-      // stay visible.
-      lineStyle: { width: i === 0 ? 3 : 1.5 },
-      symbolSize: i === 0 ? 8 : 4,
-      data: line.data,
-    })),
+    series,
   }
 }
 
-/** The live panel's lines from the store's columnar series (time window applied). */
-export function liveLines(panel, panelSeries, windowMs, now = Date.now()) {
+/** The live panel's lines from the store's columnar series (time window applied); lines
+ * break where more than GAP_INTERVALS intervals passed without a snapshot. */
+export function liveLines(panel, panelSeries, windowMs, now = Date.now(), intervalMs = null) {
   const start = panelSeries.t.findIndex((t) => t >= now - windowMs)
   const from = start === -1 ? panelSeries.t.length : start
+  const gap = intervalMs ? intervalMs * GAP_INTERVALS : null
   return panel.live.map((line, i) => ({
     label: line.label,
     fallback: Boolean(line.fallback),
+    stack: Boolean(line.stack),
     unit: line.unit ?? null,
-    data: panelSeries.t.slice(from).map((t, j) => [t, panelSeries.values[i][from + j]]),
+    data: breakGaps(
+      panelSeries.t.slice(from).map((t, j) => [t, panelSeries.values[i][from + j]]),
+      gap,
+    ),
   }))
 }
 
-/** A history panel's lines from the history API's columnar answer. */
-export function historyLines(panel, answer) {
+/** A history panel's lines from the history API's columnar answer (asked for with each
+ * live line's path as a `field`: History draws what Live draws): the bucket average, with
+ * the bucket max and min beside it; lines break across buckets with no data. */
+export function historyLines(panel, answer, intervalMs = null) {
   const times = answer.timestamps.map((t) => Date.parse(t))
-  return panel.history.series.map((s) => ({
-    label: s.label,
-    fallback: Boolean(s.fallback),
-    unit: s.unit ?? null,
-    data: times.map((t, i) => {
-      const value = answer.avg[s.field]?.[i]
-      return [t, value === null || value === undefined ? null : value * (s.scale ?? 1)]
-    }),
-  }))
+  const bucket = Math.max((answer.bucket_seconds ?? 0) * 1000, intervalMs ?? 0)
+  const gap = bucket > 0 ? bucket * GAP_INTERVALS : null
+  const column = (values, scale) =>
+    breakGaps(
+      times.map((t, i) => {
+        const value = values?.[i]
+        return [t, value === null || value === undefined ? null : value * scale]
+      }),
+      gap,
+    )
+  return panel.live.map((line) => {
+    const scale = line.scale ?? 1
+    const field = lineField(line)
+    return {
+      label: line.label,
+      fallback: Boolean(line.fallback),
+      stack: Boolean(line.stack),
+      unit: line.unit ?? null,
+      data: column(answer.avg[field], scale),
+      // Stacked areas show shares of one whole: their peaks would not add up.
+      max: answer.max?.[field] && !line.stack ? column(answer.max[field], scale) : undefined,
+      min: answer.min?.[field] ? column(answer.min[field], scale) : undefined,
+    }
+  })
 }
 
 /** Lines that have at least one value: a panel is "drawn" when this is not empty. */

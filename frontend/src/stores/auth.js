@@ -24,11 +24,13 @@ export const useAuthStore = defineStore('auth', () => {
       } catch {
         // keep the status message
       }
-      if (response.status === 429) {
-        const wait = response.headers.get('Retry-After')
-        if (wait) message += ` (wait ${wait} s)`
-      }
-      throw new Error(message)
+      const error = new Error(message)
+      // How many more failures before this address must wait, and how long a wait is.
+      const left = response.headers.get('X-Login-Attempts-Left')
+      error.attemptsLeft = left === null ? null : Number(left)
+      const wait = response.status === 429 ? response.headers.get('Retry-After') : null
+      error.retryAfter = wait === null ? null : Number(wait)
+      throw error
     }
     const body = await response.json()
     token.value = body.access_token

@@ -208,7 +208,18 @@ export const useFleetStore = defineStore('fleet', () => {
     }
   }
 
+  /** Log out: close the stream, forget every host seen. */
+  function reset() {
+    disconnect()
+    byHost.clear()
+    hosts.value = []
+    listing.value = []
+    errorMessage.value = null
+    attempts = 0
+  }
+
   return {
+    reset,
     hosts,
     connectionState,
     errorMessage,

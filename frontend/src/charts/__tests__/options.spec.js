@@ -9,7 +9,7 @@ import {
   theme,
   ticks,
 } from '@/charts/options'
-import { PANELS, formatValue, valueAt } from '@/panels'
+import { PANELS, fieldPath, formatValue, lineField, valueAt } from '@/panels'
 import spec from '../../../../exporter/spec/panels.json'
 
 const cpu = PANELS.find((p) => p.key === 'cpu')
@@ -56,7 +56,7 @@ describe('chart options', () => {
     const options = panelOptions(cpu, lines, theme(false))
     expect(options.yAxis.min).toBe(0)
     expect(options.yAxis.max).toBe(1)
-    expect(options.yAxis.axisLabel.formatter(0.25)).toBe('25.0 %')
+    expect(options.yAxis.axisLabel.formatter(0.25)).toBe('25 %') // an axis: no trailing .0
     expect(options.series.map((s) => s.name)).toEqual(['busy', 'iowait'])
     expect(options.series[0].data).toEqual([[1000, 0.5], [2000, null]])
     expect(options.series[0].connectNulls).toBe(false)
@@ -83,7 +83,7 @@ describe('chart options', () => {
   it('turn the history API answer into scaled lines', () => {
     const answer = {
       timestamps: ['2026-11-26T10:00:00Z', '2026-11-26T10:01:00Z'],
-      avg: { usage_percent: [50, null], iowait_percent: [1, 2] },
+      avg: { 'modes_percent.user': [50, null], 'modes_percent.system': [1, 2] },
       max: {},
     }
     const lines = historyLines(cpu, answer)
@@ -206,10 +206,25 @@ describe('axis ticks', () => {
 })
 
 describe('live and history', () => {
-  it('show the same series on every panel', () => {
+  it('History draws the lines Live draws, asked for by their paths', () => {
     for (const panel of PANELS) {
-      expect(panel.history.series.map((s) => s.label)).toEqual(panel.live.map((l) => l.label))
+      const fields = panel.live.map((line) => lineField(line))
+      const answer = {
+        timestamps: ['2026-11-26T10:00:00Z'],
+        bucket_seconds: 60,
+        avg: Object.fromEntries(fields.map((f) => [f, [1]])),
+        max: Object.fromEntries(fields.map((f) => [f, [2]])),
+      }
+      const lines = historyLines(panel, answer)
+      expect(lines.map((l) => l.label)).toEqual(panel.live.map((l) => l.label))
+      expect(lines.every((l) => l.data[0][1] !== null)).toBe(true)
     }
+  })
+
+  it('name paths as the history API parses them', () => {
+    expect(fieldPath(['cpu', 'modes_percent', 'user'])).toBe('modes_percent.user')
+    expect(fieldPath(['perf_events', 'rates', 'context-switches'])).toBe('rates.context-switches')
+    expect(fieldPath(['network', 'interfaces', 'eth0.100', 'receive'])).toBe('interfaces."eth0.100".receive')
   })
 })
 
@@ -231,10 +246,15 @@ describe('a line in another unit', () => {
     expect(options.yAxis).toHaveLength(2)
     expect(options.yAxis[0].interval).toBe(256 * 2 ** 20)
     expect(options.yAxis[1]).toMatchObject({ position: 'right', min: 0, max: 1 })
-    expect(options.yAxis[1].axisLabel.formatter(0.04)).toBe('4.0 %')
+    expect(options.yAxis[1].axisLabel.formatter(0.04)).toBe('4 %')
     expect(options.series.map((s) => s.yAxisIndex)).toEqual([0, 0, 0, 1])
-    expect(options.series[3].tooltip.valueFormatter(0.04)).toBe('4.0 %')
-    expect(options.series[0].tooltip.valueFormatter(2 ** 30)).toBe('1.0 GiB')
+    // The tooltip says each line in its own unit.
+    const tip = options.tooltip.formatter([
+      { value: [1000, 2 ** 30], seriesName: 'used', marker: '' },
+      { value: [1000, 0.04], seriesName: 'stalled (PSI)', marker: '' },
+    ])
+    expect(tip).toContain('used <b>1.0 GiB</b>')
+    expect(tip).toContain('stalled (PSI) <b>4.0 %</b>')
   })
 })
 

@@ -31,16 +31,23 @@ describe('auth store', () => {
     expect(sessionStorage.getItem('perfpulse.token')).toBeNull()
   })
 
-  it('surfaces the server message on 401 and the wait on 429', async () => {
+  it('surfaces the server message, the attempts left on 401 and the wait on 429', async () => {
     const auth = useAuthStore()
-    await expect(
-      auth.login('alice', 'bad', async () => response(401, { detail: 'incorrect username or password' })),
-    ).rejects.toThrow('incorrect username or password')
-    await expect(
-      auth.login('alice', 'bad', async () =>
+    const wrong = await auth
+      .login('alice', 'bad', async () =>
+        response(401, { detail: 'incorrect username or password' }, { 'X-Login-Attempts-Left': '3' }),
+      )
+      .catch((exc) => exc)
+    expect(wrong.message).toBe('incorrect username or password')
+    expect(wrong.attemptsLeft).toBe(3)
+    expect(wrong.retryAfter).toBeNull()
+    const locked = await auth
+      .login('alice', 'bad', async () =>
         response(429, { detail: 'too many failed logins; try again later' }, { 'Retry-After': '42' }),
-      ),
-    ).rejects.toThrow('too many failed logins; try again later (wait 42 s)')
+      )
+      .catch((exc) => exc)
+    expect(locked.message).toBe('too many failed logins; try again later')
+    expect(locked.retryAfter).toBe(42)
     expect(auth.isAuthenticated).toBe(false)
   })
 

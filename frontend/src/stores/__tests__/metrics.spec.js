@@ -42,7 +42,7 @@ function snapshot(seq, extra = {}) {
     seq,
     timestamp: new Date(1_800_000_000_000 + seq * 1000).toISOString(),
     host: 'h',
-    cpu: { available: true, usage_percent: 50, modes_percent: { iowait: 5 } },
+    cpu: { available: true, usage_percent: 50, modes_percent: { user: 50, iowait: 5 } },
     memory: { available: true, used_bytes: 1024, cached_bytes: 2048, swap_used_bytes: 0 },
     ...extra,
   }
@@ -98,7 +98,7 @@ describe('metrics store', () => {
     expect(store.currentMetrics.seq).toBe(MAX_POINTS + 5)
     expect(store.lastUpdateTime).toBeInstanceOf(Date)
     expect(store.series.cpu.t).toHaveLength(MAX_POINTS)
-    expect(store.series.cpu.values[0].at(-1)).toBe(0.5) // usage_percent x 0.01
+    expect(store.series.cpu.values[0].at(-1)).toBe(0.5) // modes_percent.user x 0.01
     expect(store.series.perf_events.values[0].at(-1)).toBeNull() // absent: null, not 0
   })
 
@@ -185,14 +185,18 @@ describe('metrics store', () => {
     expect(store.connectionState).toBe('disconnected')
   })
 
-  it('disconnect closes with 1000, clears the current metrics and stops retrying', () => {
+  it('disconnect closes with 1000 and stops retrying; reset (log out) forgets what was shown', () => {
     store.connect()
     last().open()
     last().message(snapshot(1))
     const socket = last()
     store.disconnect()
     expect(socket.closed.code).toBe(1000)
+    // Kept (shown as stale) until the page streams again; a log out forgets it.
+    expect(store.currentMetrics.seq).toBe(1)
+    store.reset()
     expect(store.currentMetrics).toBeNull()
+    expect(store.series.cpu.t).toHaveLength(0)
     expect(store.connectionState).toBe('disconnected')
     socket.drop(1000)
     vi.advanceTimersByTime(60_000)
