@@ -2,7 +2,16 @@ import { formatValue, lineField } from '@/panels'
 import { formatTime, timeZone, zoneName } from '@/time'
 
 /** Colours that read on both backgrounds; the axis and text colours come from the theme. */
-export const PALETTE = ['#3b82f6', '#f59e0b', '#10b981', '#ef4444', '#8b5cf6', '#06b6d4']
+export const PALETTE = [
+  '#3b82f6',
+  '#f59e0b',
+  '#10b981',
+  '#ef4444',
+  '#8b5cf6',
+  '#06b6d4',
+  '#ec4899',
+  '#84cc16',
+]
 
 const SYMBOLS_BELOW = 20
 
@@ -230,7 +239,7 @@ export function panelOptions(panel, lines, colors, range = null, { axisMax = nul
     color: PALETTE,
     // Fixed margins: the plots of all panels line up. A long legend may wrap onto a second
     // row on a narrow panel: room for it.
-    grid: { ...GRID, top: legendLength(lines) > 36 ? 50 : 28, bottom: 26, containLabel: false },
+    grid: { ...GRID, top: legendLength(lines) > 36 ? 50 : 28, bottom: 30, containLabel: false },
     legend: {
       type: 'plain',
       top: 0,
@@ -249,6 +258,8 @@ export function panelOptions(panel, lines, colors, range = null, { axisMax = nul
       axisLabel: {
         color: colors.text,
         hideOverlap: true,
+        // Below the value axis' lowest label, never beside it.
+        margin: 12,
         formatter: timeLabel(span, zone),
         showMinLabel: false,
         showMaxLabel: false,

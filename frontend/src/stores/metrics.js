@@ -124,6 +124,7 @@ export const useMetricsStore = defineStore('metrics', () => {
   let socket = null
   let timer = null
   let wanted = false
+  let active = false // a page shows the stream (between connect and disconnect)
   let lastSeq = null
 
   function configure(overrides) {
@@ -133,6 +134,7 @@ export const useMetricsStore = defineStore('metrics', () => {
   function connect() {
     const auth = useAuthStore()
     wanted = true
+    active = true
     if (timer !== null) {
       env.clearTimeout(timer)
       timer = null
@@ -248,6 +250,7 @@ export const useMetricsStore = defineStore('metrics', () => {
 
   function disconnect() {
     wanted = false
+    active = false
     if (timer !== null) {
       env.clearTimeout(timer)
       timer = null
@@ -277,7 +280,8 @@ export const useMetricsStore = defineStore('metrics', () => {
     if (next === host.value) return
     host.value = next
     clear()
-    if (wanted || socket) {
+    // Also after a refused host: the page still shows a stream, now of another host.
+    if (wanted || socket || active) {
       const ws = socket
       socket = null
       if (ws) ws.close(NORMAL_CLOSURE, 'another host')
