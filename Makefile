@@ -57,14 +57,15 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.dev test-deps
 	$(BIN)/python -m bench
 
-# Debian packages the tests drive for real: Prometheus and promtool, VictoriaMetrics, perf,
+# Debian packages the tests drive for real: Prometheus and promtool, Alertmanager,
+# VictoriaMetrics, perf,
 # a compose parser (docker-compose: no engine needed to validate), systemd-analyze for the
 # unit, PgBouncer, and for the comparison benchmark prometheus-node-exporter.
 test-deps:
 	@scripts/ensure-packages.sh promtool:prometheus prometheus:prometheus perf:linux-perf \
 		docker-compose:docker-compose chromium:chromium systemd-analyze:systemd \
 		prometheus-node-exporter:prometheus-node-exporter pgbouncer:pgbouncer \
-		victoria-metrics:victoria-metrics
+		victoria-metrics:victoria-metrics prometheus-alertmanager:prometheus-alertmanager
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || \

@@ -6,7 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import abuse, capture, core, fleet, hardening, perf, processes, storage, stream, whole
+from bench import (
+    abuse,
+    alerts,
+    capture,
+    core,
+    fleet,
+    hardening,
+    perf,
+    processes,
+    storage,
+    stream,
+    whole,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -28,6 +40,7 @@ def main() -> None:
             "fleet",
             "processes",
             "capture",
+            "alerts",
         ],
     )
     parser.add_argument("--ticks", type=int, default=500)
@@ -135,6 +148,9 @@ def main() -> None:
         elif name == "processes":
             result = processes.run(args.process_counts)
             text = processes.report(result)
+        elif name == "alerts":
+            result = alerts.run()
+            text = alerts.report(result)
         elif name == "capture":
             result = capture.run(args.capture_seconds, args.capture_interval, args.capture_out)
             text = capture.report(result)

@@ -10,10 +10,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 
 from exporter import __version__
+from exporter.alerts.rules import RulesError, load_rules
 from exporter.auth import commands as accounts
 from exporter.config import CommandError, ConfigError, Settings, StartError, load_settings
 from exporter.fleet import commands as fleet_cli
@@ -124,6 +126,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     storage_compact.set_defaults(handler=storage_cli.storage_compact)
 
+    alerts = commands.add_parser("alerts", help="alert rules: check a rules file")
+    alert_commands = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    check = alert_commands.add_parser(
+        "check", help="validate a rules file (default: the built-in rules) without serving"
+    )
+    check.add_argument("file", nargs="?", type=Path, help="the YAML rules file")
+    check.set_defaults(handler=_alerts_check)
+
     watch = commands.add_parser(
         "watch", help="log in and print the live stream, a line per snapshot"
     )
@@ -163,6 +173,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from exporter.server import Server, bind, raise_open_file_limit, uvicorn_config
 
     configure_logging(settings.log_level)
+    try:
+        rules = load_rules(settings.alert_rules)
+    except RulesError as exc:
+        raise StartError(f"alert rules: {exc}") from None
+    if settings.alerts and settings.collect:
+        log.info("alerts: %d rules from %s", len(rules), settings.alert_rules or "the defaults")
     # Before anything else starts: the data directory is this server's alone, and the
     # port is free. A second instance exits here having touched nothing.
     lock = DataDirLock(settings.data_dir)
@@ -180,6 +196,20 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         Server(config).run(sockets=[listening])
     finally:
         lock.release()
+    return 0
+
+
+def _alerts_check(settings: Settings, args: argparse.Namespace) -> int:
+    """As `promtool check rules`: exit 0 and a summary, or 1 naming the rule and why."""
+    try:
+        rules = load_rules(args.file)
+    except RulesError as exc:
+        print(f"perfpulse: {exc}", file=sys.stderr)
+        return 1
+    source = args.file or "the built-in rules"
+    print(f"{source}: {len(rules)} rules, valid")
+    for rule in rules:
+        print(f"  {rule.alert}: {rule.expr} for {rule.for_seconds:g}s ({rule.severity})")
     return 0
 
 

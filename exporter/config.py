@@ -343,6 +343,29 @@ class Settings(BaseSettings):
     storage_compact_interval_seconds: float = Field(
         60, ge=1, le=3600, description="How often the compactor looks for work."
     )
+    alert_rules: Path | None = Field(
+        None,
+        description="A YAML file of alert rules evaluated on every snapshot (`perfpulse "
+        "alerts check FILE` validates one); empty: the built-in default set.",
+    )
+    alerts: bool = Field(True, description="Evaluate alert rules on this host's snapshots.")
+    alertmanager_url: str = Field(
+        "",
+        description="Alertmanager base URLs, comma-separated: firing alerts are posted to "
+        "their /api/v2/alerts, re-sent while firing, and resolved.",
+    )
+    alert_resend_seconds: float = Field(
+        60, ge=1, le=3600, description="How often firing alerts are re-sent to Alertmanager."
+    )
+    alert_webhook_urls: str = Field(
+        "",
+        description="Webhook URLs, comma-separated: a JSON body per alert state change "
+        "(firing, resolved), retried until taken.",
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Signs webhook bodies: X-Perfpulse-Signature: sha256=HMAC-SHA256(body).",
+    )
 
     @field_validator("jwt_secret")
     @classmethod
@@ -362,6 +385,23 @@ class Settings(BaseSettings):
             shown = f"{scheme}://..." if scheme else "a value without a scheme"
             raise ValueError(f"must be a postgresql://user:password@host/db URL, not {shown}")
         return value
+
+    @field_validator("alertmanager_url", "alert_webhook_urls")
+    @classmethod
+    def _http_urls(cls, value: str) -> str:
+        for item in value.split(","):
+            url = item.strip()
+            if url and urlsplit(url).scheme not in ("http", "https"):
+                raise ValueError("must be http:// or https:// URLs, comma-separated")
+        return value
+
+    @property
+    def alertmanager_urls(self) -> list[str]:
+        return [u.strip() for u in self.alertmanager_url.split(",") if u.strip()]
+
+    @property
+    def webhook_urls(self) -> list[str]:
+        return [u.strip() for u in self.alert_webhook_urls.split(",") if u.strip()]
 
     @field_validator("trusted_proxies")
     @classmethod

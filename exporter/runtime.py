@@ -25,6 +25,9 @@ from typing import Any
 import asyncpg
 from prometheus_client import CollectorRegistry
 
+from exporter.alerts.deliver import AlertmanagerReceiver, Receiver, WebhookReceiver
+from exporter.alerts.engine import AlertEngine, AlertsCollector
+from exporter.alerts.rules import load_rules
 from exporter.collectors import build_collectors, build_perf
 from exporter.collectors.base import Collector, TickReads
 from exporter.collectors.perfstat import PerfStat
@@ -52,6 +55,7 @@ STOP_ORDER = (
     "broadcaster",
     "relay",
     "writer",
+    "alerts",
     "fleet",
     "retention",
     "compactor",
@@ -158,6 +162,22 @@ class Runtime:
         if self.fleet is not None:
             self.registry.register(FleetCollector(self.fleet))
         self.registry.register(CompactorCollector(self.compactor))
+        # Alerts on this host's own snapshots (rules checked before serving: cli.py).
+        self.alerts: AlertEngine | None = None
+        if settings.collect and settings.alerts:
+            secret = settings.alert_webhook_secret
+            receivers: list[Receiver] = [
+                AlertmanagerReceiver(url, settings.alert_resend_seconds)
+                for url in settings.alertmanager_urls
+            ]
+            receivers += [
+                WebhookReceiver(url, secret.get_secret_value().encode() if secret else None)
+                for url in settings.webhook_urls
+            ]
+            self.alerts = AlertEngine(
+                load_rules(settings.alert_rules), settings.hostname, self.database, receivers
+            )
+            self.registry.register(AlertsCollector(self.alerts))
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
@@ -171,6 +191,8 @@ class Runtime:
             self._spawn(self.writer.run(self.sampler), "writer")
             if self.shared:
                 self._spawn(self.relay.run(self.sampler), "relay")
+            if self.alerts is not None:
+                self._spawn(self.alerts.run(self.sampler), "alerts")
             # The sinks subscribe first, so the first snapshot reaches them too.
             await asyncio.sleep(0)
             self._spawn(self.sampler.run(), "sampler")

@@ -306,7 +306,7 @@ def test_with_one_host_there_is_no_fleet_page_or_picker(browser, env, tmp_path):
         log_in(page, server.url)
         expect(page.locator("[data-test=connection]")).to_have_text("Connected")
         wait_for_points(page)
-        assert page.locator("header.top > nav a").all_inner_texts() == ["Live", "History"]
+        assert page.locator("header.top > nav a").all_inner_texts() == ["Live", "History", "Alerts"]
         assert page.locator("select[name=host]").count() == 0
         page.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -94,7 +95,9 @@ def test_snapshot_command_prints_real_rates():
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert list(data)[3:] == [*FOUR, "perf_events", "memory_bandwidth", "processes", "cgroups"]
+    assert list(data)[:4] == ["seq", "timestamp", "host", "system"]
+    assert list(data)[4:] == [*FOUR, "perf_events", "memory_bandwidth", "processes", "cgroups"]
+    assert data["system"]["cores"] == os.cpu_count()
     # The process table was read twice, the interval apart: every rate is measured.
     assert data["processes"]["count"] > 0 and data["processes"]["top"]
     assert all(p["cpu_percent"] is not None for p in data["processes"]["top"])

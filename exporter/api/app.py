@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from exporter import __version__
-from exporter.api import auth, health, history, hosts, landing, metrics, processes, ws
+from exporter.api import alerts, auth, health, history, hosts, landing, metrics, processes, ws
 from exporter.api.dashboard import default_directory, mount_dashboard
 from exporter.api.deps import Access
 from exporter.api.guards import BodyLimit, HostAllowList, SecurityHeaders, default_allowed_hosts
@@ -111,6 +111,7 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
     app.include_router(ws.router)
     app.include_router(history.router)
     app.include_router(hosts.router)
+    app.include_router(alerts.router)
     app.include_router(processes.router)
     dashboard = settings.dashboard_dir or default_directory()
     if mount_dashboard(app, dashboard):

@@ -1,0 +1,105 @@
+"""GET /api/alerts (pending and firing now) and GET /api/alerts/history (what fired)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from exporter.alerts import store
+from exporter.alerts.engine import AlertEngine
+from exporter.api.deps import CurrentUser, PoolDep, RuntimeDep, SettingsDep
+from exporter.api.timeparse import parse_time
+
+router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+
+MAX_RANGE = timedelta(days=90)
+AlertsHost = Annotated[
+    str | None,
+    Query(
+        max_length=255,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="A host, or * for every host; default: this host.",
+    ),
+]
+
+
+def _invalid(parameter: str, message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_ENTITY,
+        [{"loc": ["query", parameter], "msg": message, "type": "value_error"}],
+    )
+
+
+def _target(host: str | None, settings: Any) -> str | None:
+    return None if host == "*" else (host or settings.hostname)
+
+
+@router.get(
+    "",
+    summary="Alerts now",
+    description="Pending and firing alerts, firing first: of this host, of `host=NAME`, "
+    "or of every host with `host=*`. Each has `alert`, `host`, `labels`, `severity`, "
+    "`summary`, `state`, `value` (the latest), `peak`, `started_at` and `fired_at`.",
+)
+async def alerts_now(
+    user: CurrentUser,
+    pool: PoolDep,
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    host: AlertsHost = None,
+) -> dict[str, Any]:
+    target = _target(host, settings)
+    engine: AlertEngine | None = runtime.alerts
+    if engine is not None and target == settings.hostname:
+        # This host's own state, straight from its evaluator (not waiting on a save).
+        current = sorted(
+            engine.evaluator.active.values(), key=lambda a: (a.state != "firing", a.started_at)
+        )
+    else:
+        current = await store.open_alerts(pool, target)
+    return {
+        "host": host if host == "*" else target,
+        "alerts": [store.as_json(a) for a in current],
+    }
+
+
+@router.get(
+    "/history",
+    summary="Alerts that fired",
+    description="Alerts that fired and overlapped [start, end), newest first, at most "
+    "`limit`; `host` as for /api/alerts.",
+)
+async def alerts_history(
+    user: CurrentUser,
+    pool: PoolDep,
+    settings: SettingsDep,
+    start: Annotated[
+        str, Query(description="ISO-8601 or now-7d style; default now-7d.")
+    ] = "now-7d",
+    end: Annotated[str, Query(description="ISO-8601 or now-style; default now.")] = "now",
+    host: AlertsHost = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    try:
+        begin = parse_time(start, now)
+    except ValueError as exc:
+        raise _invalid("start", str(exc)) from None
+    try:
+        finish = parse_time(end, now)
+    except ValueError as exc:
+        raise _invalid("end", str(exc)) from None
+    if begin >= finish:
+        raise _invalid("start", "must be before end")
+    if finish - begin > MAX_RANGE:
+        raise _invalid("end", f"the range may span at most {MAX_RANGE.days} days")
+    target = _target(host, settings)
+    found = await store.history(pool, target, begin, finish, limit)
+    return {
+        "host": host if host == "*" else target,
+        "start": begin.isoformat(),
+        "end": finish.isoformat(),
+        "alerts": [store.as_json(a) for a in found],
+    }

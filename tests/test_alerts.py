@@ -1,0 +1,198 @@
+"""Alert rules and their evaluation: the file format and its errors (`perfpulse alerts
+check`, `serve` exiting 2), the state machine, members by `[*]`, restarts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from exporter.alerts.evaluate import FIRING, PENDING, RESOLVED, Evaluator
+from exporter.alerts.rules import RulesError, load_rules, parse_duration, parse_rules
+from tests.servers import free_port
+
+T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+GOOD = """\
+rules:
+  - alert: HostCpuBusy
+    expr: cpu.usage_percent > 90
+    for: 5m
+    severity: warning
+    summary: "CPU {{ value }} % busy on {{ host }}"
+  - alert: RootAlmostFull
+    expr: disk.filesystems[mountpoint=/].percent >= 80
+    for: 0s
+    severity: critical
+    labels: {team: infra}
+"""
+
+
+def test_the_default_set_loads_and_names_what_the_prometheus_rules_name():
+    rules = load_rules(None)
+    names = {r.alert for r in rules}
+    assert {"PerfpulseCpuSaturated", "PerfpulseMemoryPressure", "PerfpulseDiskSaturated"} <= names
+    prometheus = Path("prometheus/rules/perfpulse.yml").read_text()
+    for name in names - {"PerfpulseFilesystemFull", "PerfpulseSwapGrowing"}:
+        assert f"alert: {name}" in prometheus, name
+
+
+@pytest.mark.parametrize(
+    ("rule", "reason"),
+    [
+        ("expr: cpu.nosuch > 1", "unknown path: cpu has no 'nosuch'"),
+        ("expr: cpux.usage_percent > 1", "it starts with a section"),
+        ("expr: cpu.usage_percent >> 1", "is not `path OP number`"),
+        ("expr: cpu.usage_percent > lots", "'lots' is not a number"),
+        ("expr: cpu.per_cpu > 1", "is not a number"),
+        ("expr: cpu.usage_percent > 1\n    for: 5 minutes", "duration '5 minutes'"),
+        ("expr: cpu.usage_percent > 1\n    colour: red", "unknown keys ['colour']"),
+    ],
+)
+def test_a_broken_rule_is_named_with_its_reason(rule, reason):
+    text = f"rules:\n  - alert: Broken\n    {rule}\n"
+    with pytest.raises(RulesError) as caught:
+        parse_rules(text, "mine.yml")
+    assert str(caught.value).startswith("mine.yml: rule #1 (Broken): ")
+    assert reason in str(caught.value)
+
+
+def test_durations():
+    assert [parse_duration(t) for t in ("0s", "30s", "5m", "1h30m", "2.5s")] == [
+        0,
+        30,
+        300,
+        5400,
+        2.5,
+    ]
+    with pytest.raises(ValueError):
+        parse_duration("")
+
+
+def test_alerts_check_on_good_and_broken_files(tmp_path):
+    good = tmp_path / "good.yml"
+    good.write_text(GOOD)
+    done = cli("alerts", "check", str(good))
+    assert done.returncode == 0, done.stderr
+    assert "2 rules" in done.stdout and "HostCpuBusy" in done.stdout
+    broken = tmp_path / "broken.yml"
+    broken.write_text(GOOD.replace("cpu.usage_percent > 90", "cpu.usage_percnt > 90"))
+    done = cli("alerts", "check", str(broken))
+    assert done.returncode == 1
+    assert f"{broken}: rule #1 (HostCpuBusy): unknown path" in done.stderr
+    missing = cli("alerts", "check", str(tmp_path / "none.yml"))
+    assert missing.returncode == 1 and "cannot read it" in missing.stderr
+    default = cli("alerts", "check")
+    assert default.returncode == 0 and "PerfpulseCpuSaturated" in default.stdout
+
+
+def test_serve_with_a_broken_rules_file_exits_2_naming_it(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("rules:\n  - alert: Bad\n    expr: memory.percent ~ 3\n")
+    done = cli(
+        "serve",
+        env={
+            "PERFPULSE_ALERT_RULES": str(broken),
+            "PERFPULSE_DATA_DIR": str(tmp_path / "d"),
+            "PERFPULSE_PORT": str(free_port()),
+        },
+        timeout=30,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert f"{broken}: rule #1 (Bad)" in done.stderr
+
+
+def snap(cpu: float | None = None, filesystems=None, available: bool = True) -> dict:
+    return {
+        "cpu": {"available": available, "usage_percent": cpu},
+        "disk": {"filesystems": filesystems or []},
+    }
+
+
+def test_pending_then_firing_after_for_then_resolved_by_one_clean_snapshot():
+    rules = parse_rules(GOOD, "good.yml")
+    ev = Evaluator(rules[:1], "web-1")
+    assert ev.evaluate(snap(95), at(0))[0].state == PENDING
+    assert ev.evaluate(snap(97), at(200)) == []  # held, not yet 5 minutes
+    assert ev.evaluate(snap(None), at(250)) == []  # unknown: no change
+    fired = ev.evaluate(snap(96), at(300))
+    assert [(a.state, a.value, a.peak) for a in fired] == [(FIRING, 96, 97)]
+    assert fired[0].summary == "CPU 96.0 % busy on web-1"
+    assert fired[0].started_at == at(0) and fired[0].fired_at == at(300)
+    assert ev.evaluate(snap(99), at(301)) == []  # firing stays firing
+    resolved = ev.evaluate(snap(10), at(302))
+    assert [(a.state, a.resolved_at, a.peak) for a in resolved] == [(RESOLVED, at(302), 99)]
+    assert ev.active == {}
+
+
+def test_a_pending_alert_that_stops_holding_is_dropped_not_resolved():
+    ev = Evaluator(parse_rules(GOOD, "good.yml")[:1], "h")
+    ev.evaluate(snap(95), at(0))
+    [dropped] = ev.evaluate(snap(50), at(10))
+    assert dropped.state == RESOLVED and dropped.fired_at is None
+
+
+def test_members_by_selector_and_by_wildcard():
+    rules = parse_rules(
+        GOOD + "  - alert: AnyFull\n    expr: disk.filesystems[*].percent > 90\n    for: 0s\n"
+        "    summary: '{{ mountpoint }} {{ value }} % full'\n",
+        "r.yml",
+    )
+    ev = Evaluator(rules[1:], "h")
+    fs = [
+        {"mountpoint": "/", "percent": 85.0},
+        {"mountpoint": "/srv", "percent": 95.0},
+        {"mountpoint": "/var", "percent": 91.0},
+    ]
+    fired = ev.evaluate(snap(1, fs), at(0))
+    shown = sorted((a.alert, a.label_map().get("mountpoint"), a.state) for a in fired)
+    assert shown == [
+        ("AnyFull", "/srv", FIRING),
+        ("AnyFull", "/var", FIRING),
+        ("RootAlmostFull", None, FIRING),
+    ]
+    root = next(a for a in fired if a.alert == "RootAlmostFull")
+    assert root.label_map() == {"team": "infra"}
+    srv = next(a for a in fired if a.label_map().get("mountpoint") == "/srv")
+    assert srv.summary == "/srv 95.0 % full"
+    fs[2]["percent"] = 50.0
+    [gone] = ev.evaluate(snap(1, fs), at(1))
+    assert (gone.label_map()["mountpoint"], gone.state) == ("/var", RESOLVED)
+
+
+def test_a_failing_collector_rule_reads_available_as_0_or_1():
+    rules = parse_rules("rules:\n  - alert: CpuFailing\n    expr: cpu.available == 0\n", "r")
+    ev = Evaluator(rules, "h")
+    assert ev.evaluate(snap(5), at(0)) == []
+    assert ev.evaluate(snap(available=False), at(1))[0].state == FIRING
+
+
+def test_a_restart_carries_pending_and_firing_alerts_on():
+    rules = parse_rules(GOOD, "good.yml")[:1]
+    before = Evaluator(rules, "h")
+    before.evaluate(snap(95), at(0))
+    [fired] = before.evaluate(snap(95), at(300))
+    after = Evaluator(rules, "h")
+    after.restore([fired])
+    assert after.evaluate(snap(99), at(400)) == []  # no new start
+    [resolved] = after.evaluate(snap(1), at(401))
+    assert resolved.started_at == at(0) and resolved.peak == 99
