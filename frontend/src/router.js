@@ -1,5 +1,6 @@
 import { createRouter, createWebHistory } from 'vue-router'
 import { useAuthStore } from '@/stores/auth'
+import AlertsView from '@/views/AlertsView.vue'
 import DashboardView from '@/views/DashboardView.vue'
 import FleetView from '@/views/FleetView.vue'
 import HistoryView from '@/views/HistoryView.vue'
@@ -14,6 +15,8 @@ export function makeRouter() {
       { path: '/history', name: 'history', component: HistoryView },
       { path: '/hosts/:host', name: 'host', component: DashboardView },
       { path: '/hosts/:host/history', name: 'host-history', component: HistoryView },
+      { path: '/alerts', name: 'alerts', component: AlertsView },
+      { path: '/hosts/:host/alerts', name: 'host-alerts', component: AlertsView },
       { path: '/fleet', name: 'fleet', component: FleetView },
       { path: '/login', name: 'login', component: LoginView, meta: { public: true } },
       { path: '/:rest(.*)*', redirect: '/' },
