@@ -188,11 +188,12 @@ class Runtime:
             self._spawn(self.fleet.run(), "fleet")
         if self.settings.collect:
             self._spawn(self.broadcaster.run(self.sampler), "broadcaster")
+            if self.alerts is not None:
+                self.sampler.annotate = self.alerts.annotate
+                self._spawn(self.alerts.run(), "alerts")
             self._spawn(self.writer.run(self.sampler), "writer")
             if self.shared:
                 self._spawn(self.relay.run(self.sampler), "relay")
-            if self.alerts is not None:
-                self._spawn(self.alerts.run(self.sampler), "alerts")
             # The sinks subscribe first, so the first snapshot reaches them too.
             await asyncio.sleep(0)
             self._spawn(self.sampler.run(), "sampler")

@@ -40,6 +40,18 @@ class Snapshot:
     _sections: dict[str, tuple[JSON, bytes]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # Set once, before the snapshot is published: this host's open alerts (alerts/).
+    _alerts: list[JSON] = field(default_factory=list, init=False, repr=False, compare=False)
+    _annotated: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def set_alerts(self, alerts: list[JSON]) -> None:
+        """The pending and firing alerts as of this snapshot (the stream carries them)."""
+        self._alerts[:] = alerts
+        self._annotated[:] = [True]
+
+    @property
+    def alerts(self) -> list[JSON] | None:
+        return list(self._alerts) if self._annotated else None
 
     def sections(self) -> dict[str, tuple[JSON, bytes]]:
         """Each collector's part and its JSON, built once: the stream and the writer both
@@ -63,6 +75,7 @@ class Snapshot:
             "timestamp": self.timestamp.isoformat(timespec="microseconds"),
             "host": self.host,
             **({"system": self.system} if self.system is not None else {}),
+            **({"alerts": list(self._alerts)} if self._annotated else {}),
         }
 
     def to_dict(self) -> JSON:
@@ -141,6 +154,9 @@ class Sampler:
     ) -> None:
         self.interval = interval
         self.system = system
+        # Called with each snapshot before it is published (alert evaluation: a few
+        # microseconds); it must not block.
+        self.annotate: Callable[[Snapshot], None] | None = None
         self.deadline = deadline
         self.host = host
         self._wall_clock = wall_clock
@@ -179,6 +195,11 @@ class Sampler:
         snapshot = Snapshot(
             self._seq, timestamp, self.host, {r.name: r for r in results}, self.system
         )
+        if self.annotate is not None:
+            try:
+                self.annotate(snapshot)
+            except Exception:  # one bad rule never stops sampling
+                log.exception("annotating snapshot %d failed", snapshot.seq)
         self.latest = snapshot
         self.taken += 1
         for subscription in list(self._subscribers):

@@ -6,13 +6,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from exporter.alerts.evaluate import FIRING, PENDING, RESOLVED, Evaluator
 from exporter.alerts.rules import RulesError, load_rules, parse_duration, parse_rules
+from tests.aio import run
 from tests.servers import free_port
 
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -196,3 +200,54 @@ def test_a_restart_carries_pending_and_firing_alerts_on():
     assert after.evaluate(snap(99), at(400)) == []  # no new start
     [resolved] = after.evaluate(snap(1), at(401))
     assert resolved.started_at == at(0) and resolved.peak == 99
+
+
+class CpuSample:
+    def __init__(self, busy: float) -> None:
+        self.busy = busy
+
+    def to_dict(self) -> dict[str, float]:
+        return {"usage_percent": self.busy}
+
+    def metrics(self) -> Iterator[object]:
+        return iter(())
+
+
+class Cpu:
+    """A cpu section from a list of busy shares: the state machine's input on demand."""
+
+    name = "cpu"
+    blocking = False
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = values
+
+    def collect(self) -> CpuSample:
+        return CpuSample(self.values.pop(0))
+
+
+def test_each_snapshot_carries_its_open_alerts_and_the_relay_summary_counts_them():
+    from exporter.alerts.engine import AlertEngine
+    from exporter.sampler import Sampler
+    from exporter.sinks.relay import publish_args
+
+    rules = parse_rules(GOOD, "good.yml")[:1]
+    rules = [replace(rules[0], for_seconds=0.0)]
+    engine = AlertEngine(rules, "h", database=None, receivers=[])  # type: ignore[arg-type]
+    engine.evaluating = True
+    sampler = Sampler([Cpu([95.0, 10.0])], interval=0.5, deadline=0.4, host="h")
+    sampler.annotate = engine.annotate
+    busy = run(sampler.sample_once())
+    [carried] = busy.to_dict()["alerts"]
+    assert (carried["alert"], carried["state"], carried["severity"]) == (
+        "HostCpuBusy",
+        "firing",
+        "warning",
+    )
+    assert orjson.loads(busy.to_json())["alerts"] == [carried]
+    summary = publish_args(busy, 0.5)[6]
+    summary = orjson.loads(summary) if isinstance(summary, str | bytes) else summary
+    assert (summary["alerts_firing"], summary["alerts_worst"]) == (1.0, "warning")
+    calm = run(sampler.sample_once())
+    assert calm.to_dict()["alerts"] == []
+    assert list(engine.unsaved)[-1].state == RESOLVED

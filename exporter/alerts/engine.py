@@ -1,5 +1,6 @@
-"""The alerts sink: every snapshot evaluated where it is taken, changes kept in
-PostgreSQL and handed to the receivers, none of it on the tick's path."""
+"""Alerts for this host: every snapshot evaluated on the tick (microseconds) and given its
+open alerts before it is published; the changes kept in PostgreSQL and handed to the
+receivers on tasks of their own, so no database or receiver ever holds up a tick."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ from prometheus_client.registry import Collector
 
 from exporter.alerts import store
 from exporter.alerts.deliver import Receiver
-from exporter.alerts.evaluate import FIRING, PENDING, RESOLVED, Alert, Evaluator
+from exporter.alerts.evaluate import FIRING, PENDING, RESOLVED, Alert, Evaluator, brief
 from exporter.alerts.rules import Rule
 from exporter.storage.database import DATABASE_ERRORS, Database, describe
 
 if TYPE_CHECKING:
-    from exporter.sampler import Sampler
+    from exporter.sampler import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,14 @@ class AlertEngine:
         self.unsaved: deque[Alert] = deque()
         self.saved_wake = asyncio.Event()
         self.restored = False
+        self.evaluating = False
         self.evaluations_total = 0
         self.evaluation_seconds_total = 0.0
         self.unsaved_dropped_total = 0
 
-    async def run(self, sampler: Sampler) -> None:
-        subscription = sampler.subscribe(maxsize=16)
+    async def run(self) -> None:
+        """The receivers and the store on their own tasks; the stored state read back
+        first (evaluation waits for it, at most RESTORE_WAIT seconds)."""
         tasks: list[asyncio.Task[None]] = []
         async with httpx.AsyncClient(follow_redirects=False) as client:
             try:
@@ -62,16 +65,29 @@ class AlertEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.database.ready.wait(), RESTORE_WAIT)
                 await self._restore()
-                async for snapshot in subscription:
-                    sections = {name: data for name, (data, _) in snapshot.sections().items()}
-                    self.apply(sections, snapshot.timestamp)
+                self.evaluating = True
+                await asyncio.Event().wait()  # until cancelled
             finally:
-                subscription.close()
                 for task in tasks:
                     task.cancel()
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+
+    def annotate(self, snapshot: Snapshot) -> None:
+        """The sampler's hook: evaluate this snapshot on the tick (microseconds) and attach
+        the open alerts to it, so the stream and the relay carry them as they change."""
+        if not self.evaluating:
+            return
+        sections = {name: data for name, (data, _) in snapshot.sections().items()}
+        self.apply(sections, snapshot.timestamp)
+        snapshot.set_alerts([brief(a) for a in self.open()])
+
+    def open(self) -> list[Alert]:
+        """Pending and firing now, firing first, oldest first."""
+        return sorted(
+            self.evaluator.active.values(), key=lambda a: (a.state != FIRING, a.started_at)
+        )
 
     def apply(self, sections: Mapping[str, Mapping[str, Any] | None], at: datetime) -> list[Alert]:
         started = time.perf_counter()

@@ -87,6 +87,27 @@ def render(summary: str, host: str, value: float, labels: Mapping[str, str]) -> 
     return text
 
 
+def brief(alert: Alert) -> dict[str, Any]:
+    """An open alert as a snapshot carries it."""
+    return {
+        "alert": alert.alert,
+        "state": alert.state,
+        "severity": alert.severity,
+        "summary": alert.summary,
+        "labels": alert.label_map(),
+        "since": (alert.fired_at or alert.started_at).isoformat(),
+    }
+
+
+SEVERITY_RANK = {"critical": 0, "page": 0, "error": 1, "warning": 2, "info": 3}
+
+
+def worst(alerts: list[dict[str, Any]]) -> str | None:
+    """The worst severity among firing alerts (unknown severities rank as warning)."""
+    firing = [a["severity"] for a in alerts if a.get("state") == FIRING]
+    return min(firing, key=lambda s: SEVERITY_RANK.get(s, 2)) if firing else None
+
+
 class Evaluator:
     """The rules' state for one host; `evaluate` returns the alerts that changed."""
 

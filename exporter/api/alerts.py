@@ -54,9 +54,7 @@ async def alerts_now(
     engine: AlertEngine | None = runtime.alerts
     if engine is not None and target == settings.hostname:
         # This host's own state, straight from its evaluator (not waiting on a save).
-        current = sorted(
-            engine.evaluator.active.values(), key=lambda a: (a.state != "firing", a.started_at)
-        )
+        current = engine.open()
     else:
         current = await store.open_alerts(pool, target)
     return {

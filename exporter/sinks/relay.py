@@ -18,8 +18,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.alerts.evaluate import worst
 from exporter.sampler import Sampler, Snapshot
-from exporter.sinks.summary import summarize
+from exporter.sinks.summary import ALERTS_FIRING, ALERTS_WORST, summarize
 from exporter.storage.database import DATABASE_ERRORS, Database, describe
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ def publish_args(snapshot: Snapshot, interval: float) -> PublishArgs:
     summary, the snapshot as the stream sends it, and the notice listeners receive."""
     sections = {name: data for name, (data, _) in snapshot.sections().items()}
     summary = summarize(sections)
+    alerts = snapshot.alerts
+    if alerts is not None:
+        summary[ALERTS_FIRING] = float(sum(1 for a in alerts if a.get("state") == "firing"))
+        summary[ALERTS_WORST] = worst(alerts)
     notice = {
         "host": snapshot.host,
         "seq": snapshot.seq,

@@ -22,6 +22,10 @@ Summary = dict[str, float | str | None]
 TOP_PROCESS = "top_process"
 TOP_PROCESS_CPU = "top_process_cpu_percent"
 MAX_NAME = 64
+# This host's firing alerts and the worst severity among them (alerts/), where it
+# evaluates alerts.
+ALERTS_FIRING = "alerts_firing"
+ALERTS_WORST = "alerts_worst"
 
 
 def summarize(sections: dict[str, JSON]) -> Summary:
@@ -50,6 +54,12 @@ def checked(summary: dict[str, object]) -> Summary:
         clean[TOP_PROCESS_CPU] = _number(summary.get(TOP_PROCESS_CPU))
     else:
         clean[TOP_PROCESS] = clean[TOP_PROCESS_CPU] = None
+    clean[ALERTS_FIRING] = _number(summary.get(ALERTS_FIRING))
+    severity = summary.get(ALERTS_WORST)
+    if isinstance(severity, str) and 0 < len(severity) <= MAX_NAME and severity.isprintable():
+        clean[ALERTS_WORST] = severity
+    else:
+        clean[ALERTS_WORST] = None
     return clean
 
 

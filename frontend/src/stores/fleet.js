@@ -19,11 +19,18 @@ export const COLUMNS = [
   { key: 'disk_write_bytes_per_second', label: 'Disk write', unit: 'Bps' },
   // The busiest process: its name, sorted by its CPU share.
   { key: 'top_process', label: 'Busiest', sortBy: 'top_process_cpu_percent', text: true },
+  // Firing alerts on the host, with the worst severity among them.
+  { key: 'alerts_firing', label: 'Alerts', alerts: true },
 ]
 
 /** What a fleet row shows for a column. */
 export function cellText(host, column, format) {
   const summary = host.summary ?? {}
+  if (column.alerts) {
+    const count = summary.alerts_firing
+    if (count === null || count === undefined) return '–'
+    return count > 0 ? `${count} ${summary.alerts_worst ?? ''}`.trim() : '0'
+  }
   if (!column.text) return format(summary[column.key], column.unit)
   const name = summary[column.key]
   if (!name) return '–'

@@ -185,3 +185,14 @@ describe('the busiest process column', () => {
     expect(sortHosts([calm, busy], 'top_process', true).map((h) => h.host)).toEqual(['a', 'b'])
   })
 })
+
+describe('the alerts column', () => {
+  it('shows the firing count with the worst severity, 0 when calm, – where not evaluated', async () => {
+    const { COLUMNS, cellText } = await import('@/stores/fleet')
+    const column = COLUMNS.find((c) => c.key === 'alerts_firing')
+    const fmt = (v) => String(v)
+    expect(cellText({ summary: { alerts_firing: 2, alerts_worst: 'critical' } }, column, fmt)).toBe('2 critical')
+    expect(cellText({ summary: { alerts_firing: 0, alerts_worst: null } }, column, fmt)).toBe('0')
+    expect(cellText({ summary: {} }, column, fmt)).toBe('–')
+  })
+})
