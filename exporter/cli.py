@@ -177,14 +177,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         rules = load_rules(settings.alert_rules)
     except RulesError as exc:
         raise StartError(f"alert rules: {exc}") from None
-    if settings.alerts and settings.collect:
-        log.info("alerts: %d rules from %s", len(rules), settings.alert_rules or "the defaults")
     # Before anything else starts: the data directory is this server's alone, and the
     # port is free. A second instance exits here having touched nothing.
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
     listening = bind(settings.host, settings.port)
     files = raise_open_file_limit()
+    if settings.alerts and settings.collect:
+        log.info("alerts: %d rules from %s", len(rules), settings.alert_rules or "the defaults")
     config = uvicorn_config(create_app(settings), settings)
     log.info("open-file limit %d", files)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
