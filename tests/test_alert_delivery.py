@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 RULES = """\
 rules:
   - alert: TestCpuBusy
-    expr: cpu.usage_percent > 40
+    expr: cpu.usage_percent > 75
     for: {for_}
     severity: page
     summary: "CPU {{{{ value }}}} % busy on {{{{ host }}}}"
