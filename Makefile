@@ -47,7 +47,7 @@ check-npm:
 # The database tests again, on an external PostgreSQL (the machine's own by default).
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 test-external-db: $(VENV)/.dev test-deps
-	PERFPULSE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest -m db
+	PERFPULSE_TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest -m "db and not browser"
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check exporter tests bench

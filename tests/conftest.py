@@ -49,10 +49,15 @@ class ProcTree:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses PostgreSQL, so CI can rerun them on another server."""
+    """Mark every test that uses PostgreSQL, so CI can rerun them on another server, and
+    every test that drives Chromium (the database is only their backdrop: the rerun on
+    another server leaves them out)."""
     for item in items:
-        if "database_url" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "database_url" in names:
             item.add_marker(pytest.mark.db)
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture
