@@ -158,12 +158,8 @@ class Evaluator:
             if current is None:
                 return
             del self.active[key]
-            if current.state == FIRING:
-                changed.append(replace(current, state=RESOLVED, value=value, resolved_at=at))
-            else:
-                changed.append(
-                    replace(current, state=RESOLVED, value=value, resolved_at=at, fired_at=None)
-                )
+            # A pending one ends with no fired_at: the store drops it, receivers ignore it.
+            changed.append(replace(current, state=RESOLVED, value=value, resolved_at=at))
             return
         if current is None:
             current = Alert(
