@@ -183,7 +183,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     lock.acquire()
     listening = bind(settings.host, settings.port)
     files = raise_open_file_limit()
-    if settings.alerts and settings.collect:
+    if settings.alerts and (settings.collect or settings.dashboard):
         log.info("alerts: %d rules from %s", len(rules), settings.alert_rules or "the defaults")
     config = uvicorn_config(create_app(settings), settings)
     log.info("open-file limit %d", files)

@@ -162,9 +162,10 @@ class Runtime:
         if self.fleet is not None:
             self.registry.register(FleetCollector(self.fleet))
         self.registry.register(CompactorCollector(self.compactor))
-        # Alerts on this host's own snapshots (rules checked before serving: cli.py).
+        # Alerts on this host's own snapshots, and on a fleet instance the hosts gone
+        # silent (rules checked before serving: cli.py).
         self.alerts: AlertEngine | None = None
-        if settings.collect and settings.alerts:
+        if settings.alerts and (settings.collect or self.fleet is not None):
             secret = settings.alert_webhook_secret
             receivers: list[Receiver] = [
                 AlertmanagerReceiver(url, settings.alert_resend_seconds)
@@ -175,7 +176,11 @@ class Runtime:
                 for url in settings.webhook_urls
             ]
             self.alerts = AlertEngine(
-                load_rules(settings.alert_rules), settings.hostname, self.database, receivers
+                load_rules(settings.alert_rules),
+                settings.hostname,
+                self.database,
+                receivers,
+                watch_silence=self.fleet is not None,
             )
             self.registry.register(AlertsCollector(self.alerts))
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -186,11 +191,12 @@ class Runtime:
         await self.database.start()
         if self.fleet is not None:
             self._spawn(self.fleet.run(), "fleet")
+        if self.alerts is not None:
+            if self.settings.collect:
+                self.sampler.annotate = self.alerts.annotate
+            self._spawn(self.alerts.run(), "alerts")
         if self.settings.collect:
             self._spawn(self.broadcaster.run(self.sampler), "broadcaster")
-            if self.alerts is not None:
-                self.sampler.annotate = self.alerts.annotate
-                self._spawn(self.alerts.run(), "alerts")
             self._spawn(self.writer.run(self.sampler), "writer")
             if self.shared:
                 self._spawn(self.relay.run(self.sampler), "relay")

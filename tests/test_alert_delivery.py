@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.aio import run
+from tests.conftest import token_for
 from tests.servers import free_port, serve
 from tests.test_browser import browser, env  # noqa: F401
 from tests.test_who_is_busy import BURNER, running
@@ -103,7 +104,7 @@ def wait_for(condition, timeout: float, what: str, step: float = 0.2):  # type: 
         time.sleep(step)
 
 
-def stored_rows(database_url: str) -> list[dict[str, Any]]:
+def stored_rows(database_url: str, alert: str = "TestCpuBusy") -> list[dict[str, Any]]:
     import asyncpg
 
     async def fetch() -> list[dict[str, Any]]:
@@ -111,7 +112,8 @@ def stored_rows(database_url: str) -> list[dict[str, Any]]:
         try:
             rows = await conn.fetch(
                 "SELECT state, started_at, fired_at, resolved_at FROM alerts "
-                "WHERE alert = 'TestCpuBusy' ORDER BY started_at"
+                "WHERE alert = $1 ORDER BY started_at",
+                alert,
             )
             return [dict(r) for r in rows]
         finally:
@@ -266,6 +268,7 @@ def test_the_alert_bar_comes_and_goes_and_the_alerts_page_keeps_it(browser, env,
     from playwright.sync_api import expect
 
     from tests.test_browser import log_in, shoot
+    from tests.test_dashboard_basics import overlapping_labels
 
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES.format(for_="1s"))
@@ -276,10 +279,18 @@ def test_the_alert_bar_comes_and_goes_and_the_alerts_page_keeps_it(browser, env,
         expect(page.locator("[data-test=connection]")).to_have_text("Connected")
         bar = page.locator("[data-test=alert-bar]")
         expect(bar).to_have_count(0)
+        mark = page.locator("[data-panel=cpu] svg text").filter(has_text="TestCpuBusy >")
+        tile = page.locator("[data-summary=cpu]")
         with running(BURNER):
             expect(bar).to_contain_text("TestCpuBusy", timeout=20_000)
+            # The threshold on the CPU chart while it fires; the tile at the rule's level
+            # (severity page: critical from 75 %), not the fixed 95 %.
+            expect(mark).to_have_count(1, timeout=5_000)
+            expect(tile).to_have_attribute("data-level", "critical", timeout=10_000)
+            assert overlapping_labels(page) == []
             shoot(page, "alerts-bar-1440.png")
         expect(bar).to_have_count(0, timeout=20_000)
+        expect(mark).to_have_count(0, timeout=5_000)
         page.click("header.top > nav >> text=Alerts")
         expect(page.locator("[data-test=no-alerts]")).to_be_visible()
         past = page.locator("[data-test=alerts-history] tr[data-alert=TestCpuBusy]")
@@ -290,3 +301,92 @@ def test_the_alert_bar_comes_and_goes_and_the_alerts_page_keeps_it(browser, env,
         assert resolved and "firing" not in resolved, resolved
         shoot(page, "alerts-page-1440.png")
         page.close()
+
+
+SILENCE_RULES = """\
+rules:
+  - alert: TestHostStale
+    expr: host.silent_intervals > 3
+    for: 0s
+    severity: warning
+"""
+
+
+def test_a_silent_host_is_announced_once_by_one_of_two_dashboards_even_across_a_handover(
+    server_env, tmp_path
+):
+    """Two dashboard-only instances watch one agent. The agent stops: one firing webhook,
+    whichever instance holds the lock. That instance stops: the other takes over without
+    announcing it again. The agent comes back: one resolved webhook."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text(SILENCE_RULES)
+    port = free_port()
+    common = {**server_env, "PERFPULSE_ALERT_RULES": str(rules), "PERFPULSE_PERF_ENABLED": "false"}
+    hook = {"PERFPULSE_ALERT_WEBHOOK_URLS": f"http://127.0.0.1:{port}/hook"}
+
+    def env(name: str, **extra: str) -> dict[str, str]:
+        return {
+            **common,
+            "PERFPULSE_HOSTNAME": name,
+            "PERFPULSE_DATA_DIR": str(tmp_path / name),
+            **extra,
+        }
+
+    agent = env("quiet", PERFPULSE_DASHBOARD="false")
+    dashboards = {
+        name: env(name, PERFPULSE_COLLECT="false", **hook) for name in ("central1", "central2")
+    }
+    run(add_user(server_env["PERFPULSE_DATABASE_URL"]))
+    Receiver.received = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Receiver)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    watching = "watching the fleet's hosts for silence"
+
+    def states() -> list[str]:
+        return [json.loads(body)["state"] for _, body in Receiver.received]
+
+    try:
+        with ExitStack() as stack:
+            served = {
+                name: stack.enter_context(serve(tmp_path, env=e)) for name, e in dashboards.items()
+            }
+            auth = {"Authorization": f"Bearer {token_for()}"}
+            with serve(tmp_path, "--interval", str(INTERVAL), env=agent):
+                wait_for(
+                    lambda: httpx.get(served["central1"].url + "/api/hosts", headers=auth).json(),
+                    15,
+                    "the agent in the fleet",
+                )
+                assert states() == []
+            # Now it is silent.
+            wait_for(lambda: states() == ["firing"], 15, "the firing webhook")
+            [leader] = [n for n, s in served.items() if watching in s.log()]
+            [other] = [n for n in served if n != leader]
+            answer = httpx.get(
+                served[other].url + "/api/alerts", params={"host": "*"}, headers=auth
+            ).json()
+            assert [(a["alert"], a["host"], a["state"]) for a in answer["alerts"]] == [
+                ("TestHostStale", "quiet", "firing")
+            ]
+            rules = httpx.get(served[other].url + "/api/alerts/rules", headers=auth).json()
+            assert rules["enabled"] is True
+            assert [(r["alert"], r["steps"], r["op"], r["threshold"]) for r in rules["rules"]] == [
+                ("TestHostStale", ["host", "silent_intervals"], ">", 3.0)
+            ]
+            assert httpx.get(served[other].url + "/api/alerts/rules").status_code == 401
+            assert served.pop(leader).stop() == 0
+            wait_for(lambda: watching in served[other].log(), 20, "the other instance leading")
+            assert "1 alerts carried over" in served[other].log()
+            time.sleep(3)
+            assert states() == ["firing"]  # not announced again
+            with serve(tmp_path, "--interval", str(INTERVAL), env=agent):
+                wait_for(lambda: states() == ["firing", "resolved"], 15, "the resolved webhook")
+                time.sleep(2)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert states() == ["firing", "resolved"]
+    bodies = [json.loads(body) for _, body in Receiver.received]
+    assert {(b["alert"], b["host"]) for b in bodies} == {("TestHostStale", "quiet")}
+    rows = stored_rows(server_env["PERFPULSE_DATABASE_URL"], "TestHostStale")
+    assert [r["state"] for r in rows] == ["resolved"]

@@ -56,7 +56,8 @@ def test_the_default_set_loads_and_names_what_the_prometheus_rules_name():
     names = {r.alert for r in rules}
     assert {"PerfpulseCpuSaturated", "PerfpulseMemoryPressure", "PerfpulseDiskSaturated"} <= names
     prometheus = Path("prometheus/rules/perfpulse.yml").read_text()
-    for name in names - {"PerfpulseFilesystemFull", "PerfpulseSwapGrowing"}:
+    # Prometheus says PerfpulseDown where perfpulse says PerfpulseHostStale.
+    for name in names - {"PerfpulseFilesystemFull", "PerfpulseSwapGrowing", "PerfpulseHostStale"}:
         assert f"alert: {name}" in prometheus, name
 
 
@@ -202,6 +203,63 @@ def test_a_restart_carries_pending_and_firing_alerts_on():
     assert resolved.started_at == at(0) and resolved.peak == 99
 
 
+SILENCE = """\
+rules:
+  - alert: HostSilent
+    expr: host.silent_intervals > 3
+    for: 10s
+  - alert: HostCpuBusy
+    expr: cpu.usage_percent > 90
+"""
+
+
+def test_silence_rules_fire_per_host_carry_over_and_end_with_the_host():
+    from exporter.alerts.silence import SilenceWatch
+
+    rules = [r for r in parse_rules(SILENCE, "s") if r.section == "host"]
+    published: list = []
+    watch = SilenceWatch(rules, None, published.extend)  # type: ignore[arg-type]
+    assert watch.check({"a": (0.4, 1.0), "b": (5.0, 1.0)}, at(0))[0].state == PENDING
+    [fired] = watch.check({"a": (0.5, 1.0), "b": (15.0, 1.0)}, at(10))
+    assert (fired.host, fired.state, fired.value) == ("b", FIRING, 15.0)
+    # A 5 s host silent for 12 s is under 3 of its intervals.
+    assert watch.check({"a": (12.0, 5.0), "b": (16.0, 1.0)}, at(11)) == []
+    # Another instance takes over: what fired goes on, not anew.
+    successor = SilenceWatch(rules, None, published.extend)  # type: ignore[arg-type]
+    successor._evaluator("b").restore([fired])
+    assert successor.check({"a": (0.3, 1.0), "b": (30.0, 1.0)}, at(20)) == []
+    # b removed from the fleet: its alert ends.
+    [ended] = successor.check({"a": (0.3, 1.0)}, at(21))
+    assert (ended.host, ended.state, ended.started_at) == ("b", RESOLVED, at(0))
+    assert [a.state for a in published] == [PENDING, FIRING, RESOLVED]
+
+
+def test_rules_as_the_dashboard_reads_them():
+    from exporter.alerts.rules import describe_rule
+
+    rules = {r.alert: describe_rule(r) for r in load_rules(None)}
+    assert rules["PerfpulseCpuSaturated"]["steps"] == ["cpu", "usage_percent"]
+    assert rules["PerfpulseCpuSaturated"]["threshold"] == 90.0
+    full = rules["PerfpulseFilesystemFull"]
+    assert (full["path"], full["steps"], full["severity"]) == (
+        "disk.filesystems[*].percent",
+        None,
+        "critical",
+    )
+    [root] = parse_rules(GOOD, "good.yml")[1:]
+    assert describe_rule(root)["path"] == "disk.filesystems[mountpoint=/].percent"
+    assert describe_rule(root)["steps"] is None
+    tight = parse_rules("rules:\n  - alert: X\n    expr: cpu.usage_percent>=5\n", "r")[0]
+    assert (describe_rule(tight)["path"], describe_rule(tight)["op"]) == ("cpu.usage_percent", ">=")
+
+
+def test_a_host_rule_is_checked_like_any_other():
+    [stale] = [r for r in load_rules(None) if r.section == "host"]
+    assert (stale.alert, stale.expr) == ("PerfpulseHostStale", "host.silent_intervals > 3")
+    with pytest.raises(RulesError, match="host has no 'uptime'"):
+        parse_rules("rules:\n  - alert: X\n    expr: host.uptime > 1\n", "r")
+
+
 class CpuSample:
     def __init__(self, busy: float) -> None:
         self.busy = busy
@@ -251,3 +309,39 @@ def test_each_snapshot_carries_its_open_alerts_and_the_relay_summary_counts_them
     calm = run(sampler.sample_once())
     assert calm.to_dict()["alerts"] == []
     assert list(engine.unsaved)[-1].state == RESOLVED
+
+
+@pytest.mark.db
+def test_on_restart_an_open_alert_of_a_rule_gone_from_the_file_is_resolved(make_settings):
+    """What the file no longer has ends (Alertmanager and the dashboard would keep it
+    forever); the silence rule's alert about this host is the fleet's, and stays."""
+    import asyncio
+
+    from exporter.alerts import store
+    from exporter.alerts.engine import AlertEngine
+    from exporter.alerts.evaluate import Alert
+    from exporter.storage.database import Database
+
+    def open_alert(name: str) -> Alert:
+        return Alert(name, "h", (), "warning", "s", FIRING, 1.0, 1.0, at(0), at(0))
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        database = Database(make_settings())
+        await database.start()
+        try:
+            await asyncio.wait_for(database.ready.wait(), 30)
+            kept = [open_alert("HostCpuBusy"), open_alert("HostSilent")]
+            await store.record(database.pool, [*kept, open_alert("GoneRule")])
+            engine = AlertEngine(parse_rules(SILENCE, "s"), "h", database, [])
+            await engine._restore()
+            published = [(a.alert, a.state) for a in engine.unsaved]
+            await store.record(database.pool, list(engine.unsaved))
+            still = sorted(a.alert for a in await store.open_alerts(database.pool, "h"))
+            assert [a.alert for a in engine.open()] == ["HostCpuBusy"]
+            return published, still
+        finally:
+            await database.stop()
+
+    published, still = run(scenario())
+    assert published == [("GoneRule", RESOLVED)]
+    assert still == ["HostCpuBusy", "HostSilent"]

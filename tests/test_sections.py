@@ -57,7 +57,16 @@ def is_numeric(tp: Any) -> bool:
 
 
 def spec_paths() -> list[tuple[str, ...]]:
-    return [tuple(line["path"]) for panel in load_panels() for line in panel["live"]]
+    return [
+        tuple(item["path"])
+        for panel in load_panels()
+        for item in [*panel["live"], *panel.get("marks", [])]
+    ] + [
+        tuple(mark["of"])
+        for panel in load_panels()
+        for mark in panel.get("marks", [])
+        if "of" in mark
+    ]
 
 
 def field_paths() -> list[tuple[str, ...]]:

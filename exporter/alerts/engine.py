@@ -10,7 +10,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -20,8 +20,9 @@ from prometheus_client.registry import Collector
 
 from exporter.alerts import store
 from exporter.alerts.deliver import Receiver
-from exporter.alerts.evaluate import FIRING, PENDING, RESOLVED, Alert, Evaluator, brief
-from exporter.alerts.rules import Rule
+from exporter.alerts.evaluate import FIRING, PENDING, RESOLVED, Alert, Evaluator, brief, end
+from exporter.alerts.rules import HOST_SECTION, Rule
+from exporter.alerts.silence import SilenceWatch
 from exporter.storage.database import DATABASE_ERRORS, Database, describe
 
 if TYPE_CHECKING:
@@ -35,11 +36,28 @@ MAX_UNSAVED = 10_000
 
 
 class AlertEngine:
+    """`watch_silence` (an instance serving the fleet): also take part in evaluating the
+    `host.*` rules for every host (exporter/alerts/silence.py)."""
+
     def __init__(
-        self, rules: list[Rule], host: str, database: Database, receivers: list[Receiver]
+        self,
+        rules: list[Rule],
+        host: str,
+        database: Database,
+        receivers: list[Receiver],
+        *,
+        watch_silence: bool = False,
     ) -> None:
         self.rules = rules
-        self.evaluator = Evaluator(rules, host)
+        self.names = {rule.alert for rule in rules}
+        host_rules = [r for r in rules if r.section == HOST_SECTION]
+        self.evaluator = Evaluator([r for r in rules if r.section != HOST_SECTION], host)
+        self.silence = (
+            SilenceWatch(host_rules, database, self.publish, name=host)
+            if watch_silence and host_rules
+            else None
+        )
+        self.evaluator_names = {rule.alert for rule in self.evaluator.rules}
         self.host = host
         self.database = database
         self.receivers = receivers
@@ -62,6 +80,8 @@ class AlertEngine:
                         asyncio.create_task(receiver.run(client), name=f"alerts {receiver.name}")
                     )
                 tasks.append(asyncio.create_task(self._save_forever(), name="alerts store"))
+                if self.silence is not None:
+                    tasks.append(asyncio.create_task(self.silence.run(), name="alerts silence"))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.database.ready.wait(), RESTORE_WAIT)
                 await self._restore()
@@ -95,24 +115,28 @@ class AlertEngine:
         self.evaluation_seconds_total += time.perf_counter() - started
         self.evaluations_total += 1
         if changes:
-            for change in changes:
-                if change.state != PENDING:
-                    log.info(
-                        "alert %s %s on %s%s: %s",
-                        change.alert,
-                        change.state,
-                        change.host,
-                        "".join(f" {k}={v}" for k, v in change.labels),
-                        change.summary,
-                    )
-            self.unsaved.extend(changes)
-            while len(self.unsaved) > MAX_UNSAVED:
-                self.unsaved.popleft()
-                self.unsaved_dropped_total += 1
-            self.saved_wake.set()
-            for receiver in self.receivers:
-                receiver.offer(changes)
+            self.publish(changes)
         return changes
+
+    def publish(self, changes: list[Alert]) -> None:
+        """Changes logged (pending ones not), stored, and offered to every receiver."""
+        for change in changes:
+            if change.state != PENDING:
+                log.info(
+                    "alert %s %s on %s%s: %s",
+                    change.alert,
+                    change.state,
+                    change.host,
+                    "".join(f" {k}={v}" for k, v in change.labels),
+                    change.summary,
+                )
+        self.unsaved.extend(changes)
+        while len(self.unsaved) > MAX_UNSAVED:
+            self.unsaved.popleft()
+            self.unsaved_dropped_total += 1
+        self.saved_wake.set()
+        for receiver in self.receivers:
+            receiver.offer(changes)
 
     async def _restore(self) -> None:
         """The pending and firing alerts stored before a restart go on where they were:
@@ -124,14 +148,23 @@ class AlertEngine:
         except DATABASE_ERRORS as exc:
             log.warning("alerts: could not read the stored state yet: %s", describe(exc))
             return
-        known = {a.key for a in alerts}
-        self.evaluator.restore(a for a in alerts if a.key not in self.evaluator.active)
+        mine = [a for a in alerts if a.alert in self.evaluator_names]
+        self.evaluator.restore(a for a in mine if a.key not in self.evaluator.active)
         self.restored = True
-        firing = [a for a in alerts if a.state == FIRING]
         for receiver in self.receivers:
-            receiver.offer(firing)
-        if known:
-            log.info("alerts: %d pending or firing alerts carried over", len(known))
+            receiver.offer([a for a in mine if a.state == FIRING])
+        if mine:
+            log.info("alerts: %d pending or firing alerts carried over", len(mine))
+        # A rule gone from the rules file while its alert was open: ended now, so that
+        # neither the dashboard nor Alertmanager keeps it forever.
+        orphans = [a for a in alerts if a.alert not in self.names]
+        if orphans:
+            log.info(
+                "alerts: %d open alerts of rules no longer in the rules file resolved: %s",
+                len(orphans),
+                ", ".join(sorted({a.alert for a in orphans})),
+            )
+            self.publish([end(a, datetime.now(UTC)) for a in orphans])
 
     async def _save_forever(self) -> None:
         while True:

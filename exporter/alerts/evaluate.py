@@ -99,6 +99,14 @@ def brief(alert: Alert) -> dict[str, Any]:
     }
 
 
+def end(alert: Alert, at: datetime, value: float | None = None) -> Alert:
+    """The alert resolved at `at`. A pending one ends with no fired_at: the store drops
+    it, receivers ignore it."""
+    return replace(
+        alert, state=RESOLVED, value=alert.value if value is None else value, resolved_at=at
+    )
+
+
 SEVERITY_RANK = {"critical": 0, "page": 0, "error": 1, "warning": 2, "info": 3}
 
 
@@ -117,10 +125,18 @@ class Evaluator:
         self.active: dict[tuple[str, tuple[tuple[str, str], ...]], Alert] = {}
 
     def restore(self, alerts: Iterable[Alert]) -> None:
-        """Pending and firing alerts kept from before a restart: they go on, not anew."""
+        """Pending and firing alerts kept from before a restart: they go on, not anew.
+        Only those of this evaluator's rules; the caller decides about the others."""
+        names = {rule.alert for rule in self.rules}
         for alert in alerts:
-            if alert.state in (PENDING, FIRING):
+            if alert.state in (PENDING, FIRING) and alert.alert in names:
                 self.active[alert.key] = alert
+
+    def close(self, at: datetime) -> list[Alert]:
+        """Every open alert ended now (its host removed from the fleet)."""
+        ended = [end(alert, at) for alert in self.active.values()]
+        self.active.clear()
+        return ended
 
     def evaluate(
         self, sections: Mapping[str, Mapping[str, Any] | None], at: datetime
@@ -158,8 +174,7 @@ class Evaluator:
             if current is None:
                 return
             del self.active[key]
-            # A pending one ends with no fired_at: the store drops it, receivers ignore it.
-            changed.append(replace(current, state=RESOLVED, value=value, resolved_at=at))
+            changed.append(end(current, at, value))
             return
         if current is None:
             current = Alert(

@@ -10,7 +10,10 @@
 
 A path starts with the section (`cpu`, `memory`, `network`, `disk`, `perf_events`,
 `memory_bandwidth`, `processes`, `cgroups`) and walks it as stored paths do
-(exporter/storage/paths.py): `disk.filesystems[mountpoint=/].percent`. `[*]` on a list makes
+(exporter/storage/paths.py): `disk.filesystems[mountpoint=/].percent`. The section `host`
+is not in a snapshot: it is how long a host of the fleet has written nothing
+(`host.silent_seconds`, `host.silent_intervals`), evaluated for every host by one dashboard
+instance per database (exporter/alerts/silence.py). `[*]` on a list makes
 one alert per member, labelled by the member's identity (`disk.filesystems[*].percent`: one
 per mount, label `mountpoint`). A true/false value compares as 1/0 (`cpu.available == 0`).
 """
@@ -24,7 +27,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
@@ -45,6 +48,17 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEYS = {"alert", "expr", "for", "severity", "summary", "labels"}
 WILDCARD = "[*]"
 MAX_RULES = 500
+
+
+class HostSilence(TypedDict):
+    """The `host` section of a rule: a fleet host's silence, not a snapshot's section."""
+
+    silent_seconds: float  # since the host's latest write, by the database's clock
+    silent_intervals: float  # the same in the host's own sampling intervals
+
+
+HOST_SECTION = "host"
+RULE_SECTIONS: dict[str, type] = {**SECTION_TYPES, HOST_SECTION: HostSilence}
 
 # What `perfpulse serve` evaluates without PERFPULSE_ALERT_RULES: the Prometheus rules'
 # alerts that one snapshot can tell (same names where they overlap).
@@ -95,6 +109,11 @@ rules:
     for: 5m
     severity: warning
     summary: "The network collector is failing on {{ host }}"
+  - alert: PerfpulseHostStale
+    expr: host.silent_intervals > 3
+    for: 1m
+    severity: warning
+    summary: "{{ host }} has written nothing for {{ value }} of its sampling intervals"
 """
 
 
@@ -141,7 +160,7 @@ def _check_steps(section: str, steps: tuple[paths.Step, ...], wildcard: bool) ->
     """Walk the section's declared type (collectors/sections.py): a name it does not
     have is an unknown path. Where the type says no more (a free-form dict, a list of
     objects), the rest is taken on trust."""
-    node: Any = SECTION_TYPES[section]
+    node: Any = RULE_SECTIONS[section]
     for i, step in enumerate(steps):
         node = _unwrap(node)
         if isinstance(step, paths.Select):
@@ -195,9 +214,9 @@ def parse_expr(
     except ValueError:
         raise ValueError(f"{number!r} is not a number") from None
     section, _, rest = text.partition(".")
-    if section not in SECTION_TYPES:
+    if section not in RULE_SECTIONS:
         raise ValueError(
-            f"unknown path {text!r}: it starts with a section, one of {', '.join(SECTION_TYPES)}"
+            f"unknown path {text!r}: it starts with a section, one of {', '.join(RULE_SECTIONS)}"
         )
     if not rest:
         raise ValueError(f"unknown path {text!r}: a section is not a number")
@@ -271,6 +290,25 @@ def _rule(item: object) -> Rule:
         summary=summary,
         labels={k: str(v) for k, v in labels.items()},
     )
+
+
+def describe_rule(rule: Rule) -> dict[str, Any]:
+    """A rule as GET /api/alerts/rules gives it."""
+    match = _EXPR.match(rule.expr)
+    path = match["path"] if match else rule.expr
+    plain = rule.suffix is None and all(isinstance(step, str) for step in rule.prefix)
+    return {
+        "alert": rule.alert,
+        "expr": rule.expr,
+        "path": path,
+        "steps": [rule.section, *rule.prefix] if plain else None,
+        "op": rule.op,
+        "threshold": rule.threshold,
+        "for_seconds": rule.for_seconds,
+        "severity": rule.severity,
+        "summary": rule.summary,
+        "labels": rule.labels,
+    }
 
 
 def load_rules(path: Path | None) -> list[Rule]:

@@ -1,4 +1,5 @@
-"""GET /api/alerts (pending and firing now) and GET /api/alerts/history (what fired)."""
+"""GET /api/alerts (pending and firing now), /api/alerts/history (what fired) and
+/api/alerts/rules (what is evaluated, for the dashboard's marks and colours)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from exporter.alerts import store
 from exporter.alerts.engine import AlertEngine
+from exporter.alerts.rules import describe_rule
 from exporter.api.deps import CurrentUser, PoolDep, RuntimeDep, SettingsDep
 from exporter.api.timeparse import parse_time
 
@@ -61,6 +63,21 @@ async def alerts_now(
         "host": host if host == "*" else target,
         "alerts": [store.as_json(a) for a in current],
     }
+
+
+@router.get(
+    "/rules",
+    summary="Alert rules",
+    description="The rules this instance evaluates (its own host's snapshots, and on a fleet "
+    "instance the hosts' silence), in file order: `alert`, `expr`, `path` (as written), "
+    "`steps` (the path's parts from the section on, or null where it selects list members), "
+    "`op`, `threshold`, `for_seconds`, `severity`, `summary`, `labels`. `enabled` is false "
+    "where this instance evaluates none (PERFPULSE_ALERTS=false).",
+)
+async def alert_rules(user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
+    engine: AlertEngine | None = runtime.alerts
+    rules = engine.rules if engine is not None else []
+    return {"enabled": engine is not None, "rules": [describe_rule(r) for r in rules]}
 
 
 @router.get(

@@ -1,4 +1,5 @@
 import { formatValue, lineField } from '@/panels'
+import { isCritical } from '@/thresholds'
 import { formatTime, timeZone, zoneName } from '@/time'
 
 /** Colours that read on both backgrounds; the axis and text colours come from the theme. */
@@ -159,7 +160,13 @@ function tooltipFormatter(panel, lines, zone, span) {
  * `lines` are [{ label, data: [[ms, value|null], ...], max?, stack? }]. Pure: no chart, no
  * DOM. `axisMax` tops the axis (memory: the host's total); `zone` is local or utc.
  */
-export function panelOptions(panel, lines, colors, range = null, { axisMax = null, zone = timeZone.value, width = 600 } = {}) {
+export function panelOptions(
+  panel,
+  lines,
+  colors,
+  range = null,
+  { axisMax = null, zone = timeZone.value, width = 600, marks = [] } = {},
+) {
   const yAxis = {
     type: 'value',
     min: panel.min ?? null,
@@ -175,7 +182,14 @@ export function panelOptions(panel, lines, colors, range = null, { axisMax = nul
   const stacked = own.some((line) => line.stack)
   const scale =
     axisMax === null && panel.max === undefined && panel.min === 0 && !stacked
-      ? ticks(own.flatMap((l) => [l, ...(l.max ? [{ data: l.max }] : [])]), panel.unit)
+      ? ticks(
+          [
+            ...own.flatMap((l) => [l, ...(l.max ? [{ data: l.max }] : [])]),
+            // A marked threshold stays on the chart, however low the lines run.
+            { data: marks.filter((m) => !m.second).map((m) => [0, m.value]) },
+          ],
+          panel.unit,
+        )
       : null
   if (scale !== null) Object.assign(yAxis, { max: scale.max, interval: scale.step })
   if (axisMax !== null) {
@@ -233,6 +247,11 @@ export function panelOptions(panel, lines, colors, range = null, { axisMax = nul
       })
     }
   })
+  for (const axisIndex of [0, 1]) {
+    const here = marks.filter((m) => (m.second ? 1 : 0) === axisIndex)
+    const host = series.find((item) => item.yAxisIndex === axisIndex)
+    if (here.length && host) host.markLine = thresholdLines(here)
+  }
   return {
     animation: false,
     backgroundColor: colors.background,
@@ -271,6 +290,27 @@ export function panelOptions(panel, lines, colors, range = null, { axisMax = nul
     },
     yAxis: yAxes,
     series,
+  }
+}
+
+export const MARK_COLORS = { warning: '#d97706', critical: '#dc2626' }
+
+/** A firing alert's threshold across the plot: a dashed line in its severity's colour,
+ * named at its right end inside the plot. */
+function thresholdLines(marks) {
+  return {
+    silent: true,
+    symbol: 'none',
+    animation: false,
+    data: marks.map((mark) => {
+      const color = isCritical(mark.severity) ? MARK_COLORS.critical : MARK_COLORS.warning
+      return {
+        yAxis: mark.value,
+        name: mark.label,
+        lineStyle: { color, type: 'dashed', width: 1.5 },
+        label: { show: true, position: 'insideEndTop', formatter: mark.label, color, fontSize: 11 },
+      }
+    }),
   }
 }
 

@@ -21,7 +21,20 @@ export const useAlertsStore = defineStore('alerts', () => {
   const alerts = shallowRef([])
   const error = ref(null)
   const host = ref(null)
+  // The rules this instance evaluates: asked for once a session (they change on restart).
+  const rules = shallowRef([])
+  let rulesAsked = false
   let timer = null
+
+  async function loadRules() {
+    if (rulesAsked) return
+    rulesAsked = true
+    try {
+      rules.value = (await apiGet('/api/alerts/rules')).rules
+    } catch {
+      rulesAsked = false // asked again next time; meanwhile the fixed levels serve
+    }
+  }
 
   async function load() {
     const params = new URLSearchParams()
@@ -51,7 +64,9 @@ export const useAlertsStore = defineStore('alerts', () => {
     stop()
     alerts.value = []
     error.value = null
+    rules.value = []
+    rulesAsked = false
   }
 
-  return { alerts, error, host, load, watchHost, stop, reset }
+  return { alerts, error, host, rules, load, loadRules, watchHost, stop, reset }
 })
