@@ -162,6 +162,22 @@ def test_bad_parameters_are_422_naming_the_parameter(api, params, parameter, mes
     assert message in detail["msg"]
 
 
+@pytest.mark.parametrize(
+    ("params", "parameter", "message"),
+    [
+        ({"start": "yesterday"}, "start", "neither an ISO-8601 time"),
+        ({"start": "now", "end": "now-1h"}, "start", "must be before end"),
+        ({"start": "now-91d"}, "end", "at most 90 days"),
+        ({"limit": 0}, "limit", "greater than or equal to 1"),
+    ],
+)
+def test_alert_history_names_a_bad_parameter_as_history_does(api, params, parameter, message):
+    response = api.get("/api/alerts/history", params=params)
+    assert response.status_code == 422
+    detail = response.json()["detail"][0]
+    assert (detail["loc"], message in detail["msg"]) == (["query", parameter], True)
+
+
 def test_relative_and_iso_times():
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     assert parse_time("now", now) == now

@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 
 from exporter.alerts import store
 from exporter.alerts.engine import AlertEngine
 from exporter.alerts.rules import describe_rule
 from exporter.api.deps import CurrentUser, PoolDep, RuntimeDep, SettingsDep
-from exporter.api.timeparse import parse_time
+from exporter.api.timeparse import parse_range
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -25,13 +25,6 @@ AlertsHost = Annotated[
         description="A host, or * for every host; default: this host.",
     ),
 ]
-
-
-def _invalid(parameter: str, message: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_ENTITY,
-        [{"loc": ["query", parameter], "msg": message, "type": "value_error"}],
-    )
 
 
 def _target(host: str | None, settings: Any) -> str | None:
@@ -97,19 +90,7 @@ async def alerts_history(
     host: AlertsHost = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    try:
-        begin = parse_time(start, now)
-    except ValueError as exc:
-        raise _invalid("start", str(exc)) from None
-    try:
-        finish = parse_time(end, now)
-    except ValueError as exc:
-        raise _invalid("end", str(exc)) from None
-    if begin >= finish:
-        raise _invalid("start", "must be before end")
-    if finish - begin > MAX_RANGE:
-        raise _invalid("end", f"the range may span at most {MAX_RANGE.days} days")
+    begin, finish = parse_range(start, end, MAX_RANGE)
     target = _target(host, settings)
     found = await store.history(pool, target, begin, finish, limit)
     return {

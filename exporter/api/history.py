@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from exporter.api.deps import CurrentUser, QueryGateDep, ReaderDep, SettingsDep
 from exporter.api.querygate import QueryGate
-from exporter.api.timeparse import parse_time
+from exporter.api.timeparse import invalid, parse_range
 from exporter.storage import history as reads
 from exporter.storage import minutes, paths
 from exporter.storage.fields import FIELDS, METRIC_TYPES
@@ -67,13 +67,6 @@ class MinutesOut(BaseModel):
     buckets: list[dict[str, Any]]
 
 
-def _invalid(parameter: str, message: str) -> HTTPException:
-    """The 422 FastAPI gives for a bad parameter, naming it and saying why."""
-    return HTTPException(
-        422, [{"type": "value_error", "loc": ["query", parameter], "msg": message}]
-    )
-
-
 def bucket_width(
     start: datetime,
     end: datetime,
@@ -104,13 +97,13 @@ def _fields(
             name: (paths.render(path), tuple(path)) for name, path in FIELDS.get(metric_type, ())
         }
     if len(asked) > MAX_FIELDS:
-        raise _invalid("field", f"at most {MAX_FIELDS} fields per request")
+        raise invalid("field", f"at most {MAX_FIELDS} fields per request")
     out = {}
     for text in asked:
         try:
             steps = paths.parse(text)
         except paths.PathError as exc:
-            raise _invalid("field", f"{text!r}: {exc}") from None
+            raise invalid("field", f"{text!r}: {exc}") from None
         out[text] = (paths.render(steps), steps)
     return out
 
@@ -166,22 +159,10 @@ async def history(
     ] = None,
 ) -> HistoryOut | MinutesOut:
     if metric_type not in HISTORY_TYPES:
-        raise _invalid("metric_type", f"must be one of {', '.join(HISTORY_TYPES)}")
-    now = datetime.now(UTC)
-    try:
-        begin = parse_time(start, now)
-    except ValueError as exc:
-        raise _invalid("start", str(exc)) from None
-    try:
-        finish = parse_time(end, now)
-    except ValueError as exc:
-        raise _invalid("end", str(exc)) from None
-    if begin >= finish:
-        raise _invalid("start", "must be before end")
-    if finish - begin > MAX_RANGE:
-        raise _invalid("end", f"the range may span at most {MAX_RANGE.days} days")
+        raise invalid("metric_type", f"must be one of {', '.join(HISTORY_TYPES)}")
+    begin, finish = parse_range(start, end, MAX_RANGE)
     if field and metric_type in minutes.PER_MINUTE_TYPES:
-        raise _invalid("field", f"{metric_type} history is per-minute accounts, not fields")
+        raise invalid("field", f"{metric_type} history is per-minute accounts, not fields")
     target = host or settings.hostname
     if metric_type in minutes.PER_MINUTE_TYPES:
         return await _accounts(
@@ -190,7 +171,7 @@ async def history(
     wanted = _fields(metric_type, field)
     raw_max = timedelta(hours=settings.history_raw_max_hours)
     if resolution == "raw" and finish - begin > raw_max:
-        raise _invalid(
+        raise invalid(
             "resolution",
             f"raw spans at most {settings.history_raw_max_hours:g} hours "
             "(PERFPULSE_HISTORY_RAW_MAX_HOURS)",
@@ -232,7 +213,7 @@ async def _accounts(
     points: int,
 ) -> MinutesOut:
     if finish - begin > MAX_MINUTES_RANGE:
-        raise _invalid("end", f"{metric_type} history spans at most 24 hours per request")
+        raise invalid("end", f"{metric_type} history spans at most 24 hours per request")
     width = max(1, math.ceil((finish - begin).total_seconds() / points / ROLLUP_SECONDS))
     bucket = timedelta(seconds=width * ROLLUP_SECONDS)
     work = reads.minute_accounts(reader, host, metric_type, begin, finish)
