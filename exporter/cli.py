@@ -67,7 +67,23 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
+    create.add_argument(
+        "--role", default="viewer", help="admin or viewer (default viewer: reads only)"
+    )
+    create.add_argument(
+        "--hosts",
+        default="*",
+        help="glob patterns of the hosts it may see: 'web-*,db-1' (default *)",
+    )
     create.set_defaults(handler=accounts.users_create)
+    set_role = user_commands.add_parser("set-role", help="make a user an admin or a viewer")
+    set_role.add_argument("username")
+    set_role.add_argument("role", help="admin or viewer")
+    set_role.set_defaults(handler=accounts.users_set_access)
+    set_hosts = user_commands.add_parser("set-hosts", help="the hosts a user may see")
+    set_hosts.add_argument("username")
+    set_hosts.add_argument("hosts", help="glob patterns, comma-separated: 'web-*,db-1' or '*'")
+    set_hosts.set_defaults(handler=accounts.users_set_access)
     listing = user_commands.add_parser("list", help="list users")
     listing.set_defaults(handler=accounts.users_list)
     delete = user_commands.add_parser("delete", help="remove a user (its tokens stop working)")
@@ -81,6 +97,23 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
     passwd.set_defaults(handler=accounts.users_set_password)
+
+    tokens = commands.add_parser("tokens", help="API tokens for programs: create, list, revoke")
+    token_commands = tokens.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    token_create = token_commands.add_parser(
+        "create", help="make a token acting as USER; printed once (stdout), stored hashed"
+    )
+    token_create.add_argument("name", help="a name to list and revoke it by")
+    token_create.add_argument("--user", required=True, help="the user it acts as")
+    token_create.add_argument(
+        "--expires", default="90d", help="12h, 90d, 8w, 1y or never (default 90d)"
+    )
+    token_create.set_defaults(handler=accounts.tokens_create)
+    token_list = token_commands.add_parser("list", help="name, user, created, expires, last used")
+    token_list.set_defaults(handler=accounts.tokens_list)
+    token_revoke = token_commands.add_parser("revoke", help="revoke a token (its streams close)")
+    token_revoke.add_argument("name")
+    token_revoke.set_defaults(handler=accounts.tokens_revoke)
 
     grafana = commands.add_parser("grafana", help="Grafana dashboards: generate or push them")
     grafana_commands = grafana.add_subparsers(
@@ -139,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--url", default="http://127.0.0.1:8000", help="perfpulse's base URL")
     watch.add_argument("--user", default="admin", help="user name (default admin)")
+    watch.add_argument(
+        "--token-file", type=Path, help="read an API token (pp_...) from this file, not log in"
+    )
     watch.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     watch.add_argument("--json", action="store_true", help="print each snapshot's JSON instead")
     watch.add_argument("--count", type=int, help="stop after this many snapshots")
@@ -238,13 +274,22 @@ def _snapshot(settings: Settings, args: argparse.Namespace) -> int:
 def _watch(settings: Settings, args: argparse.Namespace) -> int:
     from exporter.watch import WatchError, follow, login
 
-    if args.password_stdin:
+    base_url = args.url.rstrip("/")
+    token: str | None = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise CommandError(f"{args.token_file}: {exc.strerror or exc}") from None
+        if not token:
+            raise CommandError(f"{args.token_file} is empty")
+    elif args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = accounts.prompt(f"Password for {args.user}: ")
-    base_url = args.url.rstrip("/")
     try:
-        token = login(base_url, args.user, password)
+        if token is None:
+            token = login(base_url, args.user, password)
         asyncio.run(follow(base_url, token, raw=args.json, limit=args.count))
     except WatchError as exc:
         raise CommandError(str(exc)) from None

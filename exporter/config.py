@@ -211,8 +211,20 @@ class Settings(BaseSettings):
         30,
         gt=0,
         le=3600,
-        description="How often open streams are re-checked against their users (deleted, "
-        "password changed).",
+        description="How often open streams are re-checked against their users and tokens "
+        "(deleted, password or access changed, token revoked or expired).",
+    )
+    auth_proxy_header: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="A header naming the logged-in user, set by a single sign-on proxy in "
+        "front (oauth2-proxy, an ingress): `X-Forwarded-User`. Believed only from "
+        "PERFPULSE_TRUSTED_PROXIES; from any other address it is ignored (and logged once).",
+    )
+    auth_proxy_auto_create: bool = Field(
+        False,
+        description="A user the proxy names who does not exist is created as a viewer "
+        "(otherwise refused).",
     )
     api_docs: bool = Field(
         False, description="Serve the OpenAPI pages (/docs, /redoc; Swagger UI from a CDN)."

@@ -16,6 +16,7 @@ _SECRETS = (
     (re.compile(r"([?&](?:access_)?token=)[^&\s\"']+", re.I), r"\1[REDACTED]"),
     (re.compile(r"(bearer[ ,]+)[\w.~+/=-]+", re.I), r"\1[REDACTED]"),
     (re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*"), "[REDACTED]"),
+    (re.compile(r"pp_[\w-]{20,}"), "[REDACTED]"),  # an API token
     (re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@", re.I), r"\1[REDACTED]@"),
 )
 

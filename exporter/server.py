@@ -13,8 +13,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from exporter.api.webconfig import load_web_config
+from exporter.auth.proxy import RememberPeer
 from exporter.config import Settings, StartError
 from exporter.logs import logging_config
 from exporter.memory import FloodTrim
@@ -39,9 +41,9 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvi
     options: dict[str, object] = {
         "http": http,
         # X-Forwarded-For is believed only from PERFPULSE_TRUSTED_PROXIES (none by default):
-        # anyone else could name any address and dodge the login throttle.
-        "proxy_headers": bool(settings.proxies),
-        "forwarded_allow_ips": settings.proxies or "",
+        # anyone else could name any address and dodge the login throttle. Applied below,
+        # after the TCP peer is kept (the SSO proxy header is believed by the peer alone).
+        "proxy_headers": False,
         "host": settings.host,
         "port": settings.port,
         "log_config": logging_config(settings.log_level),
@@ -72,7 +74,10 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvi
     chosen = options["ws"]
     direct = isinstance(chosen, type) and issubclass(chosen, GuardedWebSocketsProtocol)
     log.info("live stream: %s", describe_frame_path(WS_PROTOCOL if direct else str(chosen)))
-    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
+    asgi: Any = app
+    if settings.proxies:
+        asgi = ProxyHeadersMiddleware(asgi, trusted_hosts=settings.proxies)
+    return uvicorn.Config(RememberPeer(asgi), **options)  # type: ignore[arg-type]
 
 
 # --- descriptors and connections ----------------------------------------------------

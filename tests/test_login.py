@@ -139,7 +139,9 @@ def test_users_cli_create_list_set_password_delete(server_env):
     assert short.returncode == 1
     assert "8 to 1024 characters" in short.stderr
     listed = run_cli(server_env, "users", "list")
-    assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["bob"]
+    header, *rows = listed.stdout.splitlines()
+    assert header.split("\t") == ["USER", "ROLE", "HOSTS", "CREATED"]
+    assert [row.split("\t")[:3] for row in rows] == [["bob", "viewer", "*"]]
 
     def stored_hash() -> str:
         sql = "SELECT password_hash FROM users WHERE username = 'bob'"

@@ -33,6 +33,7 @@ from exporter.storage.documents import Template, shape
 from exporter.storage.fields import FIELDS
 from exporter.storage.ingest import StoredSnapshot
 from tests.conftest import token_for
+from tests.db import fetchval
 from tests.servers import serve, serve_in_thread
 from tests.test_ws import add_user
 
@@ -138,8 +139,16 @@ def _compare(before: dict[str, Any], after: dict[str, Any], exact_fields: set[st
 
 @pytest.fixture
 def api(make_settings, clean_database_url) -> Iterator[httpx.Client]:
-    """The real app on the test database, its own compactor off (the tests compact)."""
+    """The real app on the test database, its own compactor off (the tests compact); the
+    replayed host registered in the fleet, as its agent's relay would have."""
     asyncio.run(add_user(clean_database_url))
+    asyncio.run(
+        fetchval(
+            clean_database_url,
+            "INSERT INTO hosts (host, interval_seconds, version) VALUES ($1, 1, 'test')",
+            HOST,
+        )
+    )
     settings = make_settings(hostname="api-host", storage_compact=False, collect=False)
     headers = {"Authorization": f"Bearer {token_for('alice')}"}
     with (

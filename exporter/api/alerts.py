@@ -10,9 +10,13 @@ from fastapi import APIRouter, Query
 
 from exporter.alerts import store
 from exporter.alerts.engine import AlertEngine
+from exporter.alerts.evaluate import Alert
 from exporter.alerts.rules import describe_rule
-from exporter.api.deps import CurrentUser, PoolDep, RuntimeDep, SettingsDep
+from exporter.api.deps import CurrentUser, PoolDep, RuntimeDep, SettingsDep, visible_host
 from exporter.api.timeparse import parse_range
+from exporter.auth.access import may_see, sees_all
+from exporter.runtime import Runtime
+from exporter.storage.users import User
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -27,8 +31,15 @@ AlertsHost = Annotated[
 ]
 
 
-def _target(host: str | None, settings: Any) -> str | None:
-    return None if host == "*" else (host or settings.hostname)
+async def _target(
+    user: User, host: str | None, settings: Any, runtime: Runtime, pool: Any
+) -> str | None:
+    """None for every host (`*`); else the host, if it exists and the user may see it."""
+    return None if host == "*" else await visible_host(user, host, settings, runtime, pool)
+
+
+def _seen(user: User, alerts: list[Alert]) -> list[dict[str, Any]]:
+    return [store.as_json(a) for a in alerts if sees_all(user) or may_see(user, a.host)]
 
 
 @router.get(
@@ -45,17 +56,14 @@ async def alerts_now(
     runtime: RuntimeDep,
     host: AlertsHost = None,
 ) -> dict[str, Any]:
-    target = _target(host, settings)
+    target = await _target(user, host, settings, runtime, pool)
     engine: AlertEngine | None = runtime.alerts
-    if engine is not None and target == settings.hostname:
+    if engine is not None and target == settings.hostname and settings.collect:
         # This host's own state, straight from its evaluator (not waiting on a save).
         current = engine.open()
     else:
         current = await store.open_alerts(pool, target)
-    return {
-        "host": host if host == "*" else target,
-        "alerts": [store.as_json(a) for a in current],
-    }
+    return {"host": host if host == "*" else target, "alerts": _seen(user, current)}
 
 
 @router.get(
@@ -83,6 +91,7 @@ async def alerts_history(
     user: CurrentUser,
     pool: PoolDep,
     settings: SettingsDep,
+    runtime: RuntimeDep,
     start: Annotated[
         str, Query(description="ISO-8601 or now-7d style; default now-7d.")
     ] = "now-7d",
@@ -91,11 +100,11 @@ async def alerts_history(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     begin, finish = parse_range(start, end, MAX_RANGE)
-    target = _target(host, settings)
+    target = await _target(user, host, settings, runtime, pool)
     found = await store.history(pool, target, begin, finish, limit)
     return {
         "host": host if host == "*" else target,
         "start": begin.isoformat(),
         "end": finish.isoformat(),
-        "alerts": [store.as_json(a) for a in found],
+        "alerts": _seen(user, found),
     }

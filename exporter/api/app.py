@@ -14,13 +14,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from exporter import __version__
-from exporter.api import alerts, auth, health, history, hosts, landing, metrics, processes, ws
+from exporter.api import access as access_routes
+from exporter.api import (
+    alerts,
+    auth,
+    health,
+    history,
+    hosts,
+    landing,
+    metrics,
+    processes,
+    ws,
+)
 from exporter.api.dashboard import default_directory, mount_dashboard
 from exporter.api.deps import Access
 from exporter.api.guards import BodyLimit, HostAllowList, SecurityHeaders, default_allowed_hosts
 from exporter.api.querygate import QueryGate, QueryGateCollector
 from exporter.api.webconfig import WebConfig, load_web_config
 from exporter.auth.bootstrap import create_initial_admin
+from exporter.auth.proxy import ProxyAuth
 from exporter.auth.sessions import Sessions
 from exporter.auth.throttle import LoginCollector, LoginGate
 from exporter.auth.tokens import load_jwt_secret
@@ -57,6 +69,7 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
             queue=settings.history_queue,
             per_user=settings.history_per_user,
         ),
+        proxy=ProxyAuth(settings),
     )
 
     @contextlib.asynccontextmanager
@@ -108,6 +121,7 @@ def create_app(settings: Settings, collectors: Sequence[Collector] | None = None
         log.info("agent: collecting, writing and serving /metrics; no dashboard, login or stream")
         return app
     app.include_router(auth.router)
+    app.include_router(access_routes.router)
     app.include_router(ws.router)
     app.include_router(history.router)
     app.include_router(hosts.router)

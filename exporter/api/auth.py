@@ -9,14 +9,16 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field, field_validator
 
 from exporter.api.deps import (
+    AccessDep,
     CurrentSession,
-    CurrentUser,
     LoginGateDep,
     PoolDep,
     SecretDep,
     SessionsDep,
     SettingsDep,
+    proxy_session,
 )
+from exporter.auth.access import audit
 from exporter.auth.passwords import authenticate
 from exporter.auth.tokens import issue_token
 from exporter.storage import users
@@ -62,6 +64,9 @@ class Token(BaseModel):
 class Me(BaseModel):
     username: str
     created_at: datetime
+    role: str = Field(description="admin or viewer.")
+    hosts: list[str] = Field(description="Glob patterns of the hosts this user may see.")
+    via: str = Field(description="What authenticated this request: token, api_token or proxy.")
 
 
 @router.post(
@@ -93,6 +98,12 @@ async def login(
     with gate.checking(address, body.username) as attempt:
         await attempt.turn()  # an account past its failure limit: one check at a time
         user = await authenticate(pool, body.username, body.password)
+        audit(
+            "login",
+            outcome="success" if user is not None else "failure",
+            user=body.username,
+            address=address,
+        )
         if user is None:
             # How many more failures this address has before it must wait: the login
             # page warns before the lock, not after. The address's own count only (never
@@ -115,6 +126,41 @@ async def login(
     return Token(access_token=issued.token, expires_in=issued.expires_in)
 
 
+@router.post(
+    "/proxy",
+    summary="Log in through the single sign-on proxy",
+    responses={
+        401: {"description": "no user named by a trusted proxy"},
+        403: {"description": "the named user has no account here"},
+    },
+)
+async def proxy_login(
+    request: Request,
+    pool: PoolDep,
+    secret: SecretDep,
+    settings: SettingsDep,
+    access: AccessDep,
+) -> Token:
+    """An access token for the user PERFPULSE_AUTH_PROXY_HEADER names, when the request
+    comes from one of PERFPULSE_TRUSTED_PROXIES: the dashboard logs in with it, as with a
+    password, and skips its login page."""
+    found = await proxy_session(request, pool, access.proxy)
+    if found is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "no single sign-on user on this request",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    user = found[0]
+    issued = issue_token(
+        secret,
+        user.username,
+        timedelta(minutes=settings.access_token_expire_minutes),
+        version=user.token_version,
+    )
+    return Token(access_token=issued.token, expires_in=issued.expires_in)
+
+
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def logout(session: CurrentSession, pool: PoolDep, sessions: SessionsDep) -> Response:
     """Revoke this token at once, on every instance sharing the database; this
@@ -127,5 +173,14 @@ async def logout(session: CurrentSession, pool: PoolDep, sessions: SessionsDep) 
 
 
 @router.get("/me")
-async def me(user: CurrentUser) -> Me:
-    return Me(username=user.username, created_at=user.created_at)
+async def me(session: CurrentSession) -> Me:
+    """Who this request is, with the role and the hosts it may see."""
+    user, claims = session
+    via = claims.token_id.split(":", 1)[0] if ":" in claims.token_id else "token"
+    return Me(
+        username=user.username,
+        created_at=user.created_at,
+        role=user.role,
+        hosts=user.hosts,
+        via={"api": "api_token"}.get(via, via),
+    )

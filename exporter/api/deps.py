@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, HTTPException, status
@@ -13,10 +14,13 @@ from starlette.requests import HTTPConnection
 
 from exporter.api.querygate import QueryGate
 from exporter.api.webconfig import WebConfig
+from exporter.auth.access import may_see
+from exporter.auth.proxy import ProxyAuth
 from exporter.auth.sessions import Sessions
 from exporter.auth.throttle import LoginGate
-from exporter.auth.tokens import Claims, TokenError, session_for_token
+from exporter.auth.tokens import NEVER, Claims, TokenError, session_for_token
 from exporter.config import Settings
+from exporter.fleet.hosts import host_exists
 from exporter.fleet.listener import FleetListener
 from exporter.runtime import Runtime
 from exporter.sampler import Sampler
@@ -36,6 +40,7 @@ class Access:
     web_config: WebConfig
     sessions: Sessions
     queries: QueryGate
+    proxy: ProxyAuth
 
 
 async def _runtime(connection: HTTPConnection) -> Runtime:
@@ -139,11 +144,18 @@ _bearer = HTTPBearer(auto_error=False, description="An access token from POST /a
 
 
 async def _current_session(
+    connection: HTTPConnection,
     pool: PoolDep,
     secret: SecretDep,
+    access: AccessDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> tuple[User, Claims]:
+    """A bearer credential (a JWT from /api/auth/login or an API token `pp_...`), or
+    without one the user a trusted SSO proxy names."""
     if credentials is None:
+        found = await proxy_session(connection, pool, access.proxy)
+        if found is not None:
+            return found
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "not authenticated",
@@ -159,6 +171,23 @@ async def _current_session(
         ) from None
 
 
+async def proxy_session(
+    connection: HTTPConnection, pool: asyncpg.Pool, proxy: ProxyAuth
+) -> tuple[User, Claims] | None:
+    """The session of the user a trusted proxy names on this request, if any."""
+    name = proxy.named(connection.scope)
+    if name is None:
+        return None
+    address = connection.client.host if connection.client else "unknown"
+    user = await proxy.user(pool, name, address)
+    if user is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"the single sign-on user {name!r} has no account here"
+        )
+    now = datetime.now(UTC)
+    return user, Claims(user.username, now, now + NEVER, f"proxy:{name}", user.token_version)
+
+
 CurrentSession = Annotated[tuple[User, Claims], Depends(_current_session)]
 
 
@@ -167,3 +196,29 @@ async def _current_user(session: CurrentSession) -> User:
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+async def _admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs the admin role")
+    return user
+
+
+AdminUser = Annotated[User, Depends(_admin_user)]
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {403: {"description": "this needs the admin role"}}
+
+
+async def visible_host(
+    user: User, requested: str | None, settings: Settings, runtime: Runtime, pool: asyncpg.Pool
+) -> str:
+    """The host a request is about (this instance's own by default), if it exists and the
+    user may see it; a 404 `unknown host` otherwise, the same for both."""
+    host = requested or settings.hostname
+    own = settings.collect and host == settings.hostname
+    exists = own or (runtime.shared and await host_exists(pool, host))
+    if not exists or not may_see(user, host):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, UNKNOWN_HOST)
+    return host
+
+
+UNKNOWN_HOST = "unknown host"

@@ -11,7 +11,15 @@ import asyncpg
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
-from exporter.api.deps import CurrentUser, QueryGateDep, ReaderDep, SettingsDep
+from exporter.api.deps import (
+    CurrentUser,
+    PoolDep,
+    QueryGateDep,
+    ReaderDep,
+    RuntimeDep,
+    SettingsDep,
+    visible_host,
+)
 from exporter.api.querygate import QueryGate
 from exporter.api.timeparse import invalid, parse_range
 from exporter.storage import history as reads
@@ -131,13 +139,15 @@ async def _bounded(gate: QueryGate, request: Request, user: str, reader: Any, wo
         work.close()  # a read refused before it ran: no "never awaited" warning
 
 
-@router.get("/history")
+@router.get("/history", responses={404: {"description": "unknown host"}})
 async def history(
     request: Request,
     user: CurrentUser,
     reader: ReaderDep,
     gate: QueryGateDep,
     settings: SettingsDep,
+    runtime: RuntimeDep,
+    pool: PoolDep,
     metric_type: Annotated[str, Query(description=f"One of {', '.join(HISTORY_TYPES)}.")],
     start: Annotated[
         str, Query(description="ISO-8601 or now-1h style; default now-1h.")
@@ -163,7 +173,7 @@ async def history(
     begin, finish = parse_range(start, end, MAX_RANGE)
     if field and metric_type in minutes.PER_MINUTE_TYPES:
         raise invalid("field", f"{metric_type} history is per-minute accounts, not fields")
-    target = host or settings.hostname
+    target = await visible_host(user, host, settings, runtime, pool)
     if metric_type in minutes.PER_MINUTE_TYPES:
         return await _accounts(
             request, user.username, reader, gate, target, metric_type, begin, finish, points
@@ -229,16 +239,18 @@ async def _accounts(
     )
 
 
-@router.get("/latest")
+@router.get("/latest", responses={404: {"description": "unknown host, or nothing stored"}})
 async def latest(
     request: Request,
     user: CurrentUser,
     reader: ReaderDep,
     gate: QueryGateDep,
     settings: SettingsDep,
+    runtime: RuntimeDep,
+    pool: PoolDep,
     host: HostQuery = None,
 ) -> dict[str, Any]:
-    target = host or settings.hostname
+    target = await visible_host(user, host, settings, runtime, pool)
     found = await _bounded(gate, request, user.username, reader, reads.latest(reader, target))
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stored snapshot for host {target!r}")

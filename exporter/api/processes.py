@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from exporter.api.deps import CurrentUser, RuntimeDep
+from exporter.api.deps import UNKNOWN_HOST, CurrentUser, RuntimeDep
+from exporter.auth.access import may_see
 
 router = APIRouter(prefix="/api", tags=["processes"])
 
@@ -26,6 +27,8 @@ async def processes(
     sort: Annotated[Literal["cpu", "memory", "io"], Query()] = "cpu",
     limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 500,
 ) -> dict[str, Any]:
+    if not may_see(user, runtime.settings.hostname):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, UNKNOWN_HOST)
     collector = runtime.processes
     if collector is None or collector.scanned_at is None:
         raise HTTPException(

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, HTTPException, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from exporter.api.deps import (
+    AccessDep,
     BroadcasterDep,
     DatabaseDep,
     FleetDep,
     SecretDep,
     SessionsDep,
     SettingsDep,
+    proxy_session,
 )
+from exporter.auth.access import may_see, sees_all
+from exporter.auth.proxy import ProxyAuth
 from exporter.auth.sessions import TooManyStreams
 from exporter.auth.tokens import Claims, TokenError, session_for_token
 from exporter.config import Settings
@@ -78,6 +84,7 @@ async def metrics_stream(
     fleet: FleetDep,
     secret: SecretDep,
     sessions: SessionsDep,
+    access: AccessDep,
 ) -> None:
     token, subprotocol = token_from(websocket)
     extensions = websocket.scope.get("extensions", {})
@@ -89,7 +96,7 @@ async def metrics_stream(
         # client that stops reading cannot hold the handler here.
         async with asyncio.timeout(settings.request_header_timeout_seconds):
             admitted = await _admit(
-                websocket, raw_send, subprotocol, token, settings, database, secret
+                websocket, raw_send, subprotocol, token, settings, database, secret, access.proxy
             )
     except TimeoutError:
         abort_later(raw_send, 0)
@@ -99,7 +106,7 @@ async def metrics_stream(
     if admitted is None:
         return
     user, claims = admitted
-    target = _target(websocket.query_params.get("host"), settings, broadcaster, fleet)
+    target = _target(websocket.query_params.get("host"), settings, broadcaster, fleet, user)
     if isinstance(target, tuple):
         await _refuse(websocket, raw_send, *target)
         return
@@ -113,7 +120,13 @@ async def metrics_stream(
         task.add_done_callback(closing.discard)
 
     try:
-        session = sessions.open(user.username, claims.version, claims.token_id, close_session)
+        session = sessions.open(
+            user.username,
+            claims.version,
+            claims.token_id,
+            close_session,
+            (user.role, tuple(user.hosts)),
+        )
     except TooManyStreams:
         if isinstance(target, _Relayed):
             target.fleet.release_channel(target.host)
@@ -128,7 +141,7 @@ async def metrics_stream(
     expires_in = (claims.expires_at - datetime.now(UTC)).total_seconds()
     try:
         async with asyncio.timeout(max(0.0, expires_in)):
-            if isinstance(target, FleetListener):
+            if isinstance(target, _Fleet):
                 await _stream_fleet(websocket, target, settings)
             elif isinstance(target, _Relayed):
                 await _stream_snapshots(websocket, raw_send, target.channel, settings)
@@ -151,17 +164,34 @@ class _Relayed:
     channel: Broadcaster
 
 
+@dataclass(frozen=True, slots=True)
+class _Fleet:
+    """The fleet list, of the hosts this user may see."""
+
+    fleet: FleetListener
+    sees: Callable[[str], bool] | None
+
+
 def _target(
     requested: str | None,
     settings: Settings,
     local: Broadcaster,
     fleet: FleetListener | None,
-) -> Broadcaster | FleetListener | _Relayed | tuple[int, str]:
+    user: User,
+) -> Broadcaster | _Fleet | _Relayed | tuple[int, str]:
     """What `?host=` asks for: this host's stream (no host, or its own name), the fleet
-    list (`*`), another host's relayed stream; or (close code, reason)."""
+    list (`*`), another host's relayed stream; or (close code, reason). A host outside the
+    user's scope is refused exactly as a host that does not exist."""
     if requested is None or (settings.collect and requested == settings.hostname):
         if not settings.collect:
             return POLICY_VIOLATION, "this instance collects no host: pass host=NAME or host=*"
+        if not may_see(user, settings.hostname):
+            if requested is None:
+                return (
+                    POLICY_VIOLATION,
+                    "this instance collects no host you may see: pass host=NAME or host=*",
+                )
+            return POLICY_VIOLATION, "unknown host"
         return local
     if (
         not requested
@@ -174,8 +204,8 @@ def _target(
     if not fleet.ready.is_set():
         return TRY_AGAIN_LATER, "fleet not available yet (database unreachable), try again later"
     if requested == "*":
-        return fleet
-    if not fleet.knows(requested):
+        return _Fleet(fleet, None if sees_all(user) else functools.partial(may_see, user))
+    if not fleet.knows(requested) or not may_see(user, requested):
         return POLICY_VIOLATION, "unknown host"
     try:
         return _Relayed(fleet, requested, fleet.open_channel(requested))
@@ -202,8 +232,9 @@ async def _stream_snapshots(
             await sender
 
 
-async def _stream_fleet(websocket: WebSocket, fleet: FleetListener, settings: Settings) -> None:
-    client = fleet.connect_fleet()
+async def _stream_fleet(websocket: WebSocket, target: _Fleet, settings: Settings) -> None:
+    fleet = target.fleet
+    client = fleet.connect_fleet(target.sees)
     sender = asyncio.create_task(send_fleet(websocket, client, settings.ws_send_timeout_seconds))
     try:
         await _receive(websocket, None, None, settings)
@@ -222,19 +253,25 @@ async def _admit(
     settings: Settings,
     database: Database,
     secret: bytes,
+    proxy: ProxyAuth,
 ) -> tuple[User, Claims] | None:
-    """Accept, then check origin and token; None (closed with the reason) if refused."""
+    """Accept, then check origin and token (or, without one, the user a trusted SSO proxy
+    names); None (closed with the reason) if refused."""
     # Accept first, then close with a reason: a close before accept reaches the browser as
     # 1006 with no reason, and the dashboard could not tell a bad token from a dead server.
     await websocket.accept(subprotocol=subprotocol)
     if not origin_allowed(websocket, settings.origins):
         await _refuse(websocket, raw_send, POLICY_VIOLATION, "origin not allowed")
         return None
-    if not token:
-        await _refuse(websocket, raw_send, POLICY_VIOLATION, "missing token")
-        return None
     try:
+        if not token:
+            found = await proxy_session(websocket, database.pool, proxy)
+            if found is None:
+                await _refuse(websocket, raw_send, POLICY_VIOLATION, "missing token")
+            return found
         return await session_for_token(database.pool, secret, token)
+    except HTTPException as exc:
+        await _refuse(websocket, raw_send, POLICY_VIOLATION, str(exc.detail))
     except TokenError as exc:
         await _refuse(websocket, raw_send, POLICY_VIOLATION, str(exc))
     except DATABASE_ERRORS as exc:

@@ -33,9 +33,14 @@ Close = Callable[[str], None]
 @dataclass(eq=False)
 class Session:
     username: str
-    version: int
+    version: int | None  # None: an API token (a password change does not end it)
     token_id: str
     close: Close = field(repr=False)
+    access: tuple[str, tuple[str, ...]] = ("", ())  # role and hosts when it opened
+
+    @property
+    def api_token_id(self) -> int | None:
+        return int(self.token_id[4:]) if self.token_id.startswith("api:") else None
 
 
 class TooManyStreams(Exception):
@@ -52,11 +57,19 @@ class Sessions:
         self._per_user: Counter[str] = Counter()
         self.closed_total = 0
 
-    def open(self, username: str, version: int, token_id: str, close: Close) -> Session:
-        """Count a new stream of `username`; TooManyStreams past the bound."""
+    def open(
+        self,
+        username: str,
+        version: int | None,
+        token_id: str,
+        close: Close,
+        access: tuple[str, tuple[str, ...]] = ("", ()),
+    ) -> Session:
+        """Count a new stream of `username`; TooManyStreams past the bound. `access` (the
+        user's role and hosts now): a stream ends when they change."""
         if self._per_user[username] >= self.max_per_user:
             raise TooManyStreams(username)
-        session = Session(username, version, token_id, close)
+        session = Session(username, version, token_id, close, access)
         self._open.add(session)
         self._per_user[username] += 1
         return session
@@ -71,12 +84,14 @@ class Sessions:
     def open_for(self, username: str) -> int:
         return self._per_user[username]
 
-    def revoked(self, token_id: str) -> int:
-        """Close this instance's streams of a token just logged out; returns how many."""
-        return self._close(
-            [s for s in self._open if s.token_id == token_id],
-            lambda _: "token revoked (logged out)",
-        )
+    def revoked(self, token_id: str, reason: str = "token revoked (logged out)") -> int:
+        """Close this instance's streams of a token just logged out or revoked; returns
+        how many."""
+        return self._close([s for s in self._open if s.token_id == token_id], lambda _: reason)
+
+    def changed(self, username: str, reason: str) -> int:
+        """Close this instance's streams of a user just changed or deleted."""
+        return self._close([s for s in self._open if s.username == username], lambda _: reason)
 
     def _close(self, sessions: list[Session], reason: Callable[[Session], str]) -> int:
         for session in sessions:
@@ -99,24 +114,32 @@ class Sessions:
         if not self._open:
             return 0
         names = sorted({s.username for s in self._open})
+        api_ids = sorted({i for s in self._open if (i := s.api_token_id) is not None})
         try:
             rows = await pool.fetch(
-                "SELECT username, token_version FROM users WHERE username = ANY($1)", names
+                "SELECT username, token_version, role, hosts FROM users WHERE username = ANY($1)",
+                names,
             )
             revoked = await users.revoked_among(pool, sorted({s.token_id for s in self._open}))
+            live = await users.live_api_tokens(pool, api_ids) if api_ids else set()
         except DATABASE_ERRORS as exc:
             log.debug("session recheck postponed: %s", describe(exc))
             return 0
-        versions = {row["username"]: row["token_version"] for row in rows}
+        known = {row["username"]: row for row in rows}
 
         def reason(session: Session) -> str | None:
-            version = versions.get(session.username)
-            if version is None:
+            row = known.get(session.username)
+            if row is None:
                 return "user no longer exists"
-            if session.version != version:
+            api_id = session.api_token_id
+            if api_id is not None and api_id not in live:
+                return "token revoked or expired"
+            if session.version is not None and session.version != row["token_version"]:
                 return "password changed"
             if session.token_id in revoked:
                 return "token revoked (logged out)"
+            if session.access[0] and session.access != (row["role"], tuple(row["hosts"])):
+                return "access changed"
             return None
 
         ending = {s: why for s in self._open if (why := reason(s)) is not None}

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 from jose import ExpiredSignatureError, JWTError, jwt
 
+from exporter.auth.access import TOKEN_PATTERN, audit, is_api_token, token_digest
 from exporter.config import MIN_SECRET_BYTES, ConfigError, Settings
 from exporter.datadir import ensure_private
 from exporter.storage import users
@@ -26,6 +27,9 @@ ALGORITHMS = [ALGORITHM]  # the only algorithm decode accepts: no "none", no RS/
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti")
 MAX_TOKEN_BYTES = 4096
 SECRET_FILE = "jwt-secret"
+API_TOKEN_ID = "api:"
+NEVER = timedelta(days=36500)  # an API token without expiry, as a stream's deadline
+TOUCH_EVERY = timedelta(minutes=1)
 
 
 class TokenError(Exception):
@@ -62,11 +66,19 @@ def issue_token(
 
 @dataclass(frozen=True, slots=True)
 class Claims:
+    """What a credential says: a JWT's claims, or an API token's record (`token_id`
+    `api:<id>`, `expires_at` far ahead when it never expires, `version` None: a password
+    change does not end it, revoking it does)."""
+
     subject: str
     issued_at: datetime
     expires_at: datetime
     token_id: str
-    version: int
+    version: int | None
+
+    @property
+    def api_token_id(self) -> int | None:
+        return int(self.token_id[4:]) if self.token_id.startswith(API_TOKEN_ID) else None
 
 
 def decode_token(secret: bytes, token: str) -> Claims:
@@ -104,8 +116,10 @@ def decode_token(secret: bytes, token: str) -> Claims:
 
 
 async def session_for_token(db: asyncpg.Pool, secret: bytes, token: str) -> tuple[User, Claims]:
-    """The user a valid token speaks for, and its claims (a stream needs its expiry);
-    TokenError when it cannot speak for anyone."""
+    """The user a valid token (a JWT, or an API token `pp_...`) speaks for, and its claims
+    (a stream needs its expiry); TokenError when it cannot speak for anyone."""
+    if is_api_token(token):
+        return await _session_for_api_token(db, token)
     claims = decode_token(secret, token)
     found = await users.get_for_token(db, claims.subject, claims.token_id)
     if found is None:
@@ -115,6 +129,31 @@ async def session_for_token(db: asyncpg.Pool, secret: bytes, token: str) -> tupl
         raise TokenError("token revoked (logged out)")
     if claims.version != user.token_version:
         raise TokenError("token issued before the password was changed")
+    return user, claims
+
+
+async def _session_for_api_token(db: asyncpg.Pool, token: str) -> tuple[User, Claims]:
+    """One indexed lookup by the token's SHA-256; its use noted at most once a minute
+    (the first use ever is audited)."""
+    if not TOKEN_PATTERN.match(token):
+        raise TokenError("invalid token")
+    found = await users.user_for_api_token(db, token_digest(token))
+    if found is None:
+        raise TokenError("invalid token")  # never made, or revoked: nothing to tell apart
+    user, record = found
+    now = datetime.now(UTC)
+    if record.expires_at is not None and record.expires_at <= now:
+        raise TokenError("token expired")
+    stale = record.last_used_at is None or now - record.last_used_at > TOUCH_EVERY
+    if stale and await users.touch_api_token(db, record.id):
+        audit("token_first_used", token=record.name, user=user.username)
+    claims = Claims(
+        user.username,
+        record.created_at,
+        record.expires_at or now + NEVER,
+        f"{API_TOKEN_ID}{record.id}",
+        None,
+    )
     return user, claims
 
 

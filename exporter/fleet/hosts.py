@@ -89,3 +89,8 @@ async def remove_host(db: Any, host: str) -> bool:
             notice = orjson.dumps({"host": host, "removed": True}).decode()
             await db.execute("SELECT pg_notify($1, $2)", CHANNEL, notice)
     return bool(found)
+
+
+async def host_exists(db: Any, host: str) -> bool:
+    """Whether `host` is registered in the fleet."""
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM hosts WHERE host = $1)", host))

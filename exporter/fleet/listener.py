@@ -79,13 +79,18 @@ WATCH_RENEW_SECONDS = 10.0
 
 
 class FleetClient:
-    """A fleet stream client's pending messages: the newest per host, oldest host first."""
+    """A fleet stream client's pending messages: the newest per host, oldest host first.
+    `sees` (a user's host scope) leaves out the hosts it may not see, as if they did not
+    exist."""
 
-    def __init__(self) -> None:
+    def __init__(self, sees: Callable[[str], bool] | None = None) -> None:
         self._pending: dict[str, str] = {}
         self._ready = asyncio.Event()
+        self.sees = sees
 
     def offer(self, key: str, text: str) -> None:
+        if key and self.sees is not None and not self.sees(key):
+            return
         self._pending.pop(key, None)
         self._pending[key] = text
         self._ready.set()
@@ -187,10 +192,12 @@ class FleetListener:
         if channel is not None and not channel.clients:
             del self.channels[host]
 
-    def connect_fleet(self) -> FleetClient:
-        """A fleet client, its first message the whole list."""
-        client = FleetClient()
-        listing = [host.to_json() for host in self.hosts.values()]
+    def connect_fleet(self, sees: Callable[[str], bool] | None = None) -> FleetClient:
+        """A fleet client, its first message the whole list (of the hosts it `sees`)."""
+        client = FleetClient(sees)
+        listing = [
+            host.to_json() for name, host in self.hosts.items() if sees is None or sees(name)
+        ]
         client.offer("", orjson.dumps({"type": "hosts", "hosts": listing}).decode())
         self.fleet_clients.add(client)
         return client

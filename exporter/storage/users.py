@@ -10,6 +10,10 @@ import asyncpg
 
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
+ADMIN_ROLE, VIEWER_ROLE = "admin", "viewer"
+ROLES = (ADMIN_ROLE, VIEWER_ROLE)
+ALL_HOSTS = ["*"]
+
 
 @dataclass(frozen=True, slots=True)
 class User:
@@ -19,6 +23,12 @@ class User:
     created_at: datetime
     password_changed_at: datetime
     token_version: int
+    role: str
+    hosts: list[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN_ROLE
 
 
 def _user(row: asyncpg.Record | None) -> User | None:
@@ -73,26 +83,35 @@ async def list_all(db: Executor) -> list[User]:
     return [User(**dict(row)) for row in await db.fetch("SELECT * FROM users ORDER BY username")]
 
 
-async def create(db: Executor, username: str, password_hash: str) -> User | None:
+async def create(
+    db: Executor,
+    username: str,
+    password_hash: str,
+    *,
+    role: str = VIEWER_ROLE,
+    hosts: list[str] | None = None,
+) -> User | None:
     """The new user, or None when the name is taken."""
     row = await db.fetchrow(
         """
-        INSERT INTO users (username, password_hash) VALUES ($1, $2)
+        INSERT INTO users (username, password_hash, role, hosts) VALUES ($1, $2, $3, $4)
         ON CONFLICT (username) DO NOTHING
         RETURNING *
         """,
         username,
         password_hash,
+        role,
+        hosts or ALL_HOSTS,
     )
     return _user(row)
 
 
 async def create_first(db: Executor, username: str, password_hash: str) -> User | None:
-    """Create the user only while there is no user at all (first start)."""
+    """Create the user, an admin, only while there is no user at all (first start)."""
     row = await db.fetchrow(
         """
-        INSERT INTO users (username, password_hash)
-        SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM users)
+        INSERT INTO users (username, password_hash, role)
+        SELECT $1, $2, 'admin' WHERE NOT EXISTS (SELECT 1 FROM users)
         ON CONFLICT (username) DO NOTHING
         RETURNING *
         """,
@@ -100,6 +119,26 @@ async def create_first(db: Executor, username: str, password_hash: str) -> User 
         password_hash,
     )
     return _user(row)
+
+
+async def set_access(
+    db: Executor, username: str, *, role: str | None = None, hosts: list[str] | None = None
+) -> User | None:
+    """Change a user's role and/or hosts; the user as it is now, or None if there is none."""
+    row = await db.fetchrow(
+        """
+        UPDATE users SET role = coalesce($2, role), hosts = coalesce($3, hosts)
+        WHERE username = $1 RETURNING *
+        """,
+        username,
+        role,
+        hosts,
+    )
+    return _user(row)
+
+
+async def admins(db: Executor) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM users WHERE role = 'admin'"))
 
 
 async def set_password(db: Executor, username: str, password_hash: str) -> bool:
@@ -124,3 +163,118 @@ async def update_hash(db: Executor, username: str, password_hash: str) -> None:
 
 async def delete(db: Executor, username: str) -> bool:
     return bool(await db.execute("DELETE FROM users WHERE username = $1", username) == "DELETE 1")
+
+
+# --- API tokens ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    id: int
+    name: str
+    username: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+_TOKEN_COLUMNS = (
+    "t.id, t.name, u.username, t.created_at, t.expires_at, t.last_used_at "
+    "FROM api_tokens t JOIN users u ON u.id = t.user_id"
+)
+
+
+async def create_api_token(
+    db: Executor, name: str, username: str, digest: bytes, expires_at: datetime | None
+) -> ApiToken | None:
+    """The new token's record; None when the name is taken or the user does not exist."""
+    row = await db.fetchrow(
+        """
+        WITH made AS (
+            INSERT INTO api_tokens (name, user_id, digest, expires_at)
+            SELECT $1, id, $3, $4 FROM users WHERE username = $2
+            ON CONFLICT (name) DO NOTHING
+            RETURNING *
+        )
+        SELECT t.id, t.name, $2::text AS username, t.created_at, t.expires_at, t.last_used_at
+        FROM made t
+        """,
+        name,
+        username,
+        digest,
+        expires_at,
+    )
+    return None if row is None else ApiToken(**dict(row))
+
+
+async def api_tokens(db: Executor, username: str | None = None) -> list[ApiToken]:
+    """Every token (of one user), by name."""
+    rows = await db.fetch(
+        f"SELECT {_TOKEN_COLUMNS} WHERE $1::text IS NULL OR u.username = $1 ORDER BY t.name",
+        username,
+    )
+    return [ApiToken(**dict(row)) for row in rows]
+
+
+async def api_token(db: Executor, name: str) -> ApiToken | None:
+    row = await db.fetchrow(f"SELECT {_TOKEN_COLUMNS} WHERE t.name = $1", name)
+    return None if row is None else ApiToken(**dict(row))
+
+
+async def revoke_api_token(db: Executor, name: str) -> ApiToken | None:
+    """Delete the token; what it was, or None if there was none."""
+    row = await db.fetchrow(
+        """
+        WITH gone AS (DELETE FROM api_tokens WHERE name = $1 RETURNING *)
+        SELECT g.id, g.name, u.username, g.created_at, g.expires_at, g.last_used_at
+        FROM gone g JOIN users u ON u.id = g.user_id
+        """,
+        name,
+    )
+    return None if row is None else ApiToken(**dict(row))
+
+
+async def user_for_api_token(db: Executor, digest: bytes) -> tuple[User, ApiToken] | None:
+    """The user a token digest speaks for, and the token: one round trip."""
+    row = await db.fetchrow(
+        """
+        SELECT u.*, t.id AS t_id, t.name AS t_name, t.created_at AS t_created_at,
+               t.expires_at AS t_expires_at, t.last_used_at AS t_last_used_at
+        FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.digest = $1
+        """,
+        digest,
+    )
+    if row is None:
+        return None
+    values = dict(row)
+    token = ApiToken(
+        id=values.pop("t_id"),
+        name=values.pop("t_name"),
+        username=values["username"],
+        created_at=values.pop("t_created_at"),
+        expires_at=values.pop("t_expires_at"),
+        last_used_at=values.pop("t_last_used_at"),
+    )
+    return User(**values), token
+
+
+async def touch_api_token(db: Executor, token_id: int) -> bool:
+    """Note a use (at most once a minute a token); True when it is the first use ever."""
+    first = await db.fetchval(
+        """
+        UPDATE api_tokens SET last_used_at = now()
+        WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+        RETURNING (SELECT last_used_at IS NULL FROM api_tokens WHERE id = $1)
+        """,
+        token_id,
+    )
+    return bool(first)
+
+
+async def live_api_tokens(db: Executor, ids: list[int]) -> set[int]:
+    """Which of these tokens still exist and have not expired."""
+    rows = await db.fetch(
+        "SELECT id FROM api_tokens WHERE id = ANY($1) AND (expires_at IS NULL OR expires_at > now())",
+        ids,
+    )
+    return {row["id"] for row in rows}
