@@ -17,6 +17,7 @@ import orjson
 from exporter import __version__
 from exporter.alerts.rules import RulesError, load_rules
 from exporter.auth import commands as accounts
+from exporter.auth.access import audit_to_stderr
 from exporter.config import CommandError, ConfigError, Settings, StartError, load_settings
 from exporter.fleet import commands as fleet_cli
 from exporter.grafana import commands as grafana_cli
@@ -189,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in vars(args).items()
         if key in Settings.model_fields and value is not None
     }
+    if args.command in ("users", "tokens", "hosts"):
+        audit_to_stderr()  # who changed access, on the terminal as in the server's log
     try:
         settings = load_settings(**overrides)
         code: int = args.handler(settings, args)

@@ -38,10 +38,17 @@ class Stream:
         return issue_token(SECRET, username, timedelta(minutes=5), **kwargs).token  # type: ignore[arg-type]
 
 
-async def add_user(database_url: str, username: str = "alice", password: str = "password1") -> None:
+async def add_user(
+    database_url: str,
+    username: str = "alice",
+    password: str = "password1",
+    *,
+    role: str = "viewer",
+    hosts: list[str] | None = None,
+) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        await users.create(conn, username, await hash_password(password))
+        await users.create(conn, username, await hash_password(password), role=role, hosts=hosts)
     finally:
         await conn.close()
 

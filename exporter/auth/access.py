@@ -108,3 +108,13 @@ def audit(event: str, **fields: object) -> None:
     """`audit event=login outcome=success user=alice address=10.0.0.7` on perfpulse.audit."""
     pairs = " ".join(f"{key}={_quote(value)}" for key, value in fields.items() if value is not None)
     audit_log.info("audit event=%s %s", event, pairs)
+
+
+def audit_to_stderr() -> None:
+    """For the command line: audit lines on stderr (the server logs them with the rest)."""
+    if not audit_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        audit_log.addHandler(handler)
+        audit_log.setLevel(logging.INFO)
+        audit_log.propagate = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from exporter.auth.access import audit
 from exporter.config import CommandError, Settings
 from exporter.fleet.hosts import list_hosts, remove_host
 from exporter.storage.database import with_database
@@ -32,6 +33,7 @@ def hosts_remove(settings: Settings, args: argparse.Namespace) -> int:
 
     if not with_database(settings, remove):
         raise CommandError(f"no host {args.name!r}")
+    audit("host_removed", host=args.name, by="cli")
     print(
         f"removed host {args.name!r} from the fleet list (its history stays until retention; "
         "a running agent registers it again at its next snapshot)"

@@ -13,10 +13,23 @@ export class ApiError extends Error {
  * revoked) and calls `onUnauthorized`; any other failure throws an ApiError.
  */
 export async function apiGet(path, params, { onUnauthorized = () => {}, fetchImpl = fetch } = {}) {
-  const auth = useAuthStore()
   const query = params ? `?${params}` : ''
-  const response = await fetchImpl(`${path}${query}`, {
-    headers: { Authorization: `Bearer ${auth.token}` },
+  return request('GET', `${path}${query}`, undefined, { onUnauthorized, fetchImpl })
+}
+
+/** POST, PATCH or DELETE with a JSON body, as apiGet does GET (204: null). */
+export async function apiSend(method, path, body, { onUnauthorized = () => {}, fetchImpl = fetch } = {}) {
+  return request(method, path, body, { onUnauthorized, fetchImpl })
+}
+
+async function request(method, url, payload, { onUnauthorized, fetchImpl }) {
+  const auth = useAuthStore()
+  const headers = { Authorization: `Bearer ${auth.token}` }
+  if (payload !== undefined) headers['Content-Type'] = 'application/json'
+  const response = await fetchImpl(url, {
+    method,
+    headers,
+    body: payload === undefined ? undefined : JSON.stringify(payload),
   })
   if (response.status === 401) {
     auth.logout()
@@ -27,7 +40,7 @@ export async function apiGet(path, params, { onUnauthorized = () => {}, fetchImp
   try {
     body = await response.json()
   } catch {
-    // not JSON: the status says enough
+    // not JSON (or 204): the status says enough
   }
   if (!response.ok) {
     const detail = Array.isArray(body?.detail)

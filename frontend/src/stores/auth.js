@@ -8,6 +8,49 @@ export const useAuthStore = defineStore('auth', () => {
   const token = ref(sessionStorage.getItem(KEY))
   const username = ref(sessionStorage.getItem(`${KEY}.user`))
   const isAuthenticated = computed(() => Boolean(token.value))
+  // Who the server says this is (GET /api/auth/me): role and the hosts it may see.
+  const role = ref(null)
+  const hosts = ref([])
+  const isAdmin = computed(() => role.value === 'admin')
+
+  async function loadMe(fetchImpl = fetch) {
+    if (!token.value) return
+    try {
+      const response = await fetchImpl('/api/auth/me', { headers: { Authorization: `Bearer ${token.value}` } })
+      if (!response.ok) return // a refused token is handled where it is used
+      const me = await response.json()
+      role.value = me.role
+      hosts.value = me.hosts
+      username.value = me.username
+      sessionStorage.setItem(`${KEY}.user`, me.username)
+    } catch {
+      // offline: the role shows once the server answers
+    }
+  }
+
+  /** Behind a single sign-on proxy: a token for the user it names, with no password.
+   * False when there is none (no proxy, or not a trusted one). */
+  async function loginViaProxy(fetchImpl = fetch) {
+    try {
+      const response = await fetchImpl('/api/auth/proxy', { method: 'POST' })
+      if (!response.ok) return false
+      const body = await response.json()
+      keep(body.access_token, null)
+      await loadMe(fetchImpl)
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  function keep(accessToken, name) {
+    token.value = accessToken
+    sessionStorage.setItem(KEY, accessToken)
+    if (name !== null) {
+      username.value = name
+      sessionStorage.setItem(`${KEY}.user`, name)
+    }
+  }
 
   async function login(name, password, fetchImpl = fetch) {
     const response = await fetchImpl('/api/auth/login', {
@@ -33,16 +76,16 @@ export const useAuthStore = defineStore('auth', () => {
       throw error
     }
     const body = await response.json()
-    token.value = body.access_token
-    username.value = name
-    sessionStorage.setItem(KEY, body.access_token)
-    sessionStorage.setItem(`${KEY}.user`, name)
+    keep(body.access_token, name)
+    await loadMe(fetchImpl)
   }
 
   /** Forget the token here (it was refused, or the user signs out). */
   function logout() {
     token.value = null
     username.value = null
+    role.value = null
+    hosts.value = []
     sessionStorage.removeItem(KEY)
     sessionStorage.removeItem(`${KEY}.user`)
   }
@@ -63,5 +106,5 @@ export const useAuthStore = defineStore('auth', () => {
     }
   }
 
-  return { token, username, isAuthenticated, login, logout, signOut }
+  return { token, username, role, hosts, isAdmin, isAuthenticated, login, loginViaProxy, loadMe, logout, signOut }
 })
