@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the browser and env fixtures come from tests/test_browser.py)
 """Access for teams and programs, against real `perfpulse serve` processes and a real
 PostgreSQL: roles (403 for a viewer on every admin route), host scopes over a fleet of
 three instances (hidden hosts answer byte for byte as hosts that do not exist), API
@@ -23,8 +24,10 @@ import websockets
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from websockets.exceptions import ConnectionClosed
 
+from tests.aio import run
 from tests.db import fetchval
 from tests.servers import serve
+from tests.test_browser import browser, env  # noqa: F401
 from tests.test_fleet import close_of, host_snapshots, instance_env, wait_for_hosts
 from tests.test_ws import add_user
 
@@ -434,3 +437,66 @@ def test_watch_follows_the_stream_with_a_token_file(tmp_path, server_env):
     assert len(watched.stdout.strip().splitlines()) == 2
     missing = cli(server_env, "watch", "--token-file", str(Path(tmp_path / "none")))
     assert missing.returncode == 1 and "No such file" in missing.stderr
+
+
+def test_an_admin_makes_a_viewer_and_a_token_in_the_dashboard_and_the_viewer_has_no_users_page(
+    browser, env, tmp_path
+):
+    from playwright.sync_api import expect
+
+    from tests.test_browser import shoot
+
+    run(add_user(env["PERFPULSE_DATABASE_URL"], "ada", role="admin"))
+
+    def log_in_as(page, base: str, name: str, password: str) -> None:  # type: ignore[no-untyped-def]
+        page.goto(base + "/login")
+        page.fill("input[name=username]", name)
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit]")
+        expect(page.locator("[data-test=who]")).to_contain_text(name)
+
+    with serve(tmp_path, "--interval", str(INTERVAL), env=env) as server:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        log_in_as(page, server.url, "ada", "password1")
+        expect(page.locator("[data-test=who]")).to_have_text("ada (admin)")
+        page.click("header.top > nav >> text=Users")
+        form = page.locator("[data-test=new-user]")
+        form.locator("input[name=username]").fill("vic")
+        form.locator("input[name=password]").fill("password7")
+        form.locator("input[name=hosts]").fill("*")
+        form.locator("button[type=submit]").click()
+        row = page.locator("[data-test=users] tr[data-user=vic]")
+        expect(row).to_be_visible()
+        expect(row.locator("select[name=role]")).to_have_value("viewer")
+        shoot(page, "access-users-1440.png")
+
+        page.click("header.top > nav >> text=Tokens")
+        made = page.locator("[data-test=new-token-form]")
+        made.locator("input[name=name]").fill("ci-bot")
+        made.locator("select[name=user]").select_option("vic")
+        made.locator("button[type=submit]").click()
+        value = page.locator("[data-test=token-value]")
+        expect(value).to_have_text(re.compile(r"^pp_[A-Za-z0-9_-]{43}$"))
+        token = value.inner_text()
+        expect(page.locator("[data-test=tokens] tr[data-token=ci-bot] td").first).to_have_text(
+            "vic"
+        )
+        shoot(page, "access-tokens-1440.png")
+        me = httpx.get(server.url + "/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert (me.json()["username"], me.json()["role"], me.json()["via"]) == (
+            "vic",
+            "viewer",
+            "api_token",
+        )
+
+        viewer = browser.new_page(viewport={"width": 1440, "height": 900})
+        log_in_as(viewer, server.url, "vic", "password7")
+        expect(viewer.locator("[data-test=who]")).to_have_text("vic (viewer)")
+        expect(viewer.locator("header.top >> text=Users")).to_have_count(0)
+        viewer.goto(server.url + "/users")
+        expect(viewer).not_to_have_url(re.compile(r"/users$"))
+        viewer.click("header.top > nav >> text=Tokens")
+        expect(viewer.locator("[data-test=tokens] tr[data-token=ci-bot]")).to_be_visible()
+        expect(viewer.locator("[data-test=new-token-form]")).to_have_count(0)
+        page.close()
+        viewer.close()

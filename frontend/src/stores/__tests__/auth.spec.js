@@ -74,3 +74,32 @@ describe('auth store', () => {
     expect(auth.isAuthenticated).toBe(false)
   })
 })
+
+describe('who the server says this is', () => {
+  it('knows the role and hosts after a login, and forgets them at logout', async () => {
+    const auth = useAuthStore()
+    const fetchImpl = vi.fn(async (url) =>
+      url === '/api/auth/me'
+        ? response(200, { username: 'vera', role: 'viewer', hosts: ['web-*'], via: 'token' })
+        : response(200, { access_token: 'abc', token_type: 'bearer', expires_in: 3600 }),
+    )
+    await auth.login('vera', 'pw', fetchImpl)
+    expect([auth.role, auth.hosts, auth.isAdmin]).toEqual(['viewer', ['web-*'], false])
+    auth.logout()
+    expect([auth.role, auth.hosts]).toEqual([null, []])
+  })
+
+  it('logs in through a single sign-on proxy when the server names the user', async () => {
+    const auth = useAuthStore()
+    const named = vi.fn(async (url) =>
+      url === '/api/auth/me'
+        ? response(200, { username: 'sso-ann', role: 'admin', hosts: ['*'], via: 'token' })
+        : response(200, { access_token: 'xyz', token_type: 'bearer', expires_in: 3600 }),
+    )
+    expect(await auth.loginViaProxy(named)).toBe(true)
+    expect([auth.token, auth.username, auth.isAdmin]).toEqual(['xyz', 'sso-ann', true])
+    auth.logout()
+    expect(await auth.loginViaProxy(async () => response(401, { detail: 'no single sign-on user' }))).toBe(false)
+    expect(auth.isAuthenticated).toBe(false)
+  })
+})
