@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench import (
     abuse,
+    access,
     alerts,
     capture,
     core,
@@ -41,6 +42,7 @@ def main() -> None:
             "processes",
             "capture",
             "alerts",
+            "access",
         ],
     )
     parser.add_argument("--ticks", type=int, default=500)
@@ -50,7 +52,7 @@ def main() -> None:
     parser.add_argument("--stream-seconds", type=float, default=30.0)
     parser.add_argument("--client-processes", type=int, default=1)
     parser.add_argument(
-        "--database-url", help="storage: an external PostgreSQL (default: embedded)"
+        "--database-url", help="storage, access: an external PostgreSQL (default: embedded)"
     )
     parser.add_argument(
         "--storage-capture",
@@ -151,6 +153,9 @@ def main() -> None:
         elif name == "alerts":
             result = alerts.run()
             text = alerts.report(result)
+        elif name == "access":
+            result = access.run(args.database_url)
+            text = access.report(result)
         elif name == "capture":
             result = capture.run(args.capture_seconds, args.capture_interval, args.capture_out)
             text = capture.report(result)
