@@ -1,9 +1,15 @@
 """The relay's receiving half, on every instance that serves the dashboard.
 
-One direct connection LISTENs on the fleet channel (a transaction pooler cannot hold a
-LISTEN, hence PERFPULSE_DATABASE_LISTEN_URL). Each notice says a host wrote a snapshot:
-its host, seq and summary. From them this keeps the fleet list (stale hosts found by a
-sweep, against this process's own clock: agents' clocks may disagree) and feeds:
+One direct connection (a transaction pooler cannot hold a LISTEN, hence
+PERFPULSE_DATABASE_LISTEN_URL) reads, every POLL_SECONDS, the live rows that changed
+since its previous read: each row stamped with the id of the transaction that wrote it,
+the read takes every row stamped at or after the oldest transaction still running at the
+previous read (so a write committing late is never missed, and one read twice is known by
+its seq). One query per read whatever the number of hosts, and no NOTIFY per tick: a
+transaction that NOTIFYs holds an instance-wide lock through its commit, which put every
+agent's commit in one line (bench/README.md, "fleet"). It still LISTENs, for a host
+removed. From the rows this keeps the fleet list (stale hosts found by a sweep, against
+this process's own clock: agents' clocks may disagree) and feeds:
 
 - fleet clients (`host=*`): one message per host update, coalesced per host for a slow
   reader (it gets each host's newest state, never a backlog);
@@ -67,6 +73,20 @@ FETCH = (
     "SELECT host, seq, snapshot FROM live_snapshots "
     "WHERE host = ANY($1::text[]) AND snapshot IS NOT NULL"
 )
+POLL_SECONDS = 0.25
+# The rows stamped since `$1` (the previous read's horizon), with the snapshot of the
+# hosts streamed here ($2); and this read's horizon: the oldest transaction still running,
+# whose rows (and any later one's) the next read takes.
+CHANGES = """
+WITH now AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon)
+SELECT now.horizon, c.host, c.seq, c.summary, c.interval_seconds, c.version, c.snapshot
+FROM now LEFT JOIN LATERAL (
+    SELECT l.host, l.seq, l.summary::text AS summary, h.interval_seconds, h.version,
+           CASE WHEN l.host = ANY($2::text[]) THEN l.snapshot END AS snapshot
+    FROM live_snapshots l JOIN hosts h USING (host)
+    WHERE l.xid >= $1
+) c ON true
+"""
 # Agents store their snapshot only while some instance has renewed its watch: renewed
 # every WATCH_RENEW_SECONDS for WATCH_SECONDS.
 WATCH = """
@@ -150,8 +170,13 @@ class FleetListener:
         resume_buffer: int = 600,
         replay_slots: asyncio.Semaphore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.database = database
+        self.poll_seconds = poll_seconds
+        self.horizon = 0  # the previous read's: rows stamped at or after it are read
+        self.polls_total = 0
+        self.rows_read_total = 0
         self.queue_size = queue_size
         self.resume_buffer = resume_buffer
         self.replay_slots = replay_slots
@@ -237,11 +262,17 @@ class FleetListener:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _: lost.set())
         try:
-            await conn.add_listener(CHANNEL, self._on_notice)
+            await conn.add_listener(CHANNEL, self._on_notice)  # hosts removed
             self._load(await list_hosts(conn))
+            # Everything once after a (re)connection: what changed while away arrives,
+            # and what was already seen is recognised by its seq.
+            self.horizon = 0
             self.ready.set()
             log.info("fleet listener: %d hosts known", len(self.hosts))
-            await lost.wait()
+            while not lost.is_set():
+                await self.poll(conn)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), self.poll_seconds)
             raise DatabaseUnavailable("listen connection lost")
         finally:
             with contextlib.suppress(Exception):
@@ -260,15 +291,58 @@ class FleetListener:
         for watched in self.channels:
             self._want(watched)
 
+    async def poll(self, conn: asyncpg.Connection) -> int:
+        """Read the live rows changed since the previous read; returns how many were new."""
+        rows = await conn.fetch(CHANGES, self.horizon, list(self.channels))
+        self.polls_total += 1
+        fresh = 0
+        for row in rows:
+            if row["host"] is None:
+                continue  # nothing changed: the one row carries the horizon alone
+            self.rows_read_total += 1
+            known = self.hosts.get(row["host"])
+            if known is not None and known.seq is not None and row["seq"] <= known.seq:
+                continue  # read before (its transaction was at or after the horizon)
+            try:
+                summary = orjson.loads(row["summary"])
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(summary, dict):
+                continue
+            notice = {
+                "host": row["host"],
+                "seq": row["seq"],
+                "interval_seconds": row["interval_seconds"],
+                "version": row["version"],
+                "summary": checked(summary),
+            }
+            fresh += 1
+            self._apply(notice, fetch=row["snapshot"] is None)
+            channel = self.channels.get(row["host"])
+            newer = channel is not None and (
+                channel.last_seq is None or row["seq"] > channel.last_seq
+            )
+            if row["snapshot"] is not None and channel is not None and newer:
+                channel.publish_json(row["seq"], row["snapshot"].encode())
+        if rows:
+            self.horizon = rows[0]["horizon"]
+        return fresh
+
     def _on_notice(self, conn: object, pid: int, channel: str, payload: str) -> None:
         notice = _parse_notice(payload)
         if notice is None:
             return
-        name = notice["host"]
         if notice.get("removed"):
+            name = notice["host"]
             if self.hosts.pop(name, None) is not None:
                 self._broadcast(name, {"type": "host_removed", "host": name})
             return
+        self._apply(notice)
+
+    def _apply(self, notice: dict[str, Any], *, fetch: bool = True) -> None:
+        """A host wrote a snapshot: the list and its fleet clients learn it; a host
+        streamed here has its snapshot fetched unless it came along (`fetch`)."""
+        name = notice["host"]
         entry = self.hosts.get(name)
         now = datetime.now(UTC)
         if entry is None:
@@ -292,7 +366,7 @@ class FleetListener:
             entry.seen = self._clock()
             entry.seq = notice["seq"]
         self._broadcast_host(entry)
-        if name in self.channels:
+        if fetch and name in self.channels:
             self._want(name)
 
     def _broadcast_host(self, host: _Host) -> None:

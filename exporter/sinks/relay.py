@@ -1,5 +1,6 @@
 """The relay's sending half: each snapshot's live form goes to PostgreSQL, one statement a
-tick, for any instance serving the dashboard to stream (exporter/fleet/listener.py).
+tick (no NOTIFY: listeners read the changed rows, exporter/fleet/listener.py), for any
+instance serving the dashboard to stream.
 
 Live data is state: when the database is slow or down, a tick's publish is skipped, never
 queued (the batch writer keeps every snapshot for history; this only feeds live views).
@@ -60,20 +61,15 @@ PublishArgs = tuple[str, int, datetime, float, str, list[str], str, str, str]
 
 def publish_args(snapshot: Snapshot, interval: float) -> PublishArgs:
     """The statement's arguments: host, seq, time, interval, version, collectors,
-    summary, the snapshot as the stream sends it, and the notice listeners receive."""
+    summary, the snapshot as the stream sends it, and an empty notice (the function's last
+    parameter, kept for agents of earlier versions; listeners read the rows themselves
+    since migration 0009)."""
     sections = {name: data for name, (data, _) in snapshot.sections().items()}
     summary = summarize(sections)
     alerts = snapshot.alerts
     if alerts is not None:
         summary[ALERTS_FIRING] = float(sum(1 for a in alerts if a.get("state") == "firing"))
         summary[ALERTS_WORST] = worst(alerts)
-    notice = {
-        "host": snapshot.host,
-        "seq": snapshot.seq,
-        "interval_seconds": interval,
-        "version": __version__,
-        "summary": summary,
-    }
     collectors = sorted(name for name, data in sections.items() if data.get("available"))
     return (
         snapshot.host,
@@ -84,7 +80,7 @@ def publish_args(snapshot: Snapshot, interval: float) -> PublishArgs:
         collectors,
         orjson.dumps(summary).decode(),
         snapshot.to_json().decode(),
-        orjson.dumps(notice).decode(),
+        "",
     )
 
 

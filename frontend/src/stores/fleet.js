@@ -38,9 +38,29 @@ export function cellText(host, column, format) {
   return cpu === null || cpu === undefined ? name : `${name} ${cpu.toFixed(0)} %`
 }
 
-/** Stale hosts last whatever the column; then by the column (unknown values last), then
- * by name. `descending` applies to the column only. */
+const SEVERITY = { critical: 0, page: 0, error: 1, warning: 2, info: 3 }
+
+/** "Needs attention" (the default order): stale hosts first (they stopped telling), then
+ * hosts with firing alerts (the worst severity first, then the most alerts), then the
+ * busiest CPU, then by name. */
+export function attention(a, b) {
+  if (a.stale !== b.stale) return a.stale ? -1 : 1
+  const firing = (h) => h.summary?.alerts_firing ?? 0
+  if ((firing(a) > 0) !== (firing(b) > 0)) return firing(a) > 0 ? -1 : 1
+  if (firing(a) > 0) {
+    const rank = (h) => SEVERITY[h.summary?.alerts_worst] ?? 2
+    if (rank(a) !== rank(b)) return rank(a) - rank(b)
+    if (firing(a) !== firing(b)) return firing(b) - firing(a)
+  }
+  const cpu = (h) => h.summary?.cpu_busy_ratio ?? -1
+  if (cpu(a) !== cpu(b)) return cpu(b) - cpu(a)
+  return a.host < b.host ? -1 : a.host > b.host ? 1 : 0
+}
+
+/** `attention`: see above. Otherwise stale hosts last whatever the column; then by the
+ * column (unknown values last), then by name. `descending` applies to the column only. */
 export function sortHosts(hosts, key, descending = false) {
+  if (key === 'attention') return [...hosts].sort(attention)
   const sign = descending ? -1 : 1
   return [...hosts].sort((a, b) => {
     if (a.stale !== b.stale) return a.stale ? 1 : -1

@@ -196,3 +196,27 @@ describe('the alerts column', () => {
     expect(cellText({ summary: {} }, column, fmt)).toBe('–')
   })
 })
+
+describe('needs attention', () => {
+  it('puts stale hosts first, then firing alerts by severity and count, then the busiest', () => {
+    const host = (name, summary, stale = false) => ({ host: name, stale, summary })
+    const hosts = [
+      host('idle', { cpu_busy_ratio: 0.05, alerts_firing: 0 }),
+      host('busy', { cpu_busy_ratio: 0.97, alerts_firing: 0 }),
+      host('warned', { cpu_busy_ratio: 0.1, alerts_firing: 3, alerts_worst: 'warning' }),
+      host('paged', { cpu_busy_ratio: 0.2, alerts_firing: 1, alerts_worst: 'critical' }),
+      host('gone', { cpu_busy_ratio: null }, true),
+      host('warned-once', { cpu_busy_ratio: 0.9, alerts_firing: 1, alerts_worst: 'warning' }),
+      host('unknown', {}),
+    ]
+    expect(sortHosts(hosts, 'attention').map((h) => h.host)).toEqual([
+      'gone',
+      'paged',
+      'warned',
+      'warned-once',
+      'busy',
+      'idle',
+      'unknown',
+    ])
+  })
+})
