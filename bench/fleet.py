@@ -29,10 +29,12 @@ import os
 import random
 import resource
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -74,6 +76,22 @@ WHERE relkind = 'r' AND (relname ~ '^metrics_(snapshots|chunks|minutes|hours)_p[
 DASHBOARD = Path(__file__).parent.parent / "exporter" / "dashboard"
 # PgBouncer's connections to PostgreSQL, for every agent.
 SERVER_POOL = 20
+# What this database's busy backends wait on, sampled every WAIT_SAMPLE_SECONDS through the
+# measured window: `cpu` is running (no wait event). And who waits for the lock a NOTIFYing
+# transaction holds on the whole instance from pre-commit to commit (an `object` lock on
+# database 0 of pg_database: PreCommit_Notify in async.c).
+WAIT_SAMPLE_SECONDS = 0.1
+WAITS = """
+SELECT coalesce(wait_event_type || ':' || wait_event, 'cpu') AS wait, count(*) AS n
+FROM pg_stat_activity
+WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()
+GROUP BY 1
+"""
+NOTIFY_LOCK_WAITERS = """
+SELECT count(*) FROM pg_locks
+WHERE locktype = 'object' AND database = 0 AND classid = 'pg_database'::regclass
+  AND NOT granted
+"""
 
 
 async def _template() -> Snapshot:
@@ -248,6 +266,22 @@ def _clients(
         ws_url = base.replace("http", "ws") + "/api/ws/metrics"
         deadline = start + seconds
 
+        backfill: dict[str, Any] = {}
+
+        async def probe_backfill() -> None:
+            """Another host's stream opened two minutes into the run with `backfill=120`:
+            how long its first message (the stored snapshots) takes, and what it holds."""
+            await asyncio.sleep(max(0.0, start + min(125.0, seconds * 0.8) - time.time()))
+            host = f"sim-{2:05d}"
+            connected = time.perf_counter()
+            async with websockets.connect(
+                f"{ws_url}?token={token}&host={host}&backfill=120", max_size=None
+            ) as ws:
+                text = await ws.recv()
+            backfill["ms"] = round((time.perf_counter() - connected) * 1000, 1)
+            backfill["snapshots"] = len(orjson.loads(text)["snapshots"])
+            backfill["bytes"] = len(text)
+
         async def read(query: str, into: list[float]) -> None:
             await asyncio.sleep(max(0.0, start - 1 - time.time()))  # the hosts registered
             async with websockets.connect(f"{ws_url}?token={token}&{query}", max_size=None) as ws:
@@ -286,10 +320,20 @@ def _clients(
                     await asyncio.sleep(2.0)
 
         page = _fleet_page(base, token, start, seconds) if browser else asyncio.sleep(0)
-        *_, shown = await asyncio.gather(
-            read("host=*", fleet), read("host=" + WATCHED, single), ask_history(), page
+        *_, shown, _ = await asyncio.gather(
+            read("host=*", fleet),
+            read(f"host={WATCHED}", single),
+            ask_history(),
+            page,
+            probe_backfill(),
         )
-        return {"fleet": fleet, "single": single, "history": history, "page": shown}
+        return {
+            "fleet": fleet,
+            "single": single,
+            "history": history,
+            "page": shown,
+            "backfill": backfill,
+        }
 
     results.put(asyncio.run(main()))
 
@@ -337,6 +381,78 @@ async def _prefill_history(url: str, hosts: int, started: datetime) -> float:
     finally:
         await conn.close()
     return time.perf_counter() - began
+
+
+async def _sample_waits(url: str, start: float, stop: float, pooled: str) -> dict[str, Any]:
+    """Wait events of this database's active backends every WAIT_SAMPLE_SECONDS, waiters
+    for the NOTIFY lock, and PgBouncer's waiting clients (SHOW POOLS) once a second."""
+    waits: Counter[str] = Counter()
+    notify_waiters: list[int] = []
+    bouncer_waiting: list[int] = []
+    bouncer_maxwait_ms: list[float] = []
+    samples = 0
+    conn = await asyncpg.connect(url)
+    admin = urlsplit(pooled)
+    next_pool_sample = 0.0
+    try:
+        await asyncio.sleep(max(0.0, start - time.time()))
+        while time.time() < stop:
+            for row in await conn.fetch(WAITS):
+                waits[row["wait"]] += row["n"]
+            notify_waiters.append(await conn.fetchval(NOTIFY_LOCK_WAITERS))
+            samples += 1
+            if time.time() >= next_pool_sample:
+                next_pool_sample = time.time() + 1.0
+                waiting, maxwait = await _bouncer_pools(admin.hostname or "", admin.port or 0)
+                bouncer_waiting.append(waiting)
+                bouncer_maxwait_ms.append(maxwait)
+            await asyncio.sleep(WAIT_SAMPLE_SECONDS)
+    finally:
+        await conn.close()
+    return {
+        "samples": samples,
+        "per_sample": {k: round(v / max(samples, 1), 3) for k, v in waits.most_common()},
+        "notify_lock_waiters_mean": round(sum(notify_waiters) / max(len(notify_waiters), 1), 2),
+        "notify_lock_waiters_max": max(notify_waiters, default=0),
+        "pgbouncer_waiting_clients_mean": round(
+            sum(bouncer_waiting) / max(len(bouncer_waiting), 1), 2
+        ),
+        "pgbouncer_waiting_clients_max": max(bouncer_waiting, default=0),
+        "pgbouncer_maxwait_ms_max": max(bouncer_maxwait_ms, default=0.0),
+    }
+
+
+async def _bouncer_pools(host: str, port: int) -> tuple[int, float]:
+    """(clients waiting for a server connection, the longest wait in ms) from PgBouncer's
+    console (simple queries only: psql)."""
+    proc = await asyncio.create_subprocess_exec(
+        "psql",
+        "-h",
+        host,
+        "-p",
+        str(port),
+        "-U",
+        "postgres",
+        "-d",
+        "pgbouncer",
+        "-At",
+        "-F",
+        ",",
+        "-c",
+        "SHOW POOLS",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    waiting, maxwait = 0, 0.0
+    for line in out.decode().splitlines():
+        cells = line.split(",")
+        # database,user,cl_active,cl_waiting,cl_active_cancel_req,cl_waiting_cancel_req,
+        # sv_active,...,maxwait,maxwait_us,pool_mode
+        if len(cells) >= 13 and cells[0] != "pgbouncer":
+            waiting += int(cells[3])
+            maxwait = max(maxwait, int(cells[-3]) * 1000 + int(cells[-2]) / 1000)
+    return waiting, maxwait
 
 
 async def _one(
@@ -468,6 +584,7 @@ async def _measure(
                 "agents": [psutil.Process(p.pid) for p in procs],
             }
             probe = await asyncpg.connect(url)
+            waits = asyncio.create_task(_sample_waits(url, start, start + seconds, pooled))
             await asyncio.sleep(max(0.0, start - time.time()))
             cpu0 = {k: _cpu_seconds(v) for k, v in watched.items()}
             # PostgreSQL's backends come and go (PgBouncer opens them as needed): every
@@ -478,6 +595,7 @@ async def _measure(
             rows0 = await probe.fetchval("SELECT count(*) FROM metrics_snapshots")
             await asyncio.sleep(max(0.0, start + seconds - time.time()))
             cpu1 = {k: _cpu_seconds(v) for k, v in watched.items()}
+            waited = await waits
             postgres1 = _cpu_by_pid(_postgres_processes())
             cpu0["postgres"] = 0.0
             cpu1["postgres"] = sum(t - postgres0.get(pid, 0.0) for pid, t in postgres1.items())
@@ -536,6 +654,8 @@ async def _measure(
         "live_snapshots_bytes_per_host": round(float(live_bytes) / hosts),
         "postgres_cpu_percent_per_host": round(cpu["postgres"] / hosts, 4),
         "fleet_page": _page_summary(received["page"]),
+        "waits": waited,
+        "backfill": received.get("backfill"),
     }
 
 
@@ -653,6 +773,26 @@ def report(result: dict[str, Any]) -> str:
                 f"{page['seconds']:g} s observed: {page['long_tasks']} long tasks, "
                 f"{page['long_tasks_over_100_ms']} over 100 ms, longest {page['longest_ms']} ms; "
                 f'{page["rows_in_page"]} rows in the page for "{page["counts"]}"'
+            )
+    for r in result["runs"]:
+        b = r.get("backfill")
+        if b:
+            lines.append(
+                f"- {r['hosts']} hosts at {r['interval_seconds']:g} s: one host's stream opened "
+                f"with `backfill=120` got {b['snapshots']} stored snapshots ({b['bytes'] / 1e3:.0f}"
+                f" kB) {b['ms']} ms after connecting"
+            )
+    for r in result["runs"]:
+        w = r.get("waits")
+        if w:
+            top = ", ".join(f"{k} {v}" for k, v in list(w["per_sample"].items())[:6])
+            lines.append(
+                f"- {r['hosts']} hosts at {r['interval_seconds']:g} s, waits of active "
+                f"backends per sample ({w['samples']} samples every {WAIT_SAMPLE_SECONDS} s): "
+                f"{top}; NOTIFY lock waiters mean / max {w['notify_lock_waiters_mean']} / "
+                f"{w['notify_lock_waiters_max']}; PgBouncer clients waiting mean / max "
+                f"{w['pgbouncer_waiting_clients_mean']} / {w['pgbouncer_waiting_clients_max']}, "
+                f"longest wait {w['pgbouncer_maxwait_ms_max']:.0f} ms"
             )
     if result.get("knee_hosts") is not None:
         lines.append(f"\nKnee: {result['knee_hosts']} hosts hold the targets.")

@@ -50,6 +50,7 @@ listen_port = {listen}
 unix_socket_dir =
 auth_type = trust
 auth_file = {directory / "users.txt"}
+admin_users = {user}
 pool_mode = transaction
 default_pool_size = {pool_size}
 max_client_conn = {max_clients}

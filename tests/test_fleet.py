@@ -204,6 +204,61 @@ def test_a_fleet_of_three_on_one_postgresql(tmp_path, server_env, pooled):
             assert "Traceback" not in fleet.served[name].log(), fleet.served[name].log()
 
 
+def test_a_relayed_host_opens_with_its_last_minutes_then_live_and_resumes(tmp_path, server_env):
+    """bravo, streamed through alpha with `backfill=120`: the first message carries the
+    snapshots bravo's writer stored in the last two minutes (90 s of them from before this
+    run, as an agent that had been running leaves them), then live snapshots follow; a
+    client that reconnects with resume_from gets what it missed, once."""
+    from datetime import UTC, datetime, timedelta
+
+    import asyncpg
+
+    from exporter.storage import ingest
+    from tests.test_writer import snapshot
+
+    async def stored_before(url: str) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            start = datetime.now(UTC) - timedelta(seconds=100)
+            await ingest.write_batch(conn, [snapshot(i, "bravo", start) for i in range(90)])
+        finally:
+            await conn.close()
+
+    asyncio.run(stored_before(server_env["PERFPULSE_DATABASE_URL"]))
+    with fleet_of_three(tmp_path, server_env, pooled=False) as fleet:
+        base = fleet.served["alpha"].url
+        token = login(base)
+        wait_for_hosts(base, token, set(NAMES))
+        ws_url = base.replace("http", "ws") + "/api/ws/metrics"
+
+        async def opened() -> tuple[dict, list[dict]]:
+            async with websockets.connect(f"{ws_url}?token={token}&host=bravo&backfill=120") as ws:
+                first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                live = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(3)]
+            return first, live
+
+        first, live = asyncio.run(opened())
+        assert (first["type"], first["host"]) == ("backfill", "bravo")
+        times = [datetime.fromisoformat(s["timestamp"]) for s in first["snapshots"]]
+        assert times == sorted(times) and len(times) >= 90
+        assert (times[-1] - times[0]).total_seconds() >= 60, (times[0], times[-1])
+        assert all(s["host"] == "bravo" and "cpu" in s for s in first["snapshots"])
+        seqs = [s["seq"] for s in live]
+        assert all(s["host"] == "bravo" for s in live) and seqs == sorted(seqs)
+
+        async def resumed(after: int) -> list[int]:
+            async with websockets.connect(f"{ws_url}?token={token}&host=bravo") as ws:
+                await ws.send(json.dumps({"resume_from": after}))
+                return [json.loads(await asyncio.wait_for(ws.recv(), 5))["seq"] for _ in range(4)]
+
+        again = asyncio.run(resumed(seqs[-1]))
+        assert again == sorted(again) and again[0] > seqs[-1] and len(set(again)) == 4
+        assert asyncio.run(close_of(f"{ws_url}?token={token}&host=bravo&backfill=601")) == (
+            1008,
+            "backfill: whole seconds from 1 to 600, on one host's stream",
+        )
+
+
 async def close_of(url: str) -> tuple[int, str]:
     async with websockets.connect(url) as ws:
         with pytest.raises(ConnectionClosed) as closed:

@@ -269,9 +269,28 @@ async def test_other_hosts_streamed_at_once_are_bounded(make_settings):
     assert listener.open_channel("h0") is listener.channels["h0"]  # one channel per host
     with pytest.raises(TooManyChannels):
         listener.open_channel("one-more")
-    listener.release_channel("h0")  # nobody watching: gone
+    listener.release_channel("h0")  # nobody watching: the first to go for a new one
     listener.open_channel("one-more")
     channel = listener.channels["one-more"]
     for seq in range(10):
         channel.publish_json(seq, b"{}")
     assert [frame.seq for frame in channel.since(-1)] == [7, 8, 9]
+
+
+async def test_a_stream_left_by_its_last_client_lingers_for_a_reconnect(make_settings):
+    from exporter.fleet.listener import LINGER_SECONDS
+
+    clock = FakeClock()
+    listener = FleetListener(Database(make_settings()), resume_buffer=5, clock=clock)
+    channel = listener.open_channel("web-1")
+    for seq in range(3):
+        channel.publish_json(seq, b"{}")
+    listener.release_channel("web-1")
+    clock.advance(LINGER_SECONDS - 1)
+    listener.sweep()
+    again = listener.open_channel("web-1")  # reconnected: the same stream, its frames kept
+    assert again is channel and [f.seq for f in again.since(0)] == [1, 2]
+    listener.release_channel("web-1")
+    clock.advance(LINGER_SECONDS + 1)
+    listener.sweep()
+    assert "web-1" not in listener.channels

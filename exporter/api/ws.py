@@ -7,9 +7,9 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import orjson
@@ -43,6 +43,7 @@ from exporter.sinks.protocol import (
 )
 from exporter.sinks.stream import Broadcaster, Client, close_within, send_until_evicted
 from exporter.sinks.wire import EXTENSION, DirectWriter, abort_later
+from exporter.storage import history as reads
 from exporter.storage.database import DATABASE_ERRORS, Database, describe
 from exporter.storage.users import User
 
@@ -110,6 +111,17 @@ async def metrics_stream(
     if isinstance(target, tuple):
         await _refuse(websocket, raw_send, *target)
         return
+    backfill = _backfill_seconds(websocket.query_params.get("backfill"))
+    if backfill is None or (backfill and isinstance(target, _Fleet)):
+        if isinstance(target, _Relayed):
+            target.fleet.release_channel(target.host)
+        await _refuse(
+            websocket,
+            raw_send,
+            POLICY_VIOLATION,
+            f"backfill: whole seconds from 1 to {MAX_BACKFILL_SECONDS}, on one host's stream",
+        )
+        return
     closing: set[asyncio.Task[None]] = set()
 
     def close_session(reason: str) -> None:
@@ -143,10 +155,13 @@ async def metrics_stream(
         async with asyncio.timeout(max(0.0, expires_in)):
             if isinstance(target, _Fleet):
                 await _stream_fleet(websocket, target, settings)
-            elif isinstance(target, _Relayed):
-                await _stream_snapshots(websocket, raw_send, target.channel, settings)
             else:
-                await _stream_snapshots(websocket, raw_send, target, settings)
+                host = target.host if isinstance(target, _Relayed) else settings.hostname
+                first = (
+                    (lambda: _backfill(database, host, backfill, settings)) if backfill else None
+                )
+                channel = target.channel if isinstance(target, _Relayed) else target
+                await _stream_snapshots(websocket, raw_send, channel, settings, first)
     except TimeoutError:
         await _refuse(websocket, raw_send, POLICY_VIOLATION, "token expired")
     finally:
@@ -213,10 +228,51 @@ def _target(
         return TRY_AGAIN_LATER, "too many hosts streamed from this instance, try again later"
 
 
+MAX_BACKFILL_SECONDS = 600
+BACKFILL_TIMEOUT_SECONDS = 5.0
+
+
+def _backfill_seconds(text: str | None) -> int | None:
+    """`?backfill=SECONDS`: 0 without it; None when it is not 1 to MAX_BACKFILL_SECONDS."""
+    if text is None:
+        return 0
+    if not text.isdigit() or not 1 <= int(text) <= MAX_BACKFILL_SECONDS:
+        return None
+    return int(text)
+
+
+async def _backfill(database: Database, host: str, seconds: int, settings: Settings) -> str:
+    """The stream's first message with `?backfill=`: the host's stored snapshots of the
+    last `seconds`, from the hot tier (what every host's batch writer has stored; a few
+    seconds behind live), as `{"type": "backfill", "host", "snapshots": [...]}`; live
+    snapshots follow. An unreachable database gives no snapshots and says why."""
+    since = datetime.now(UTC) - timedelta(seconds=seconds)
+    limit = min(MAX_BACKFILL_SECONDS, int(seconds / settings.sampling_interval_seconds) + 1)
+    message: dict[str, object] = {"type": "backfill", "host": host, "snapshots": []}
+    try:
+        async with asyncio.timeout(BACKFILL_TIMEOUT_SECONDS):
+            message["snapshots"] = await reads.recent(database.reader, host, since, limit)
+    except DATABASE_ERRORS as exc:
+        message["error"] = f"history unavailable: {describe(exc)}"
+    return orjson.dumps(message).decode()
+
+
 async def _stream_snapshots(
-    websocket: WebSocket, raw_send: object, broadcaster: Broadcaster, settings: Settings
+    websocket: WebSocket,
+    raw_send: object,
+    broadcaster: Broadcaster,
+    settings: Settings,
+    first: Callable[[], Awaitable[str]] | None = None,
 ) -> None:
-    client = broadcaster.connect()
+    client = broadcaster.connect()  # live snapshots queue from here: none missed
+    if first is not None:
+        try:
+            async with asyncio.timeout(settings.ws_send_timeout_seconds):
+                await websocket.send_text(await first())
+        except TimeoutError:
+            broadcaster.disconnect(client)
+            await close_within(websocket, TRY_AGAIN_LATER, "too slow: not reading")
+            return
     client.direct = DirectWriter.for_send(raw_send)
     # One extra task per client (the sender); receiving happens in this one. Every task
     # is a few KiB at thousands of clients.

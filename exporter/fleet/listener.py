@@ -63,6 +63,10 @@ QUERY_ERRORS = (
 # Other hosts streamed from this instance at once, each with its own kept snapshots: what
 # clients can make it hold is bounded (at most this x the per-host resume buffer).
 MAX_CHANNELS = 100
+# A host's stream that nobody watches any more is kept this long (its snapshots still
+# arriving), so that a client that reconnects resumes from it (`resume_from`) as from
+# this instance's own host; the longest idle one goes first when MAX_CHANNELS are open.
+LINGER_SECONDS = 60.0
 
 
 class TooManyChannels(Exception):
@@ -183,6 +187,7 @@ class FleetListener:
         self._clock = clock
         self.hosts: dict[str, _Host] = {}
         self.channels: dict[str, Broadcaster] = {}
+        self._idle_since: dict[str, float] = {}
         self.fleet_clients: set[FleetClient] = set()
         self.ready = asyncio.Event()
         self._wanted: set[str] = set()
@@ -196,9 +201,12 @@ class FleetListener:
         return host in self.hosts
 
     def open_channel(self, host: str) -> Broadcaster:
-        """The stream of one relayed host; its current snapshot is fetched at once."""
+        """The stream of one relayed host; a new one has its current snapshot fetched at
+        once."""
         channel = self.channels.get(host)
         if channel is None:
+            if len(self.channels) >= MAX_CHANNELS:
+                self._drop_idle(self._clock(), oldest=True)
             if len(self.channels) >= MAX_CHANNELS:
                 raise TooManyChannels(f"{MAX_CHANNELS} other hosts are streamed already")
             channel = self.channels[host] = Broadcaster(
@@ -209,13 +217,28 @@ class FleetListener:
             self._watch_now.add(host)
             self._watch_wake.set()
             self._want(host)
+        self._idle_since.pop(host, None)
         return channel
 
     def release_channel(self, host: str) -> None:
-        """Drop a host's stream (and its kept snapshots) when its last client leaves."""
+        """A host's stream whose last client left: kept LINGER_SECONDS for a reconnect."""
         channel = self.channels.get(host)
         if channel is not None and not channel.clients:
-            del self.channels[host]
+            self._idle_since.setdefault(host, self._clock())
+
+    def _drop_idle(self, now: float, *, oldest: bool = False) -> None:
+        """Drop the streams idle for LINGER_SECONDS (and their kept snapshots); with
+        `oldest`, the longest idle one whatever its age."""
+        for host, since in sorted(self._idle_since.items(), key=lambda item: item[1]):
+            channel = self.channels.get(host)
+            if channel is not None and channel.clients:
+                del self._idle_since[host]  # watched again
+                continue
+            if oldest or now - since >= LINGER_SECONDS:
+                self.channels.pop(host, None)
+                del self._idle_since[host]
+                if oldest:
+                    return
 
     def connect_fleet(self, sees: Callable[[str], bool] | None = None) -> FleetClient:
         """A fleet client, its first message the whole list (of the hosts it `sees`)."""
@@ -383,6 +406,7 @@ class FleetListener:
         """Mark hosts silent for STALE_AFTER_INTERVALS of their intervals; returns how many
         turned stale now."""
         now = self._clock()
+        self._drop_idle(now)
         turned = 0
         for host in self.hosts.values():
             info = host.info

@@ -253,6 +253,41 @@ async def minute_accounts(
     return [(datetime.fromisoformat(a["start"]), a) for _, a in accounts]
 
 
+async def recent(db: Any, host: str, since: datetime, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` snapshots of `host` stored since `since` in the hot tier (what a
+    stream's `backfill` sends), oldest first: each `{"timestamp", "host", section...}` as
+    stored (no seq: that is the live stream's)."""
+    rows = await db.fetch(
+        """
+        SELECT "timestamp", metric_type, metric_data::text AS data FROM metrics_snapshots
+        WHERE host = $1 AND metric_type = ANY($2::text[]) AND "timestamp" >= $3
+          AND "timestamp" >= (
+            SELECT coalesce(min(t), $3) FROM (
+                SELECT "timestamp" AS t FROM metrics_snapshots
+                WHERE host = $1 AND metric_type = 'cpu' AND "timestamp" >= $3
+                ORDER BY "timestamp" DESC LIMIT $4
+            ) newest
+          )
+        ORDER BY "timestamp"
+        """,
+        host,
+        list(FIELDS),
+        since,
+        limit,
+    )
+    snapshots: dict[datetime, dict[str, Any]] = {}
+    for row in rows:
+        taken = row["timestamp"]
+        snapshot = snapshots.get(taken)
+        if snapshot is None:
+            snapshot = snapshots[taken] = {
+                "timestamp": taken.isoformat().replace("+00:00", "Z"),
+                "host": host,
+            }
+        snapshot[row["metric_type"]] = orjson.loads(row["data"])
+    return list(snapshots.values())[-limit:]
+
+
 async def latest(db: Any, host: str) -> tuple[datetime, dict[str, Any]] | None:
     """The newest stored snapshot of `host`: its timestamp and every collector's data."""
     # max() per metric type is an index probe per partition; over the host alone it
