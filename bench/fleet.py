@@ -278,8 +278,11 @@ def _clients(
                 f"{ws_url}?token={token}&host={host}&backfill=120", max_size=None
             ) as ws:
                 text = await ws.recv()
+            first = orjson.loads(text)
+            if first.get("type") != "backfill":
+                return  # a perfpulse from before backfill
             backfill["ms"] = round((time.perf_counter() - connected) * 1000, 1)
-            backfill["snapshots"] = len(orjson.loads(text)["snapshots"])
+            backfill["snapshots"] = len(first["snapshots"])
             backfill["bytes"] = len(text)
 
         async def read(query: str, into: list[float]) -> None:
