@@ -102,6 +102,32 @@ async def _template() -> Snapshot:
         return await sampler.sample_once()
 
 
+# The simulated agents' statements are built once and only their seq and time change per
+# tick (the same text the real relay would send, its values written in): the simulation
+# must cost little beside what it measures.
+SENTINEL_SEQ = 987654321987654
+SENTINEL_TIME = datetime(2001, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+
+
+class Statements:
+    """An agent's relay statement as text with its seq and time to fill in, and the
+    stored rows of the template (the same every tick: only time and host are not in them)."""
+
+    def __init__(self, template: Snapshot, host: str, interval: float) -> None:
+        shaped = Snapshot(SENTINEL_SEQ, SENTINEL_TIME, host, template.results)
+        self.sql = publish_sql(publish_args(shaped, interval))
+        self.seq = str(SENTINEL_SEQ)
+        self.time = SENTINEL_TIME.isoformat()
+        assert self.sql.count(self.seq) >= 2 and self.sql.count(self.time) >= 2, self.sql[:300]
+        self.rows = to_stored(shaped).rows
+
+    def publish(self, seq: int, taken: datetime) -> str:
+        return self.sql.replace(self.seq, str(seq)).replace(self.time, taken.isoformat())
+
+    def stored(self, taken: datetime, host: str) -> StoredSnapshot:
+        return StoredSnapshot(taken, host, self.rows)
+
+
 @dataclass
 class Agent:
     host: str
@@ -115,6 +141,7 @@ class Agent:
     # Agents start at different times, so their flushes spread over the batch age: the
     # first one comes after a random part of it.
     first_age: float = field(default_factory=lambda: random.uniform(0, MAX_AGE))
+    statements: Statements | None = None
     produced: int = 0
     published: int = 0
     skipped: int = 0
@@ -127,6 +154,8 @@ async def _agent(
     """Tick on schedule; relay the newest snapshot (skip it when behind, as the real
     publisher does); hand batches to the writer, which writes on its own connection, as
     the real batch writer does; never drop a snapshot."""
+    statements = agent.statements or Statements(template, agent.host, interval)
+    agent.statements = statements
     agent.stopping = False
     agent.writing = asyncio.create_task(_writer(agent))
     tick = 0
@@ -139,11 +168,9 @@ async def _agent(
             if delay > 0:
                 await asyncio.sleep(delay)
             now = time.time()
-            snapshot = Snapshot(
-                int(due * 1e6), datetime.fromtimestamp(due, UTC), agent.host, template.results
-            )
+            seq, taken = int(due * 1e6), datetime.fromtimestamp(due, UTC)
             agent.produced += 1
-            agent.pending.append(to_stored(snapshot))
+            agent.pending.append(statements.stored(taken, agent.host))
             # The batch writer's rule: a full batch, or an oldest snapshot MAX_AGE old.
             oldest = agent.pending[0].timestamp.timestamp()
             if len(agent.pending) >= BATCH or now - oldest >= (agent.first_age or MAX_AGE) - 1e-3:
@@ -151,7 +178,7 @@ async def _agent(
                 agent.flush.set()
             if now - due < interval:
                 # What an agent sends through PgBouncer (PERFPULSE_DATABASE_TRANSACTION_POOLING).
-                await agent.conn.execute(publish_sql(publish_args(snapshot, interval)))
+                await agent.conn.execute(statements.publish(seq, taken))
                 agent.published += 1
             else:
                 agent.skipped += 1
@@ -174,7 +201,9 @@ async def _writer(agent: Agent) -> None:
         if not chunk:
             continue
         started = time.perf_counter()
-        await ingest.write_batch(agent.writer, chunk)
+        await ingest.write_batch(
+            agent.writer, chunk, simple=True
+        )  # as the batch writer through PgBouncer
         agent.write_seconds.append(time.perf_counter() - started)
         del agent.pending[: len(chunk)]
 
@@ -182,7 +211,9 @@ async def _writer(agent: Agent) -> None:
 async def _final_flush(agent: Agent) -> None:
     while agent.pending:
         chunk = agent.pending[:DRAIN]
-        await ingest.write_batch(agent.writer, chunk)
+        await ingest.write_batch(
+            agent.writer, chunk, simple=True
+        )  # as the batch writer through PgBouncer
         del agent.pending[: len(chunk)]
 
 

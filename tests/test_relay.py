@@ -22,8 +22,9 @@ from exporter.fleet.listener import (
     _parse_notice,
 )
 from exporter.sampler import Snapshot
-from exporter.sinks.relay import PUBLISH, RelayPublisher, literal, publish_args, publish_sql
+from exporter.sinks.relay import PUBLISH, RelayPublisher, publish_args, publish_sql
 from exporter.storage.database import Database
+from exporter.storage.literals import literal
 from tests.conftest import FakeClock
 
 

@@ -216,3 +216,45 @@ async def test_cancelling_the_flush_loop_always_stops_it():
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 2)
+
+
+async def test_through_pgbouncer_a_batch_is_one_simple_query_and_stores_the_same(
+    clean_database_url,
+):
+    """With transaction pooling the writer sends a batch as one simple query (one round
+    trip holding a server connection, not four): through a real PgBouncer it stores
+    exactly what the transaction path stores, awkward text included, and a replay adds
+    nothing."""
+    import asyncpg
+
+    from exporter.storage.database import TransactionPooledConnection
+    from tests.pgbouncer import pgbouncer
+
+    awkward = orjson.dumps({"available": True, "name": "it's a \\ back'slash", "n": 1}).decode()
+    batch = [
+        StoredSnapshot(T0 + timedelta(seconds=i), host, (("cpu", awkward), ("memory", "{}")))
+        for i in range(5)
+        for host in ("simple", "transaction")
+    ]
+    with pgbouncer(clean_database_url, pool_size=2) as pooled:
+        conn = await asyncpg.connect(
+            pooled, statement_cache_size=0, connection_class=TransactionPooledConnection
+        )
+        try:
+            simple = [s for s in batch if s.host == "simple"]
+            assert await ingest.write_batch(conn, simple, simple=True) == 10
+            assert await ingest.write_batch(conn, simple, simple=True) == 0  # a replay
+            plain = [s for s in batch if s.host == "transaction"]
+            assert await ingest.write_batch(conn, plain) == 10
+            stored = await conn.fetch(
+                """SELECT host, "timestamp", metric_type, metric_data::text AS data
+                   FROM metrics_snapshots ORDER BY host, "timestamp", metric_type"""
+            )
+        finally:
+            await conn.close()
+    by_host = {
+        host: [(r["timestamp"], r["metric_type"], r["data"]) for r in stored if r["host"] == host]
+        for host in ("simple", "transaction")
+    }
+    assert by_host["simple"] == by_host["transaction"] and len(by_host["simple"]) == 10
+    assert orjson.loads(by_host["simple"][0][2])["name"] == "it's a \\ back'slash"

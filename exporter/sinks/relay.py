@@ -23,19 +23,11 @@ from exporter.alerts.evaluate import worst
 from exporter.sampler import Sampler, Snapshot
 from exporter.sinks.summary import ALERTS_FIRING, ALERTS_WORST, summarize
 from exporter.storage.database import DATABASE_ERRORS, Database, describe
+from exporter.storage.literals import literal
 
 log = logging.getLogger(__name__)
 
 PUBLISH = "SELECT perfpulse_publish($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-
-
-def literal(text: str) -> str:
-    """`text` as a PostgreSQL string literal, the way libpq's PQescapeLiteral writes it:
-    E'...' with backslashes and quotes doubled, read the same whatever
-    standard_conforming_strings says. NUL cannot be in a PostgreSQL string at all."""
-    if "\x00" in text:
-        raise ValueError("a PostgreSQL string cannot hold NUL")
-    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def publish_sql(args: PublishArgs) -> str:

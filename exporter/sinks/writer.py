@@ -197,7 +197,11 @@ class BatchWriter:
         started = time.perf_counter()
         try:
             async with pool.acquire(timeout=10) as conn:
-                await ingest.write_batch(conn, [p.snapshot for p in chunk])
+                await ingest.write_batch(
+                    conn,
+                    [p.snapshot for p in chunk],
+                    simple=self.database.settings.database_transaction_pooling,
+                )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             self.database.note_failure(describe(exc))
             raise DatabaseUnavailable(describe(exc)) from exc
