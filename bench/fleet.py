@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import multiprocessing
 import os
 import random
@@ -75,7 +76,7 @@ WHERE relkind = 'r' AND (relname ~ '^metrics_(snapshots|chunks|minutes|hours)_p[
 """
 DASHBOARD = Path(__file__).parent.parent / "exporter" / "dashboard"
 # PgBouncer's connections to PostgreSQL, for every agent.
-SERVER_POOL = 20
+SERVER_POOL = int(os.environ.get("PERFPULSE_BENCH_SERVER_POOL", "20"))
 # What this database's busy backends wait on, sampled every WAIT_SAMPLE_SECONDS through the
 # measured window: `cpu` is running (no wait event). And who waits for the lock a NOTIFYing
 # transaction holds on the whole instance from pre-commit to commit (an `object` lock on
@@ -102,6 +103,11 @@ async def _template() -> Snapshot:
         return await sampler.sample_once()
 
 
+# As the batch writer writes through PgBouncer (a perfpulse from before one-query batches
+# takes none: `--abuse-baseline`-style runs of an older checkout).
+WRITE_OPTIONS = (
+    {"simple": True} if "simple" in inspect.signature(ingest.write_batch).parameters else {}
+)
 # The simulated agents' statements are built once and only their seq and time change per
 # tick (the same text the real relay would send, its values written in): the simulation
 # must cost little beside what it measures.
@@ -201,9 +207,7 @@ async def _writer(agent: Agent) -> None:
         if not chunk:
             continue
         started = time.perf_counter()
-        await ingest.write_batch(
-            agent.writer, chunk, simple=True
-        )  # as the batch writer through PgBouncer
+        await ingest.write_batch(agent.writer, chunk, **WRITE_OPTIONS)
         agent.write_seconds.append(time.perf_counter() - started)
         del agent.pending[: len(chunk)]
 
@@ -211,9 +215,7 @@ async def _writer(agent: Agent) -> None:
 async def _final_flush(agent: Agent) -> None:
     while agent.pending:
         chunk = agent.pending[:DRAIN]
-        await ingest.write_batch(
-            agent.writer, chunk, simple=True
-        )  # as the batch writer through PgBouncer
+        await ingest.write_batch(agent.writer, chunk, **WRITE_OPTIONS)
         del agent.pending[: len(chunk)]
 
 
