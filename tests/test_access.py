@@ -344,6 +344,12 @@ def test_api_tokens_read_stream_are_revoked_mid_stream_expire_and_stay_hashed(tm
         )
         expired = httpx.get(base + "/api/auth/me", headers={"Authorization": f"Bearer {late}"})
         assert (expired.status_code, expired.json()["detail"]) == (401, "token expired")
+        # Logging out with an API token revokes it for good.
+        bye = cli(env, "tokens", "create", "bye", "--user", "victor").stdout.strip()
+        out = httpx.post(base + "/api/auth/logout", headers={"Authorization": f"Bearer {bye}"})
+        assert out.status_code == 204
+        after = httpx.get(base + "/api/auth/me", headers={"Authorization": f"Bearer {bye}"})
+        assert after.status_code == 401
         listed = cli(env, "tokens", "list")
         header, *rows = listed.stdout.splitlines()
         assert header.split("\t") == ["NAME", "USER", "CREATED", "EXPIRES", "LAST USED"]
@@ -382,6 +388,9 @@ def test_the_proxy_header_logs_in_from_a_trusted_proxy_and_is_ignored_from_other
                 return json.loads(await asyncio.wait_for(stream.recv(), 5))
 
         assert "cpu" in asyncio.run(first_with_header())
+        # Signing out is the proxy's: nothing is revoked here, the header still works.
+        assert httpx.post(server.url + "/api/auth/logout", headers=named).status_code == 204
+        assert httpx.get(server.url + "/api/auth/me", headers=named).status_code == 200
         # An unknown user is created as a viewer, with no password to log in with.
         new = httpx.get(server.url + "/api/auth/me", headers={"X-Forwarded-User": "sso-only"})
         assert (new.status_code, new.json()["role"]) == (200, "viewer")

@@ -165,8 +165,19 @@ async def proxy_login(
 async def logout(session: CurrentSession, pool: PoolDep, sessions: SessionsDep) -> Response:
     """Revoke this token at once, on every instance sharing the database; this
     instance's streams opened with it close now, other instances' within
-    PERFPULSE_SESSION_RECHECK_SECONDS."""
+    PERFPULSE_SESSION_RECHECK_SECONDS. An API token is revoked for good; a session
+    the SSO proxy made is the proxy's to end."""
     user, claims = session
+    if claims.token_id.startswith("proxy:"):
+        # Signed in by the SSO proxy: signing out is the proxy's (nothing to revoke here).
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    if (token_id := claims.api_token_id) is not None:
+        # Logging out with an API token revokes it, as `perfpulse tokens revoke` would.
+        gone = await users.revoke_api_token_by_id(pool, token_id)
+        if gone is not None:
+            audit("token_revoked", token=gone.name, user=gone.username, by=user.username)
+        sessions.revoked(claims.token_id, "token revoked")
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
     await users.revoke_token(pool, claims.token_id, user.username, claims.expires_at)
     sessions.revoked(claims.token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -221,16 +221,22 @@ async def api_token(db: Executor, name: str) -> ApiToken | None:
     return None if row is None else ApiToken(**dict(row))
 
 
+_REVOKE = """
+WITH gone AS (DELETE FROM api_tokens WHERE {column} = $1 RETURNING *)
+SELECT g.id, g.name, u.username, g.created_at, g.expires_at, g.last_used_at
+FROM gone g JOIN users u ON u.id = g.user_id
+"""
+
+
 async def revoke_api_token(db: Executor, name: str) -> ApiToken | None:
     """Delete the token; what it was, or None if there was none."""
-    row = await db.fetchrow(
-        """
-        WITH gone AS (DELETE FROM api_tokens WHERE name = $1 RETURNING *)
-        SELECT g.id, g.name, u.username, g.created_at, g.expires_at, g.last_used_at
-        FROM gone g JOIN users u ON u.id = g.user_id
-        """,
-        name,
-    )
+    row = await db.fetchrow(_REVOKE.format(column="name"), name)
+    return None if row is None else ApiToken(**dict(row))
+
+
+async def revoke_api_token_by_id(db: Executor, token_id: int) -> ApiToken | None:
+    """Delete the token (logged out with itself); what it was, or None."""
+    row = await db.fetchrow(_REVOKE.format(column="id"), token_id)
     return None if row is None else ApiToken(**dict(row))
 
 
