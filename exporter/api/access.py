@@ -4,8 +4,9 @@ same through exporter/auth/commands.py; both go through exporter/storage/users.p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, HTTPException, Path, Response, status
 from pydantic import BaseModel, Field, field_validator
@@ -26,6 +27,8 @@ from exporter.storage import users
 from exporter.storage.users import ApiToken, User
 
 router = APIRouter(prefix="/api", tags=["access"])
+T = TypeVar("T")
+R = TypeVar("R")
 
 UserName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 TokenName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
@@ -49,6 +52,14 @@ def _unprocessable(field: str, exc: AccessError) -> HTTPException:
         status.HTTP_422_UNPROCESSABLE_ENTITY,
         [{"type": "value_error", "loc": ["body", field], "msg": str(exc)}],
     )
+
+
+def _checked(field: str, check: Callable[[T], R], value: T) -> R:
+    """`check(value)`, or a 422 naming the body's `field` and why."""
+    try:
+        return check(value)
+    except AccessError as exc:
+        raise _unprocessable(field, exc) from None
 
 
 class NewUser(BaseModel):
@@ -83,14 +94,8 @@ async def list_users(admin: AdminUser, pool: PoolDep) -> list[UserOut]:
     responses={**ADMIN_ONLY, 409: {"description": "the name is taken"}},
 )
 async def create_user(body: NewUser, admin: AdminUser, pool: PoolDep) -> UserOut:
-    try:
-        role = check_role(body.role)
-    except AccessError as exc:
-        raise _unprocessable("role", exc) from None
-    try:
-        hosts = parse_hosts(body.hosts)
-    except AccessError as exc:
-        raise _unprocessable("hosts", exc) from None
+    role = _checked("role", check_role, body.role)
+    hosts = _checked("hosts", parse_hosts, body.hosts)
     user = await users.create(
         pool, body.username, await hash_password(body.password), role=role, hosts=hosts
     )
@@ -112,14 +117,8 @@ async def change_user(
     pool: PoolDep,
     sessions: SessionsDep,
 ) -> UserOut:
-    try:
-        role = check_role(body.role) if body.role is not None else None
-    except AccessError as exc:
-        raise _unprocessable("role", exc) from None
-    try:
-        hosts = parse_hosts(body.hosts) if body.hosts is not None else None
-    except AccessError as exc:
-        raise _unprocessable("hosts", exc) from None
+    role = _checked("role", check_role, body.role) if body.role is not None else None
+    hosts = _checked("hosts", parse_hosts, body.hosts) if body.hosts is not None else None
     new_hash = await hash_password(body.password) if body.password is not None else None
     async with pool.acquire() as conn, conn.transaction():
         current = await users.get(conn, username)
@@ -218,14 +217,8 @@ async def list_tokens(user: CurrentUser, pool: PoolDep) -> list[TokenOut]:
     responses={**ADMIN_ONLY, 409: {"description": "the name is taken"}},
 )
 async def create_token(body: NewToken, admin: AdminUser, pool: PoolDep) -> CreatedToken:
-    try:
-        name = check_token_name(body.name)
-    except AccessError as exc:
-        raise _unprocessable("name", exc) from None
-    try:
-        lifetime = parse_expiry(body.expires)
-    except AccessError as exc:
-        raise _unprocessable("expires", exc) from None
+    name = _checked("name", check_token_name, body.name)
+    lifetime = _checked("expires", parse_expiry, body.expires)
     owner = body.user or admin.username
     token = new_token()
     expires_at = datetime.now(UTC) + lifetime if lifetime is not None else None

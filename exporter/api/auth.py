@@ -21,7 +21,9 @@ from exporter.api.deps import (
 from exporter.auth.access import audit
 from exporter.auth.passwords import authenticate
 from exporter.auth.tokens import issue_token
+from exporter.config import Settings
 from exporter.storage import users
+from exporter.storage.users import User
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -117,6 +119,11 @@ async def login(
         attempt.succeeded()
     # The version read before the password was checked: a password change meanwhile makes
     # this token invalid from the start.
+    return _token(secret, user, settings)
+
+
+def _token(secret: bytes, user: User, settings: Settings) -> Token:
+    """An access token for `user` at its token version as read."""
     issued = issue_token(
         secret,
         user.username,
@@ -151,14 +158,7 @@ async def proxy_login(
             "no single sign-on user on this request",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = found[0]
-    issued = issue_token(
-        secret,
-        user.username,
-        timedelta(minutes=settings.access_token_expire_minutes),
-        version=user.token_version,
-    )
-    return Token(access_token=issued.token, expires_in=issued.expires_in)
+    return _token(secret, found[0], settings)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
