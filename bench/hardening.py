@@ -164,6 +164,12 @@ async def _seed_year(url: str) -> None:
             """,
             today,
         )
+        # Registered, as its agent would have registered it (history answers only for
+        # this instance's own host and registered ones).
+        await conn.execute(
+            "INSERT INTO hosts (host, interval_seconds, version) VALUES ('seeded', 60, 'seeded') "
+            "ON CONFLICT DO NOTHING"
+        )
     finally:
         await conn.close()
 

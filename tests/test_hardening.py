@@ -199,6 +199,12 @@ async def _seed_year_of_snapshots(database_url: str, host: str) -> None:
             first,
             today,
         )
+        # Registered, as its agent would have registered it: history answers for it.
+        await conn.execute(
+            "INSERT INTO hosts (host, interval_seconds, version) VALUES ($1, 60, 'seeded') "
+            "ON CONFLICT DO NOTHING",
+            host,
+        )
     finally:
         await conn.close()
 

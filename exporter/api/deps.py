@@ -211,11 +211,12 @@ ADMIN_ONLY: dict[int | str, dict[str, Any]] = {403: {"description": "this needs 
 async def visible_host(
     user: User, requested: str | None, settings: Settings, runtime: Runtime, pool: asyncpg.Pool
 ) -> str:
-    """The host a request is about (this instance's own by default), if it exists and the
-    user may see it; a 404 `unknown host` otherwise, the same for both."""
+    """The host a request is about (this instance's own by default), if it exists (this
+    instance's own, or registered in `hosts`, as every agent of a fleet registers itself)
+    and the user may see it; a 404 `unknown host` otherwise, the same for both."""
     host = requested or settings.hostname
     own = settings.collect and host == settings.hostname
-    exists = own or (runtime.shared and await host_exists(pool, host))
+    exists = own or await host_exists(pool, host)
     if not exists or not may_see(user, host):
         raise HTTPException(status.HTTP_404_NOT_FOUND, UNKNOWN_HOST)
     return host
