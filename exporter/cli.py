@@ -17,11 +17,10 @@ import orjson
 from exporter import __version__
 from exporter.alerts.rules import RulesError, load_rules
 from exporter.auth import commands as accounts
-from exporter.auth.access import audit_to_stderr
 from exporter.config import CommandError, ConfigError, Settings, StartError, load_settings
 from exporter.fleet import commands as fleet_cli
 from exporter.grafana import commands as grafana_cli
-from exporter.logs import configure_logging
+from exporter.logs import audit_to_stderr, configure_logging
 from exporter.storage import commands as storage_cli
 from exporter.storage.database import DatabaseUnavailable
 

@@ -118,3 +118,32 @@ def logging_config(level: str) -> dict[str, Any]:
 
 def configure_logging(level: str) -> None:
     logging.config.dictConfig(logging_config(level))
+
+
+# --- the audit log ---------------------------------------------------------------------
+
+audit_log = logging.getLogger("perfpulse.audit")
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    if text and re.fullmatch(r"[\w.@:/*,+-]+", text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def audit(event: str, **fields: object) -> None:
+    """One line per login, user and token change, host removed, on perfpulse.audit:
+    `audit event=login outcome=success user=alice address=10.0.0.7`."""
+    pairs = " ".join(f"{key}={_quote(value)}" for key, value in fields.items() if value is not None)
+    audit_log.info("audit event=%s %s", event, pairs)
+
+
+def audit_to_stderr() -> None:
+    """For the command line: audit lines on stderr (the server logs them with the rest)."""
+    if not audit_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        audit_log.addHandler(handler)
+        audit_log.setLevel(logging.INFO)
+        audit_log.propagate = False

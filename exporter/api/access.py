@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field, field_validator
 from exporter.api.deps import ADMIN_ONLY, AdminUser, CurrentUser, PoolDep, SessionsDep
 from exporter.auth.access import (
     AccessError,
-    audit,
     check_role,
     check_token_name,
     new_token,
@@ -23,6 +22,7 @@ from exporter.auth.access import (
     token_digest,
 )
 from exporter.auth.passwords import hash_password
+from exporter.logs import audit
 from exporter.storage import users
 from exporter.storage.users import ApiToken, User
 

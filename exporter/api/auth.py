@@ -18,10 +18,10 @@ from exporter.api.deps import (
     SettingsDep,
     proxy_session,
 )
-from exporter.auth.access import audit
 from exporter.auth.passwords import authenticate
 from exporter.auth.tokens import issue_token
 from exporter.config import Settings
+from exporter.logs import audit
 from exporter.storage import users
 from exporter.storage.users import User
 

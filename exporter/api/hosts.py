@@ -9,8 +9,9 @@ from fastapi import APIRouter, HTTPException, Response, status
 
 from exporter import __version__
 from exporter.api.deps import ADMIN_ONLY, UNKNOWN_HOST, AdminUser, CurrentUser, PoolDep, RuntimeDep
-from exporter.auth.access import audit, may_see
+from exporter.auth.access import may_see
 from exporter.fleet.hosts import STALE_AFTER_INTERVALS, HostInfo, list_hosts, remove_host
+from exporter.logs import audit
 from exporter.runtime import Runtime
 from exporter.sinks.summary import summarize
 

@@ -6,14 +6,12 @@
   scope answers exactly as a host that does not exist, so the fleet's shape does not leak.
 - API tokens: `pp_` + 32 random bytes (URL-safe base64), shown once; only the SHA-256 of
   a token is stored. A token acts as its user, never more.
-- Audit: one line per login, token and user change on the `perfpulse.audit` logger,
-  `key=value` pairs; never a secret, a token or a hash.
+- Audit: one line per login, token and user change (exporter/logs.py, `audit`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import secrets
 from collections.abc import Iterable
@@ -30,8 +28,6 @@ _PATTERN = re.compile(r"^[^\x00-\x1f\x7f,\s]{1,255}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _DURATION = re.compile(r"^(\d{1,5})([hdwy])$")
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-
-audit_log = logging.getLogger("perfpulse.audit")
 
 
 class AccessError(ValueError):
@@ -95,26 +91,3 @@ def token_digest(token: str) -> bytes:
 
 def is_api_token(credential: str) -> bool:
     return credential.startswith(TOKEN_PREFIX)
-
-
-def _quote(value: object) -> str:
-    text = str(value)
-    if text and re.fullmatch(r"[\w.@:/*,+-]+", text):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def audit(event: str, **fields: object) -> None:
-    """`audit event=login outcome=success user=alice address=10.0.0.7` on perfpulse.audit."""
-    pairs = " ".join(f"{key}={_quote(value)}" for key, value in fields.items() if value is not None)
-    audit_log.info("audit event=%s %s", event, pairs)
-
-
-def audit_to_stderr() -> None:
-    """For the command line: audit lines on stderr (the server logs them with the rest)."""
-    if not audit_log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        audit_log.addHandler(handler)
-        audit_log.setLevel(logging.INFO)
-        audit_log.propagate = False

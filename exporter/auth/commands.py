@@ -15,7 +15,6 @@ import asyncpg
 
 from exporter.auth.access import (
     AccessError,
-    audit,
     check_role,
     check_token_name,
     new_token,
@@ -25,6 +24,7 @@ from exporter.auth.access import (
 )
 from exporter.auth.passwords import hash_password
 from exporter.config import CommandError, Settings
+from exporter.logs import audit
 from exporter.storage import users
 from exporter.storage.database import with_database
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import asyncpg
 
-from exporter.auth.access import audit
 from exporter.config import Settings
+from exporter.logs import audit
 from exporter.storage import users
 from exporter.storage.users import User
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import asyncpg
 from jose import ExpiredSignatureError, JWTError, jwt
 
-from exporter.auth.access import TOKEN_PATTERN, audit, is_api_token, token_digest
+from exporter.auth.access import TOKEN_PATTERN, is_api_token, token_digest
 from exporter.config import MIN_SECRET_BYTES, ConfigError, Settings
 from exporter.datadir import ensure_private
+from exporter.logs import audit
 from exporter.storage import users
 from exporter.storage.users import User
 

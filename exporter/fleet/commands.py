@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from exporter.auth.access import audit
 from exporter.config import CommandError, Settings
 from exporter.fleet.hosts import list_hosts, remove_host
+from exporter.logs import audit
 from exporter.storage.database import with_database
 
 
