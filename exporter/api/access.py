@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from exporter.api.deps import ADMIN_ONLY, AdminUser, CurrentUser, PoolDep, SessionsDep
 from exporter.auth.access import (
+    API_TOKEN_ID,
     AccessError,
     check_role,
     check_token_name,
@@ -124,7 +125,7 @@ async def change_user(
         current = await users.get(conn, username)
         if current is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {username!r}")
-        if current.is_admin and role == users.VIEWER_ROLE and await users.admins(conn) <= 1:
+        if role is not None and await users.is_last_admin(conn, current, role):
             raise HTTPException(status.HTTP_409_CONFLICT, "the last admin cannot become a viewer")
         if new_hash is not None:
             await users.set_password(conn, username, new_hash)
@@ -158,7 +159,7 @@ async def delete_user(
         current = await users.get(conn, username)
         if current is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {username!r}")
-        if current.is_admin and await users.admins(conn) <= 1:
+        if await users.is_last_admin(conn, current):
             raise HTTPException(status.HTTP_409_CONFLICT, "the last admin cannot be deleted")
         await users.delete(conn, username)
     audit("user_deleted", user=username, by=admin.username)
@@ -249,5 +250,5 @@ async def revoke_token(
     gone = await users.revoke_api_token(pool, name)
     if gone is not None:
         audit("token_revoked", token=name, user=gone.username, by=user.username)
-        sessions.revoked(f"api:{gone.id}", "token revoked")
+        sessions.revoked(f"{API_TOKEN_ID}{gone.id}", "token revoked")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

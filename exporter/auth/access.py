@@ -89,5 +89,13 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+API_TOKEN_ID = "api:"  # a session opened with an API token: "api:<id>"
+
+
+def api_token_id(session_id: str) -> int | None:
+    """The API token a session id (a JWT's `jti`, or `api:<id>`) names, if any."""
+    return int(session_id[4:]) if session_id.startswith(API_TOKEN_ID) else None
+
+
 def is_api_token(credential: str) -> bool:
     return credential.startswith(TOKEN_PREFIX)

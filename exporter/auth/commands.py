@@ -101,7 +101,7 @@ def users_delete(settings: Settings, args: argparse.Namespace) -> int:
             user = await users.get(conn, args.username)
             if user is None:
                 raise CommandError(f"no user {args.username!r}")
-            if user.is_admin and await users.admins(conn) <= 1:
+            if await users.is_last_admin(conn, user):
                 raise CommandError("the last admin cannot be deleted")
             return await users.delete(conn, args.username)
 
@@ -122,7 +122,7 @@ def users_set_access(settings: Settings, args: argparse.Namespace) -> int:
             user = await users.get(conn, args.username)
             if user is None:
                 raise CommandError(f"no user {args.username!r}")
-            if user.is_admin and role == users.VIEWER_ROLE and await users.admins(conn) <= 1:
+            if role is not None and await users.is_last_admin(conn, user, role):
                 raise CommandError("the last admin cannot become a viewer")
             return await users.set_access(conn, args.username, role=role, hosts=hosts)
 

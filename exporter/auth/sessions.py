@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from exporter.auth.access import api_token_id
 from exporter.storage import users
 from exporter.storage.database import DATABASE_ERRORS, Database, DatabaseUnavailable, describe
 
@@ -40,7 +41,7 @@ class Session:
 
     @property
     def api_token_id(self) -> int | None:
-        return int(self.token_id[4:]) if self.token_id.startswith("api:") else None
+        return api_token_id(self.token_id)
 
 
 class TooManyStreams(Exception):

@@ -16,7 +16,13 @@ from pathlib import Path
 import asyncpg
 from jose import ExpiredSignatureError, JWTError, jwt
 
-from exporter.auth.access import TOKEN_PATTERN, is_api_token, token_digest
+from exporter.auth.access import (
+    API_TOKEN_ID,
+    TOKEN_PATTERN,
+    api_token_id,
+    is_api_token,
+    token_digest,
+)
 from exporter.config import MIN_SECRET_BYTES, ConfigError, Settings
 from exporter.datadir import ensure_private
 from exporter.logs import audit
@@ -28,7 +34,6 @@ ALGORITHMS = [ALGORITHM]  # the only algorithm decode accepts: no "none", no RS/
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti")
 MAX_TOKEN_BYTES = 4096
 SECRET_FILE = "jwt-secret"
-API_TOKEN_ID = "api:"
 NEVER = timedelta(days=36500)  # an API token without expiry, as a stream's deadline
 TOUCH_EVERY = timedelta(minutes=1)
 
@@ -79,7 +84,7 @@ class Claims:
 
     @property
     def api_token_id(self) -> int | None:
-        return int(self.token_id[4:]) if self.token_id.startswith(API_TOKEN_ID) else None
+        return api_token_id(self.token_id)
 
 
 def decode_token(secret: bytes, token: str) -> Claims:

@@ -137,8 +137,11 @@ async def set_access(
     return _user(row)
 
 
-async def admins(db: Executor) -> int:
-    return int(await db.fetchval("SELECT count(*) FROM users WHERE role = 'admin'"))
+async def is_last_admin(db: Executor, user: User, role: str | None = None) -> bool:
+    """Whether deleting `user` (role None), or making it `role`, would leave no admin."""
+    if not user.is_admin or role == ADMIN_ROLE:
+        return False
+    return int(await db.fetchval("SELECT count(*) FROM users WHERE role = 'admin'")) <= 1
 
 
 async def set_password(db: Executor, username: str, password_hash: str) -> bool:
