@@ -13,6 +13,7 @@ statement timeout, so however much a request asks for, PostgreSQL stops working 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,28 +54,59 @@ HOT_PAGE = 2000
 
 @dataclass(frozen=True, slots=True)
 class Reader:
-    """Runs read statements from `pool`, each stopped by the server after `timeout` s."""
+    """Runs read statements from `pool`, each stopped by the server after `timeout` s.
+
+    A read that asks several things (a series: the tier's blocks and the hot rows) asks
+    them in one `session`: one transaction on one connection, opened with its time limit
+    in the same round trip. On a busy machine every round trip waits for PostgreSQL's
+    backend to be scheduled, so they are what a read's time is made of (bench/README.md,
+    "fleet")."""
 
     pool: asyncpg.Pool
     timeout: float
 
-    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
-        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            # SET LOCAL: ends with the transaction, and works through a transaction pooler.
-            await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(self.timeout * 1000))}")
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-            return rows
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[ReadSession]:
+        async with self.pool.acquire() as conn:
+            # One simple query: BEGIN and SET LOCAL (ends with the transaction, so it
+            # works through a transaction pooler) in one round trip.
+            await conn.execute(
+                f"BEGIN READ ONLY; SET LOCAL statement_timeout = {max(1, int(self.timeout * 1000))}"
+            )
+            try:
+                yield ReadSession(conn)
+            except BaseException:
+                if not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
 
-    async def pages(
-        self, sql: str, *args: object, size: int = HOT_PAGE
-    ) -> AsyncIterator[list[asyncpg.Record]]:
-        """The rows of one read-only cursor, `size` at a time; each fetch is stopped by
-        the server after `timeout` s."""
-        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(self.timeout * 1000))}")
-            cursor = await conn.cursor(sql, *args)
-            while rows := await cursor.fetch(size):
-                yield rows
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        async with self.session() as db:
+            return await db.fetch(sql, *args)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSession:
+    """Statements inside one read-only transaction of a `Reader`."""
+
+    conn: asyncpg.Connection
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
+        return rows
+
+
+@contextlib.asynccontextmanager
+async def _one_session(db: Any) -> AsyncIterator[Any]:
+    """`db` as one transaction for several statements: a Reader's session, or `db` itself
+    (a connection)."""
+    if isinstance(db, Reader):
+        async with db.session() as session:
+            yield session
+    else:
+        yield db
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +138,11 @@ async def hot_rows(
     return [(micros(row["timestamp"]), row["data"]) for row in rows]
 
 
+_HOT_PAGE_ROWS = _HOT_ROWS.rstrip() + " LIMIT $5\n"
+# A page this small is parsed on the event loop (about 3 ms); a larger one on a thread.
+INLINE_ROWS = 300
+
+
 async def hot_picked(
     db: Any,
     host: str,
@@ -114,20 +151,24 @@ async def hot_picked(
     end: datetime,
     fields: dict[str, tuple[Step, ...]],
 ) -> Block:
-    """The `fields` of the hot rows in [start, end). A long range is read page by page,
-    each parsed on a worker thread, when `db` reads pages (a Reader). (Taking the numbers
-    out in SQL was measured slower: PostgreSQL parses a `json` value again for each path,
-    and casting it to `jsonb` costs more than orjson parsing it here.)"""
-    args = (host, metric_type, start, end)
-    if end - start <= timedelta(minutes=15) or not hasattr(db, "pages"):
-        return pick(
-            [(micros(r["timestamp"]), r["data"]) for r in await db.fetch(_HOT_ROWS, *args)], fields
-        )
+    """The `fields` of the hot rows in [start, end), read `HOT_PAGE` rows at a time (each
+    page one statement, from the previous page's last timestamp on: a backlog costs memory
+    for one page), a large page parsed on a worker thread. (Taking the numbers out in SQL
+    was measured slower: PostgreSQL parses a `json` value again for each path, and casting
+    it to `jsonb` costs more than orjson parsing it here.)"""
     parts = []
-    async for page in db.pages(_HOT_ROWS, *args):
+    since = start
+    while True:
+        page = await db.fetch(_HOT_PAGE_ROWS, host, metric_type, since, end, HOT_PAGE)
         rows = [(micros(row["timestamp"]), row["data"]) for row in page]
-        parts.append(await asyncio.to_thread(pick, rows, fields))
-    return blocks.concat(parts) if parts else pick([], fields)
+        if len(rows) <= INLINE_ROWS:
+            parts.append(pick(rows, fields))
+        else:
+            parts.append(await asyncio.to_thread(pick, rows, fields))
+        if len(rows) < HOT_PAGE:
+            break
+        since = moment(rows[-1][0] + 1)
+    return parts[0] if len(parts) == 1 else blocks.concat(parts)
 
 
 async def _decoded(blobs: Sequence[bytes], keys: Sequence[str] | None) -> list[Block]:
@@ -154,6 +195,22 @@ async def series(
     bucket_seconds: float,
 ) -> Series:
     """Buckets of `bucket_seconds` over [start, end) of each field (path -> steps)."""
+    async with _one_session(db) as session:
+        return await _series_of(
+            session, host, metric_type, fields, start, end, resolution, bucket_seconds
+        )
+
+
+async def _series_of(
+    db: Any,
+    host: str,
+    metric_type: str,
+    fields: dict[str, tuple[Step, ...]],
+    start: datetime,
+    end: datetime,
+    resolution: str,
+    bucket_seconds: float,
+) -> Series:
     keys = list(fields)
     s_us, e_us = micros(start), micros(end)
     hot = await hot_picked(db, host, metric_type, start, end, fields)
@@ -224,15 +281,16 @@ async def documents(
     db: Any, host: str, metric_type: str, start: datetime, end: datetime
 ) -> list[tuple[datetime, dict[str, Any]]]:
     """Every stored document of a section in [start, end), whole, oldest first."""
-    stored = await _decoded(
-        await tiers.blobs(db, tiers.CHUNK_TIER, host, metric_type, start, end), None
-    )
+    async with _one_session(db) as session:
+        blobs = await tiers.blobs(session, tiers.CHUNK_TIER, host, metric_type, start, end)
+        hot = await hot_rows(session, host, metric_type, start, end)
+    stored = await _decoded(blobs, None)
     s_us, e_us = micros(start), micros(end)
     found: dict[int, dict[str, Any]] = {}
     for block in stored:
         for ts, document in rebuild(blocks.between(block, s_us, e_us)):
             found.setdefault(ts, document)
-    for ts, text in await hot_rows(db, host, metric_type, start, end):
+    for ts, text in hot:
         found.setdefault(ts, orjson.loads(text))
     return [(moment(ts), found[ts]) for ts in sorted(found)]
 
