@@ -123,6 +123,9 @@ class Runtime:
             hot_seconds=settings.storage_hot_seconds,
             interval=settings.storage_compact_interval_seconds,
             name=f"perfpulse {settings.hostname}",
+            # On a shared database it may pack a whole fleet's windows: in a process of
+            # its own. A single host's are small enough for a thread.
+            in_process=settings.database_url is not None,
         )
         # The relay and the listener serve other instances on the same database; the
         # embedded server is this instance's alone (a socket in its data directory), so
@@ -213,6 +216,7 @@ class Runtime:
         """Stop sampling first, hand every snapshot taken to the writer, flush it (or spool
         it), and only then close the database."""
         await self._cancel_tasks()
+        self.compactor.close()
         if not self.settings.collect:
             await self.database.stop()
             return

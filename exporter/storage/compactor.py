@@ -18,13 +18,15 @@ late snapshot that arrived meanwhile waits for the next pass instead of going wi
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import multiprocessing
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -41,6 +43,7 @@ from exporter.storage.minutes import PER_MINUTE_TYPES
 from exporter.storage.partitions import EPOCH, HOT, WINDOW
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COMPACTOR_LOCK_ID = 0x70657266_636F6D70  # "perfcomp"
 # Waiting this long to drop a hot partition (ACCESS EXCLUSIVE on metrics_snapshots) would
@@ -152,8 +155,16 @@ class Compactor:
         interval: float = 60.0,
         name: str = "perfpulse",
         clock: Any = None,
+        in_process: bool = False,
     ) -> None:
         self.database = database
+        # Packing is CPU work (JSON parsing, numpy, zlib) that holds the GIL most of the
+        # time: on a worker thread it slows everything else this process serves. With
+        # `in_process` it runs in a child process of its own (started at the first unit,
+        # kept for the next ones): an instance that compacts a fleet (hundreds of hosts'
+        # windows after every 10 minutes) keeps answering its stream and history.
+        self.in_process = in_process
+        self._packer: concurrent.futures.ProcessPoolExecutor | None = None
         self.hot = timedelta(seconds=hot_seconds)
         self.interval = interval
         self.name = name
@@ -311,7 +322,7 @@ class Compactor:
             old_chunk = await tiers.holding(conn, tiers.CHUNK_TIER, host, metric_type, window)
             old_minutes = await tiers.holding(conn, tiers.MINUTE_TIER, host, metric_type, hour)
             old_hours = await tiers.holding(conn, tiers.HOUR_TIER, host, metric_type, day)
-            packed = await asyncio.to_thread(
+            packed = await self._work(
                 pack,
                 metric_type,
                 window,
@@ -365,6 +376,30 @@ class Compactor:
             await tiers.store_rollups(conn, host, metric_type, packed.rollups)
         return len(rows)
 
+    async def _work(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on a worker thread, or in the packing process."""
+        if not self.in_process:
+            return await asyncio.to_thread(function, *args)
+        if self._packer is None:
+            self._packer = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._packer, function, *args)
+        except concurrent.futures.process.BrokenProcessPool:
+            # The child died (killed, out of memory): a new one for the next unit; this
+            # unit's transaction rolls back and the unit is compacted on the next pass.
+            log.warning("the compactor's packing process died; starting another")
+            self._packer.shutdown(wait=False)
+            self._packer = None
+            raise OSError("the packing process died") from None
+
+    def close(self) -> None:
+        """Stop the packing process, if one was started."""
+        if self._packer is not None:
+            self._packer.shutdown(wait=True, cancel_futures=True)
+            self._packer = None
+
     async def seal(self, conn: asyncpg.Connection, tier: tiers.Tier, back: int = 2) -> int:
         """Merge the rows of each day (minutes) or month (hours) that is over, and that
         the compactor has passed, into one row. Looks `back` days (months): a unit left
@@ -381,7 +416,7 @@ class Compactor:
                 found = await tiers.rows_of(conn, tier, host, metric_type, start, end)
                 if not found:
                     continue
-                rows, numbers, data = await asyncio.to_thread(_merged, found)
+                rows, numbers, data = await self._work(_merged, found)
                 await tiers.replace(conn, tier, host, metric_type, start, end, rows, numbers, data)
             sealed += 1
         return sealed
