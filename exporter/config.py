@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         description="A direct PostgreSQL URL (not through PgBouncer) for LISTEN, which "
         "relays the fleet's snapshots to this dashboard (default: the main URL).",
     )
+    database_relay_url: SecretStr | None = Field(
+        None,
+        description="Where the live relay publishes each tick (default: the main URL). "
+        "Through PgBouncer, a database entry with a pool of its own, so that a tick's "
+        "publish never queues behind write batches (docs/fleet.md).",
+    )
     database_transaction_pooling: bool = Field(
         False,
         description="The main URL goes through a transaction-mode pooler (PgBouncer): no "

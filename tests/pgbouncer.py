@@ -28,9 +28,13 @@ def binary() -> str:
 
 
 @contextmanager
-def pgbouncer(database_url: str, *, pool_size: int = 4, max_clients: int = 200) -> Iterator[str]:
+def pgbouncer(
+    database_url: str, *, pool_size: int = 4, max_clients: int = 200, relay_pool: int = 0
+) -> Iterator[str]:
     """Start PgBouncer for `database_url`'s server; yields the same database's URL through
-    it. `pool_size` server connections serve every client (transaction pooling)."""
+    it. `pool_size` server connections serve every client (transaction pooling). With
+    `relay_pool`, a second entry for the same database (`relay_url`) has that many server
+    connections of its own, for the live relay (docs/fleet.md)."""
     url = urlsplit(database_url)
     query = parse_qs(url.query)
     host = query.get("host", [url.hostname or "127.0.0.1"])[0]
@@ -41,10 +45,16 @@ def pgbouncer(database_url: str, *, pool_size: int = 4, max_clients: int = 200) 
     directory = Path(tempfile.mkdtemp(prefix="perfpulse-pgbouncer-"))
     directory.chmod(0o755)
     (directory / "users.txt").write_text(f'"{user}" ""\n')
+    relay_entry = (
+        f"{database}{RELAY_SUFFIX} = host={host} port={port} dbname={database} "
+        f"pool_size={relay_pool}\n"
+        if relay_pool
+        else ""
+    )
     (directory / "pgbouncer.ini").write_text(
         f"""[databases]
 {database} = host={host} port={port} dbname={database}
-[pgbouncer]
+{relay_entry}[pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {listen}
 unix_socket_dir =
@@ -91,6 +101,49 @@ logfile = {directory / "pgbouncer.log"}
             process.kill()
             process.wait()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+RELAY_SUFFIX = "_relay"
+
+
+def relay_url(pooled: str) -> str:
+    """The relay's entry of a `pgbouncer(..., relay_pool=N)`: the same database, its own
+    server connections."""
+    url = urlsplit(pooled)
+    return url._replace(path=url.path + RELAY_SUFFIX).geturl()
+
+
+def show(pooled: str, what: str) -> list[dict[str, str]]:
+    """`SHOW <what>` on the console of the PgBouncer serving `pooled` (simple queries
+    only: psql), one dict per row."""
+    url = urlsplit(pooled)
+    out = subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-A",
+            "-F",
+            "\t",
+            "-P",
+            "footer=off",
+            "-h",
+            url.hostname or "127.0.0.1",
+            "-p",
+            str(url.port),
+            "-U",
+            unquote(url.username or "postgres"),
+            "-d",
+            "pgbouncer",
+            "-c",
+            f"SHOW {what}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.splitlines()
+    header = out[0].split("\t")
+    return [dict(zip(header, line.split("\t"), strict=True)) for line in out[1:]]
 
 
 def _log(directory: Path) -> str:

@@ -106,9 +106,9 @@ class RelayPublisher:
             async with asyncio.timeout(self.interval):
                 args = publish_args(snapshot, self.interval)
                 if self.simple:
-                    await self.database.pool.execute(publish_sql(args))
+                    await self.database.relay.execute(publish_sql(args))
                 else:
-                    await self.database.pool.execute(PUBLISH, *args)
+                    await self.database.relay.execute(PUBLISH, *args)
         except DATABASE_ERRORS as exc:  # TimeoutError among them
             self.skipped_total += 1
             if not self._failing:

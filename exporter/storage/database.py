@@ -105,6 +105,7 @@ class Database:
         self.ready = asyncio.Event()
         self._pool: asyncpg.Pool | None = None
         self._reader: asyncpg.Pool | None = None
+        self._relay: asyncpg.Pool | None = None
         self._embedded: EmbeddedPostgres | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_error = "connecting"
@@ -124,6 +125,14 @@ class Database:
         if self._reader is None or not self.ready.is_set():
             raise DatabaseUnavailable(f"database not ready ({self._last_error})")
         return self._reader
+
+    @property
+    def relay(self) -> asyncpg.Pool:
+        """Where the live relay publishes: a pool of one connection on the relay URL when
+        one is set (a PgBouncer pool of its own), else the main pool."""
+        if self._relay is not None and self.ready.is_set():
+            return self._relay
+        return self.pool
 
     @property
     def status(self) -> str:
@@ -182,10 +191,17 @@ class Database:
                 if self.settings.dashboard
                 else None
             )
+            relay_url = self.settings.database_relay_url
+            relay = (
+                await self._create_pool(relay_url.get_secret_value(), 1, " relay")
+                if relay_url is not None and self.settings.collect
+                else None
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(describe(exc)) from exc
         self._pool = pool
         self._reader = reader
+        self._relay = relay
         if self._on_ready is not None:
             await self._on_ready(pool)
         self.ready.set()
@@ -229,7 +245,7 @@ class Database:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for pool in (self._reader, self._pool):
+        for pool in (self._relay, self._reader, self._pool):
             if pool is not None:
                 await pool.close()
         if self._embedded is not None:
