@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from exporter.api.app import create_app
+from exporter.api.history import HistoryOut
 from exporter.api.timeparse import parse_time
 from exporter.auth.tokens import issue_token
 from exporter.storage import ingest
@@ -113,6 +114,22 @@ def test_hours_from_the_same_arithmetic(api):
     assert body["avg"]["percent"] == [2 * (COUNT - 1) / 2]
     assert body["min"]["percent"] == [0.0]
     assert body["last"]["percent"] == [2.0 * (COUNT - 1)]
+
+
+def test_a_series_is_written_exactly_as_its_documented_model(api):
+    """The series is written by orjson, not through the response model: the text must be
+    what the model (the OpenAPI schema's HistoryOut) would write."""
+    response = history(
+        api, metric_type="cpu", start="2026-11-26T10:00:00+01:00", end="now", points=7
+    )
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    modelled = HistoryOut.model_validate_json(response.text).model_dump(mode="json")
+    assert body == modelled  # datetimes as the model writes them ("...Z"), nulls, floats
+    assert body["start"] == "2026-11-26T09:00:00Z"
+    schema = api.get("/openapi.json").json()
+    ok = schema["paths"]["/api/metrics/history"]["get"]["responses"]["200"]
+    assert "HistoryOut" in str(ok)
 
 
 def test_points_bound_the_number_of_buckets(api):

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, HTTPException, Query, Request, status
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel
 
 from exporter.api.deps import (
@@ -139,7 +140,11 @@ async def _bounded(gate: QueryGate, request: Request, user: str, reader: Any, wo
         work.close()  # a read refused before it ran: no "never awaited" warning
 
 
-@router.get("/history", responses={404: {"description": "unknown host"}})
+@router.get(
+    "/history",
+    response_model=HistoryOut | MinutesOut,
+    responses={404: {"description": "unknown host"}},
+)
 async def history(
     request: Request,
     user: CurrentUser,
@@ -167,7 +172,7 @@ async def history(
         str | None,
         Query(pattern="^(raw|1m|1h)$", description="Coarsest of raw, 1m, 1h; default: raw."),
     ] = None,
-) -> HistoryOut | MinutesOut:
+) -> Response | MinutesOut:
     if metric_type not in HISTORY_TYPES:
         raise invalid("metric_type", f"must be one of {', '.join(HISTORY_TYPES)}")
     begin, finish = parse_range(start, end, MAX_RANGE)
@@ -194,21 +199,24 @@ async def history(
     def named(values: dict[str, list[float | None]]) -> dict[str, list[float | None]]:
         return {name: values[key] for name, (key, _) in wanted.items()}
 
-    return HistoryOut(
-        host=target,
-        metric_type=metric_type,
-        start=begin,
-        end=finish,
-        resolution=series.resolution,
-        bucket_seconds=series.bucket_seconds,
-        fields=list(wanted),
-        timestamps=series.timestamps,
-        samples=series.samples,
-        avg=named(series.avg),
-        max=named(series.max),
-        min=named(series.min),
-        last=named(series.last),
-    )
+    body = {
+        "host": target,
+        "metric_type": metric_type,
+        "start": begin,
+        "end": finish,
+        "resolution": series.resolution,
+        "bucket_seconds": series.bucket_seconds,
+        "fields": list(wanted),
+        "timestamps": series.timestamps,
+        "samples": series.samples,
+        "avg": named(series.avg),
+        "max": named(series.max),
+        "min": named(series.min),
+        "last": named(series.last),
+    }
+    # HistoryOut's shape, written by orjson: validating it into the model and writing it
+    # with the standard library took 6 ms of a 24 h series' 25 (bench/README.md, "fleet").
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 async def _accounts(
