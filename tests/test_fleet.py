@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.db import fetchval
-from tests.pgbouncer import pgbouncer
+from tests.pgbouncer import pgbouncer, relay_url, show
 from tests.servers import Served, free_port, serve
 from tests.test_ws import add_user
 
@@ -37,6 +38,10 @@ SUMMARY = {
     "disk_write_bytes_per_second",
     "top_process",
     "top_process_cpu_percent",
+    "top_group",
+    "top_group_cpu_percent",
+    "alerts_firing",
+    "alerts_worst",
 }
 
 
@@ -57,6 +62,7 @@ class Fleet:
         self.ports = {name: free_port() for name in envs}
         self.stack = ExitStack()
         self.served: dict[str, Served] = {}
+        self.url = ""  # what the instances connect to (PgBouncer's, when pooled)
 
     def start(self, name: str) -> Served:
         self.served[name] = self.stack.enter_context(
@@ -82,15 +88,20 @@ def fleet_of_three(tmp_path: Path, server_env: dict[str, str], *, pooled: bool) 
     direct = server_env["PERFPULSE_DATABASE_URL"]
     asyncio.run(add_user(direct))
     with ExitStack() as outer:
-        url = outer.enter_context(pgbouncer(direct, pool_size=3)) if pooled else direct
+        url = (
+            outer.enter_context(pgbouncer(direct, pool_size=3, relay_pool=1)) if pooled else direct
+        )
         envs = {name: instance_env(server_env, tmp_path, name, url) for name in NAMES}
         for name in ("bravo", "charlie"):
             envs[name]["PERFPULSE_DASHBOARD"] = "false"
         if pooled:
             for env in envs.values():
                 env["PERFPULSE_DATABASE_TRANSACTION_POOLING"] = "true"
+                # The relay on a PgBouncer pool of its own (docs/fleet.md).
+                env["PERFPULSE_DATABASE_RELAY_URL"] = relay_url(url)
             envs["alpha"]["PERFPULSE_DATABASE_LISTEN_URL"] = direct
         fleet = Fleet(tmp_path, envs)
+        fleet.url = url
         with fleet.stack:
             for name in NAMES:
                 fleet.start(name)
@@ -185,6 +196,15 @@ def test_a_fleet_of_three_on_one_postgresql(tmp_path, server_env, pooled):
         assert stale_after < 3 * INTERVAL + 2.5, stale_after  # with room for a busy machine
         assert live_after < 15, live_after
 
+        if pooled:
+            # Each instance relays on the relay's entry, one connection; its other
+            # connections are on the main one.
+            clients = show(fleet.url, "CLIENTS")
+            relay_db = urlsplit(relay_url(fleet.url)).path.lstrip("/")
+            on_relay = {c["application_name"] for c in clients if c["database"] == relay_db}
+            assert on_relay == {f"perfpulse {name} relay" for name in NAMES}, clients
+            elsewhere = {c["application_name"] for c in clients if c["database"] != relay_db}
+            assert not any(name.endswith(" relay") for name in elsewhere), clients
         # The agents never hold more than two connections each (pooled: to PgBouncer).
         if not pooled:
             for name in ("bravo", "charlie"):

@@ -23,6 +23,7 @@ from exporter.fleet.listener import (
 )
 from exporter.sampler import Snapshot
 from exporter.sinks.relay import PUBLISH, RelayPublisher, publish_args, publish_sql
+from exporter.sinks.summary import summarize
 from exporter.storage.database import Database
 from exporter.storage.literals import literal
 from tests.conftest import FakeClock
@@ -79,6 +80,23 @@ async def test_literals_read_back_exactly_whatever_the_server_setting(database_u
         literal("a\x00b")
 
 
+async def test_a_publish_commits_without_waiting_for_wal_and_only_itself(clean_database_url):
+    """The publish's transaction commits asynchronously (its `hosts` refresh must not
+    wait for a WAL flush behind write batches), and the setting ends with it."""
+    conn = await asyncpg.connect(clean_database_url)
+    try:
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        async with conn.transaction():
+            await conn.execute(publish_sql(publish_args(snapshot("async"), 1.0)))
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        # Registered (the refresh that used to wait for the flush) and live.
+        assert await conn.fetchval("SELECT count(*) FROM hosts WHERE host = 'async'") == 1
+        assert await conn.fetchval("SELECT seq FROM live_snapshots WHERE host = 'async'") == 7
+    finally:
+        await conn.close()
+
+
 async def test_the_simple_query_and_the_prepared_statement_store_the_same(clean_database_url):
     conn = await asyncpg.connect(clean_database_url)
     try:
@@ -106,6 +124,8 @@ async def test_the_simple_query_and_the_prepared_statement_store_the_same(clean_
             "disk_write_bytes_per_second": None,
             "top_process": None,
             "top_process_cpu_percent": None,
+            "top_group": None,
+            "top_group_cpu_percent": None,
         }
         assert orjson.loads(row["snapshot"])["host"] == row["host"]
     by_name = {info.host: info for info, _, _ in hosts}
@@ -191,6 +211,38 @@ async def test_a_publish_is_skipped_not_queued_while_the_database_is_away(make_s
     assert (publisher.published_total, publisher.skipped_total) == (0, 1)
 
 
+def test_the_summary_names_the_busiest_process_and_the_busiest_service():
+    def group(path: str, kind: str, cpu: float | None) -> dict[str, Any]:
+        return {"path": path, "kind": kind, "name": path.rsplit("/", 1)[-1], "cpu_percent": cpu}
+
+    sections = {
+        "processes": {
+            "top": [
+                {"name": "sshd", "cpu_percent": 0.5},
+                {"name": "postgres", "cpu_percent": 91.0},
+            ]
+        },
+        "cgroups": {
+            "groups": [
+                # A slice holds services: the busiest leaf is what the fleet row names.
+                group("/system.slice", "slice", 150.0),
+                group("/system.slice/nginx.service", "service", 12.0),
+                group("/system.slice/postgresql.service", "service", 95.5),
+                group("/system.slice/docker-0123456789ab.scope", "container", None),
+            ]
+        },
+    }
+    summary = summarize(sections)
+    assert (summary["top_process"], summary["top_process_cpu_percent"]) == ("postgres", 91.0)
+    assert (summary["top_group"], summary["top_group_cpu_percent"]) == (
+        "postgresql.service",
+        95.5,
+    )
+    only_slices = {"cgroups": {"groups": [group("/user.slice", "slice", 50.0)]}}
+    assert summarize(only_slices)["top_group"] is None
+    assert summarize({})["top_group"] is None and summarize({})["top_process"] is None
+
+
 def test_notices_are_checked_before_use():
     good = {"host": "a", "seq": 1, "interval_seconds": 1, "summary": {"cpu_busy_ratio": 0.5}}
     parsed = _parse_notice(orjson.dumps(good).decode())
@@ -202,9 +254,19 @@ def test_notices_are_checked_before_use():
     assert checked is not None and checked["summary"]["top_process"] == "postgres"
     assert checked["summary"]["top_process_cpu_percent"] == 93.0
     for hostile in ("x" * 65, "line\nbreak", 42):
-        notice = {**good, "summary": {"top_process": hostile, "top_process_cpu_percent": 1}}
+        notice = {
+            **good,
+            "summary": {
+                "top_process": hostile,
+                "top_process_cpu_percent": 1,
+                "top_group": hostile,
+                "top_group_cpu_percent": 1,
+            },
+        }
         parsed_hostile = _parse_notice(orjson.dumps(notice).decode())
         assert parsed_hostile is not None and parsed_hostile["summary"]["top_process"] is None
+        assert parsed_hostile["summary"]["top_group"] is None
+        assert parsed_hostile["summary"]["top_group_cpu_percent"] is None
     for bad in [
         "not json",
         "[]",

@@ -472,6 +472,44 @@ def test_two_instances_on_one_database_compact_once(make_settings, clean_databas
     assert query(clean_database_url, "SELECT count(*) FROM metrics_chunks")[0][0] == windows
 
 
+def test_packing_in_a_child_process_stores_the_same_and_outlives_the_child(
+    make_settings, clean_database_url
+):
+    """On a shared database the compactor packs in a child process. Killed (the fault a
+    real child cannot be asked for: SIGKILL, as the kernel's OOM killer would), the pass
+    that needed it fails and rolls back; the next pass starts another and stores every
+    snapshot once, the same as packing on a thread does."""
+    window = replay(600, _start(days_ago=1) + timedelta(hours=2))
+    write(clean_database_url, window)
+
+    async def passes() -> tuple[Any, Any, int]:
+        database = Database(make_settings())
+        await database.start(wait=True)
+        compactor = Compactor(database, hot_seconds=600, in_process=True)
+        try:
+            assert await compactor._work(sum, [1, 2]) == 3  # the child is up
+            assert compactor._packer is not None
+            child = next(iter(compactor._packer._processes.values()))
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(10)
+            with pytest.raises(OSError, match="packing process died"):
+                await compactor.pass_once()
+            chunks_after_failure = await database.pool.fetchval(
+                "SELECT count(*) FROM metrics_chunks"
+            )
+            return await compactor.pass_once(), compactor._packer, chunks_after_failure
+        finally:
+            compactor.close()
+            await database.stop()
+
+    report, packer, chunks_after_failure = asyncio.run(passes())
+    assert chunks_after_failure == 0  # the failed unit rolled back
+    assert packer is not None  # a new child
+    assert report.locked and report.dropped
+    assert query(clean_database_url, "SELECT count(*) FROM metrics_snapshots")[0][0] == 0
+    assert _chunk_timestamps(clean_database_url) == _expected_timestamps(window)
+
+
 @pytest.mark.e2e
 def test_a_running_server_compacts_on_its_own_and_says_so(tmp_path, server_env, clean_database_url):
     old = replay(600, _start(days_ago=1) + timedelta(hours=1))

@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 
 from exporter.collectors.base import JSON
-from exporter.sinks.summary import SUMMARY_FIELDS, TOP_PROCESS, TOP_PROCESS_CPU, Summary
+from exporter.sinks.summary import SUMMARY_KEYS, Summary
 
 CHANNEL = "perfpulse_live"
 # A host is stale when it has not written for this many of its intervals.
@@ -31,7 +31,6 @@ class HostInfo:
     collectors: list[str]
 
     def to_json(self) -> JSON:
-        names = [name for name, *_ in SUMMARY_FIELDS] + [TOP_PROCESS, TOP_PROCESS_CPU]
         summary = self.summary or {}
         return {
             "host": self.host,
@@ -40,7 +39,7 @@ class HostInfo:
             "stale": self.stale,
             "version": self.version,
             "collectors": self.collectors,
-            "summary": {name: summary.get(name) for name in names},
+            "summary": {name: summary.get(name) for name in SUMMARY_KEYS},
         }
 
 

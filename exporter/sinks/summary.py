@@ -22,10 +22,27 @@ Summary = dict[str, float | str | None]
 TOP_PROCESS = "top_process"
 TOP_PROCESS_CPU = "top_process_cpu_percent"
 MAX_NAME = 64
+# The busiest service, container or pod (cgroups; slices hold others and are left out):
+# its name, and its CPU share.
+TOP_GROUP = "top_group"
+TOP_GROUP_CPU = "top_group_cpu_percent"
+GROUP_KINDS = ("service", "container", "pod")
 # This host's firing alerts and the worst severity among them (alerts/), where it
 # evaluates alerts.
 ALERTS_FIRING = "alerts_firing"
 ALERTS_WORST = "alerts_worst"
+
+
+# Every key of a summary, in the order the fleet list and /api/hosts give them.
+SUMMARY_KEYS = (
+    *(name for name, *_ in SUMMARY_FIELDS),
+    TOP_PROCESS,
+    TOP_PROCESS_CPU,
+    TOP_GROUP,
+    TOP_GROUP_CPU,
+    ALERTS_FIRING,
+    ALERTS_WORST,
+)
 
 
 def summarize(sections: dict[str, JSON]) -> Summary:
@@ -41,19 +58,28 @@ def summarize(sections: dict[str, JSON]) -> Summary:
     busiest = max(top, key=lambda p: p.get("cpu_percent") or 0.0) if top else None
     summary[TOP_PROCESS] = busiest["name"] if busiest else None
     summary[TOP_PROCESS_CPU] = busiest.get("cpu_percent") if busiest else None
+    groups = [
+        g
+        for g in (sections.get("cgroups") or {}).get("groups") or []
+        if g.get("kind") in GROUP_KINDS
+    ]
+    group = max(groups, key=lambda g: g.get("cpu_percent") or 0.0) if groups else None
+    summary[TOP_GROUP] = group["name"] if group else None
+    summary[TOP_GROUP_CPU] = group.get("cpu_percent") if group else None
     return summary
 
 
 def checked(summary: dict[str, object]) -> Summary:
-    """A summary from a notice (anyone with database access can NOTIFY): the known keys,
-    numbers as numbers, the process name as a short printable string."""
+    """A summary from a live row (anyone with database access can write one): the known
+    keys, numbers as numbers, the process and group names as short printable strings."""
     clean: Summary = {name: _number(summary.get(name)) for name, *_ in SUMMARY_FIELDS}
-    name = summary.get(TOP_PROCESS)
-    if isinstance(name, str) and 0 < len(name) <= MAX_NAME and name.isprintable():
-        clean[TOP_PROCESS] = name
-        clean[TOP_PROCESS_CPU] = _number(summary.get(TOP_PROCESS_CPU))
-    else:
-        clean[TOP_PROCESS] = clean[TOP_PROCESS_CPU] = None
+    for key, share in ((TOP_PROCESS, TOP_PROCESS_CPU), (TOP_GROUP, TOP_GROUP_CPU)):
+        name = summary.get(key)
+        if isinstance(name, str) and 0 < len(name) <= MAX_NAME and name.isprintable():
+            clean[key] = name
+            clean[share] = _number(summary.get(share))
+        else:
+            clean[key] = clean[share] = None
     clean[ALERTS_FIRING] = _number(summary.get(ALERTS_FIRING))
     severity = summary.get(ALERTS_WORST)
     if isinstance(severity, str) and 0 < len(severity) <= MAX_NAME and severity.isprintable():

@@ -17,8 +17,10 @@ export const COLUMNS = [
   { key: 'network_transmit_bytes_per_second', label: 'Net out', unit: 'Bps' },
   { key: 'disk_read_bytes_per_second', label: 'Disk read', unit: 'Bps' },
   { key: 'disk_write_bytes_per_second', label: 'Disk write', unit: 'Bps' },
-  // The busiest process: its name, sorted by its CPU share.
+  // The busiest process, and the busiest service, container or pod: its name, sorted by
+  // its CPU share.
   { key: 'top_process', label: 'Busiest', sortBy: 'top_process_cpu_percent', text: true },
+  { key: 'top_group', label: 'Busiest service', sortBy: 'top_group_cpu_percent', text: true },
   // Firing alerts on the host, with the worst severity among them.
   { key: 'alerts_firing', label: 'Alerts', alerts: true },
 ]
@@ -34,7 +36,7 @@ export function cellText(host, column, format) {
   if (!column.text) return format(summary[column.key], column.unit)
   const name = summary[column.key]
   if (!name) return '–'
-  const cpu = summary.top_process_cpu_percent
+  const cpu = summary[column.sortBy]
   return cpu === null || cpu === undefined ? name : `${name} ${cpu.toFixed(0)} %`
 }
 

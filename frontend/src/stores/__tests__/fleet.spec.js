@@ -184,6 +184,17 @@ describe('the busiest process column', () => {
     expect(cellText({ host: 'c', summary: {} }, column, format)).toBe('–')
     expect(sortHosts([calm, busy], 'top_process', true).map((h) => h.host)).toEqual(['a', 'b'])
   })
+
+  it('has a sibling for the busiest service, with its own CPU', async () => {
+    const { COLUMNS, cellText, sortHosts } = await import('@/stores/fleet')
+    const column = COLUMNS.find((c) => c.key === 'top_group')
+    const format = (v) => String(v)
+    const db = { host: 'a', stale: false, summary: { top_process: 'sshd', top_process_cpu_percent: 99, top_group: 'postgresql.service', top_group_cpu_percent: 40.2 } }
+    const web = { host: 'b', stale: false, summary: { top_process: 'nginx', top_process_cpu_percent: 1, top_group: 'nginx.service', top_group_cpu_percent: 70.6 } }
+    expect(cellText(db, column, format)).toBe('postgresql.service 40 %')
+    expect(cellText({ host: 'c', summary: { top_group: null } }, column, format)).toBe('–')
+    expect(sortHosts([db, web], 'top_group', true).map((h) => h.host)).toEqual(['b', 'a'])
+  })
 })
 
 describe('the alerts column', () => {
