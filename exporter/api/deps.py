@@ -216,7 +216,10 @@ async def visible_host(
     and the user may see it; a 404 `unknown host` otherwise, the same for both."""
     host = requested or settings.hostname
     own = settings.collect and host == settings.hostname
-    exists = own or await host_exists(pool, host)
+    # The fleet listener's list (the hosts table, kept) answers for most; the table for a
+    # host registered since its last read.
+    listed = runtime.fleet is not None and runtime.fleet.knows(host)
+    exists = own or listed or await host_exists(pool, host)
     if not exists or not may_see(user, host):
         raise HTTPException(status.HTTP_404_NOT_FOUND, UNKNOWN_HOST)
     return host

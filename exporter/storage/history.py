@@ -77,8 +77,12 @@ class Reader:
                 yield ReadSession(conn)
             except BaseException:
                 if not conn.is_closed():
-                    with contextlib.suppress(Exception):
+                    try:
                         await conn.execute("ROLLBACK")
+                    except Exception:
+                        # Still busy with a statement being cancelled (a client that
+                        # left, a time limit): the pool gets a new connection instead.
+                        conn.terminate()
                 raise
             await conn.execute("COMMIT")
 
