@@ -285,6 +285,13 @@ def test_the_fleet_page_lists_three_hosts_and_opens_one_live_and_in_history(brow
             "charlie",
         ]
         expect(page.locator("[data-host=bravo] .cell.figure").first).to_contain_text("%")
+        # The busiest process and service columns: a name with its CPU, or a dash where
+        # the host has none (this machine has no systemd: its groups are not services).
+        expect(page.locator("[role=columnheader] >> text=Busiest service")).to_be_visible()
+        for column in ("top_process", "top_group"):
+            expect(page.locator(f"[data-host=bravo] [data-column={column}]")).to_have_text(
+                re.compile("^(\u2013|\\S+|\\S.* \\d+ %)$")
+            )
         page.fill("input[name=filter]", "rav")
         expect(rows).to_have_count(1)
         shoot(page, "fleet.png")
