@@ -198,57 +198,43 @@ async def series(
     resolution: str,
     bucket_seconds: float,
 ) -> Series:
-    """Buckets of `bucket_seconds` over [start, end) of each field (path -> steps)."""
-    async with _one_session(db) as session:
-        return await _series_of(
-            session, host, metric_type, fields, start, end, resolution, bucket_seconds
-        )
-
-
-async def _series_of(
-    db: Any,
-    host: str,
-    metric_type: str,
-    fields: dict[str, tuple[Step, ...]],
-    start: datetime,
-    end: datetime,
-    resolution: str,
-    bucket_seconds: float,
-) -> Series:
-    keys = list(fields)
-    s_us, e_us = micros(start), micros(end)
-    hot = await hot_picked(db, host, metric_type, start, end, fields)
-    if resolution == "raw":
-        stored = await _decoded(
-            await tiers.blobs(db, tiers.CHUNK_TIER, host, metric_type, start, end), keys
-        )
-        rows = blocks.between(blocks.concat([*stored, hot]), s_us, e_us)
-        buckets = aggregate(rows, _width(bucket_seconds), micros(BUCKET_ORIGIN))
-    else:
-        # Minutes from the minute tier; from the oldest hot row on, the hot minutes that
-        # the tier does not have yet (the tier's own when it has them).
-        since = e_us if not hot.rows else int(hot.timestamps[0]) // HOUR_US * HOUR_US
-        recent_start = moment(since) if resolution == "1h" else start
-        minutes = await _decoded(
-            await tiers.blobs(db, tiers.MINUTE_TIER, host, metric_type, recent_start, end),
-            _aggregate_keys(keys),
-        )
-        minute_rows = blocks.concat([*minutes, aggregate(hot, MINUTE_US)])
-        if resolution == "1m":
-            rows = blocks.between(minute_rows, s_us, e_us)
+    """Buckets of `bucket_seconds` over [start, end) of each field (path -> steps), the
+    tiers read in one session when `db` is a Reader."""
+    async with _one_session(db) as db:
+        keys = list(fields)
+        s_us, e_us = micros(start), micros(end)
+        hot = await hot_picked(db, host, metric_type, start, end, fields)
+        if resolution == "raw":
+            stored = await _decoded(
+                await tiers.blobs(db, tiers.CHUNK_TIER, host, metric_type, start, end), keys
+            )
+            rows = blocks.between(blocks.concat([*stored, hot]), s_us, e_us)
+            buckets = aggregate(rows, _width(bucket_seconds), micros(BUCKET_ORIGIN))
         else:
-            hours = await _decoded(
-                await tiers.blobs(db, tiers.HOUR_TIER, host, metric_type, start, recent_start),
+            # Minutes from the minute tier; from the oldest hot row on, the hot minutes that
+            # the tier does not have yet (the tier's own when it has them).
+            since = e_us if not hot.rows else int(hot.timestamps[0]) // HOUR_US * HOUR_US
+            recent_start = moment(since) if resolution == "1h" else start
+            minutes = await _decoded(
+                await tiers.blobs(db, tiers.MINUTE_TIER, host, metric_type, recent_start, end),
                 _aggregate_keys(keys),
             )
-            recent = coarser(blocks.between(minute_rows, since, e_us), HOUR_US)
-            rows = blocks.between(
-                blocks.concat([blocks.between(blocks.concat(hours), s_us, since), recent]),
-                s_us,
-                e_us,
-            )
-        buckets = coarser(rows, _width(bucket_seconds), micros(BUCKET_ORIGIN))
-    return _series(buckets, keys, resolution, bucket_seconds)
+            minute_rows = blocks.concat([*minutes, aggregate(hot, MINUTE_US)])
+            if resolution == "1m":
+                rows = blocks.between(minute_rows, s_us, e_us)
+            else:
+                hours = await _decoded(
+                    await tiers.blobs(db, tiers.HOUR_TIER, host, metric_type, start, recent_start),
+                    _aggregate_keys(keys),
+                )
+                recent = coarser(blocks.between(minute_rows, since, e_us), HOUR_US)
+                rows = blocks.between(
+                    blocks.concat([blocks.between(blocks.concat(hours), s_us, since), recent]),
+                    s_us,
+                    e_us,
+                )
+            buckets = coarser(rows, _width(bucket_seconds), micros(BUCKET_ORIGIN))
+        return _series(buckets, keys, resolution, bucket_seconds)
 
 
 def _width(seconds: float) -> int:
