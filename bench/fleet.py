@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -58,7 +57,7 @@ from exporter.storage.embedded import url_for
 from exporter.storage.fields import FIELDS
 from exporter.storage.ingest import StoredSnapshot
 from exporter.storage.migrate import migrate
-from tests.pgbouncer import RELAY_SUFFIX, pgbouncer, relay_url
+from tests.pgbouncer import RELAY_SUFFIX, pgbouncer, relay_url, show
 
 ADMIN_URL = os.environ.get(
     "PERFPULSE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -467,7 +466,6 @@ async def _sample_waits(url: str, start: float, stop: float, pooled: str) -> dic
     relay_maxwait_ms: list[float] = []
     samples = 0
     conn = await asyncpg.connect(url)
-    admin = urlsplit(pooled)
     next_pool_sample = 0.0
     try:
         await asyncio.sleep(max(0.0, start - time.time()))
@@ -478,7 +476,7 @@ async def _sample_waits(url: str, start: float, stop: float, pooled: str) -> dic
             samples += 1
             if time.time() >= next_pool_sample:
                 next_pool_sample = time.time() + 1.0
-                pools = await _bouncer_pools(admin.hostname or "", admin.port or 0)
+                pools = await _bouncer_pools(pooled)
                 bouncer_waiting.append(pools["writers"][0])
                 bouncer_maxwait_ms.append(pools["writers"][1])
                 relay_waiting.append(pools["relay"][0])
@@ -503,40 +501,19 @@ async def _sample_waits(url: str, start: float, stop: float, pooled: str) -> dic
     }
 
 
-async def _bouncer_pools(host: str, port: int) -> dict[str, tuple[int, float]]:
+async def _bouncer_pools(pooled: str) -> dict[str, tuple[int, float]]:
     """Per pool (the writers', the relay's): clients waiting for a server connection and
-    the longest wait in ms, from PgBouncer's console (simple queries only: psql)."""
-    proc = await asyncio.create_subprocess_exec(
-        "psql",
-        "-h",
-        host,
-        "-p",
-        str(port),
-        "-U",
-        "postgres",
-        "-d",
-        "pgbouncer",
-        "-At",
-        "-F",
-        ",",
-        "-c",
-        "SHOW POOLS",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    out, _ = await proc.communicate()
+    the longest wait in ms, from PgBouncer's console (`SHOW POOLS`)."""
     pools = {"writers": (0, 0.0), "relay": (0, 0.0)}
-    for line in out.decode().splitlines():
-        cells = line.split(",")
-        # database,user,cl_active,cl_waiting,cl_active_cancel_req,cl_waiting_cancel_req,
-        # sv_active,...,maxwait,maxwait_us,pool_mode
-        if len(cells) >= 13 and cells[0] != "pgbouncer":
-            which = "relay" if cells[0].endswith(RELAY_SUFFIX) else "writers"
-            waiting, maxwait = pools[which]
-            pools[which] = (
-                waiting + int(cells[3]),
-                max(maxwait, int(cells[-3]) * 1000 + int(cells[-2]) / 1000),
-            )
+    for row in await asyncio.to_thread(show, pooled, "POOLS"):
+        if row["database"] == "pgbouncer":
+            continue
+        which = "relay" if row["database"].endswith(RELAY_SUFFIX) else "writers"
+        waiting, maxwait = pools[which]
+        pools[which] = (
+            waiting + int(row["cl_waiting"]),
+            max(maxwait, int(row["maxwait"]) * 1000 + int(row["maxwait_us"]) / 1000),
+        )
     return pools
 
 
@@ -759,10 +736,15 @@ async def _compacted(client: httpx.AsyncClient) -> float:
     return 0.0
 
 
+def _fifth(when: float, seconds: float) -> int:
+    """Which fifth of the window `when` (seconds into it) falls in."""
+    return min(4, max(0, int(when / seconds * 5)))
+
+
 def _compacted_by_fifth(samples: list[tuple[float, float]], seconds: float) -> list[float]:
     ends = [0.0] * 5
     for when, total in samples:
-        fifth = min(4, max(0, int(when / seconds * 5)))
+        fifth = _fifth(when, seconds)
         ends[fifth] = max(ends[fifth], total)
     for k in range(1, 5):
         ends[k] = max(ends[k], ends[k - 1])
@@ -778,7 +760,7 @@ def _p50_p95(values: list[float]) -> list[float] | None:
 def _by_fifth(values: list[float], at: list[float], seconds: float) -> list[float | None]:
     fifths: list[list[float]] = [[] for _ in range(5)]
     for value, when in zip(values, at, strict=True):
-        fifths[min(4, max(0, int(when / seconds * 5)))].append(value)
+        fifths[_fifth(when, seconds)].append(value)
     return [round(percentile(f, 95) * 1000, 1) if f else None for f in fifths]
 
 

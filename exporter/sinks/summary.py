@@ -54,19 +54,21 @@ def summarize(sections: dict[str, JSON]) -> Summary:
             node = node.get(key) if isinstance(node, dict) else None
         ok = isinstance(node, int | float) and not isinstance(node, bool)
         summary[name] = float(node) * scale if ok else None
-    top = (sections.get("processes") or {}).get("top") or []
-    busiest = max(top, key=lambda p: p.get("cpu_percent") or 0.0) if top else None
-    summary[TOP_PROCESS] = busiest["name"] if busiest else None
-    summary[TOP_PROCESS_CPU] = busiest.get("cpu_percent") if busiest else None
-    groups = [
-        g
-        for g in (sections.get("cgroups") or {}).get("groups") or []
-        if g.get("kind") in GROUP_KINDS
-    ]
-    group = max(groups, key=lambda g: g.get("cpu_percent") or 0.0) if groups else None
-    summary[TOP_GROUP] = group["name"] if group else None
-    summary[TOP_GROUP_CPU] = group.get("cpu_percent") if group else None
+    processes = (sections.get("processes") or {}).get("top") or []
+    summary[TOP_PROCESS], summary[TOP_PROCESS_CPU] = _busiest(processes)
+    groups = (sections.get("cgroups") or {}).get("groups") or []
+    summary[TOP_GROUP], summary[TOP_GROUP_CPU] = _busiest(
+        [g for g in groups if g.get("kind") in GROUP_KINDS]
+    )
     return summary
+
+
+def _busiest(entries: list[JSON]) -> tuple[str | None, float | None]:
+    """The name and CPU share of the entry with the most CPU, or (None, None)."""
+    if not entries:
+        return None, None
+    busiest = max(entries, key=lambda e: e.get("cpu_percent") or 0.0)
+    return busiest["name"], busiest.get("cpu_percent")
 
 
 def checked(summary: dict[str, object]) -> Summary:

@@ -66,7 +66,7 @@ class Reader:
     timeout: float
 
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[ReadSession]:
+    async def session(self) -> AsyncIterator[asyncpg.Connection]:
         async with self.pool.acquire() as conn:
             # One simple query: BEGIN and SET LOCAL (ends with the transaction, so it
             # works through a transaction pooler) in one round trip.
@@ -74,7 +74,7 @@ class Reader:
                 f"BEGIN READ ONLY; SET LOCAL statement_timeout = {max(1, int(self.timeout * 1000))}"
             )
             try:
-                yield ReadSession(conn)
+                yield conn
             except BaseException:
                 if not conn.is_closed():
                     try:
@@ -87,25 +87,15 @@ class Reader:
             await conn.execute("COMMIT")
 
     async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
-        async with self.session() as db:
-            return await db.fetch(sql, *args)
-
-
-@dataclass(frozen=True, slots=True)
-class ReadSession:
-    """Statements inside one read-only transaction of a `Reader`."""
-
-    conn: asyncpg.Connection
-
-    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
-        rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
-        return rows
+        async with self.session() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
 
 
 @contextlib.asynccontextmanager
 async def _one_session(db: Any) -> AsyncIterator[Any]:
-    """`db` as one transaction for several statements: a Reader's session, or `db` itself
-    (a connection)."""
+    """`db` as one transaction for several statements: a Reader's session (its
+    connection), or `db` itself (a connection)."""
     if isinstance(db, Reader):
         async with db.session() as session:
             yield session
