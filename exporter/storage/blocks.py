@@ -344,20 +344,31 @@ def _restore(
     step: np.ndarray[Any, Any],
 ) -> np.ndarray[Any, Any]:
     """The values of several columns, one per row, all at once: each column's byte
-    planes gathered into eight (the planes past its width read as zeros), zigzag undone,
-    then its differences added up from its first value (twice for second differences)."""
+    planes gathered (columns of one width together: no plane past a column's width is
+    read), zigzag undone, then its differences added up from its first value (twice for
+    second differences)."""
     k = len(starts)
     if n == 0 or k == 0:
         return np.zeros((k, n), np.int64)
     m = n - 1
     counts = np.maximum(0, n - orders)  # differences stored per column
-    plane = np.arange(8)[None, :, None]
-    i = np.arange(m)[None, None, :]
-    valid = (plane < widths[:, None, None]) & (i < counts[:, None, None])
-    spots = starts[:, None, None] + plane * counts[:, None, None] + i
-    gathered = raw[np.where(valid, spots, 0)] * valid  # (k, 8, m): bytes by plane
-    zig = np.ascontiguousarray(gathered.transpose(0, 2, 1)).view("<u8").reshape(k, m)
-    zig = zig.astype(np.uint64)
+    i = np.arange(m)
+    zig = np.zeros((k, m), np.uint64)
+    for width in np.unique(widths).tolist():
+        if width == 0:
+            continue
+        cols = np.flatnonzero(widths == width)
+        # Byte p of difference i is at start + p * count + i. A column of second
+        # differences stores one fewer: its last position reads a neighbour's byte, and
+        # that difference is never used (the sums below stop before it).
+        spots = (
+            starts[cols, None, None]
+            + np.arange(width)[None, :, None] * counts[cols, None, None]
+            + i[None, None, :]
+        )
+        full = np.zeros((len(cols), m, 8), np.uint8)
+        full[:, :, :width] = raw[np.minimum(spots, len(raw) - 1)].transpose(0, 2, 1)
+        zig[cols] = full.view("<u8").reshape(len(cols), m)
     d = (zig >> np.uint64(1)).view(np.int64) ^ -(zig & np.uint64(1)).view(np.int64)
     second = np.flatnonzero(orders == 2)
     if len(second) and n >= 2:
