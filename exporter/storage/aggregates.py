@@ -39,6 +39,36 @@ def _groups(timestamps: np.ndarray[Any, Any], width: int, origin: int) -> tuple[
     return bucket[starts], starts
 
 
+def _count_mean(
+    values: np.ndarray[Any, Any],
+    present: np.ndarray[Any, Any],
+    weights: np.ndarray[Any, Any],
+    starts: np.ndarray[Any, Any],
+) -> tuple[Any, Any, Any]:
+    """Count, weighted mean and whether any value is there, per group, for every column
+    of the (rows x columns) matrices at once."""
+    count = np.add.reduceat(np.where(present, weights, 0), starts, axis=0)
+    total = np.add.reduceat(np.where(present, values * weights, 0.0), starts, axis=0)
+    has = count > 0
+    mean = np.divide(total, count, out=np.zeros(count.shape), where=has)
+    return count, mean, has
+
+
+def _lowest(values: Any, present: Any, starts: Any) -> Any:
+    return np.fmin.reduceat(np.where(present, values, np.nan), starts, axis=0)
+
+
+def _highest(values: Any, present: Any, starts: Any) -> Any:
+    return np.fmax.reduceat(np.where(present, values, np.nan), starts, axis=0)
+
+
+def _last(values: Any, present: Any, starts: Any) -> Any:
+    """The last present value of each group (0 where none is)."""
+    index = np.where(present, np.arange(len(values))[:, None], -1)
+    last_row = np.maximum(np.maximum.reduceat(index, starts, axis=0), 0)
+    return np.take_along_axis(values, last_row, axis=0)
+
+
 def _reduce(
     values: np.ndarray[Any, Any],
     present: np.ndarray[Any, Any],
@@ -48,17 +78,15 @@ def _reduce(
     """count, weighted mean, min, max and last present value per group, for every column
     of the (rows x columns) matrices at once."""
     v = values.astype(np.float64)
-    count = np.add.reduceat(np.where(present, weights, 0), starts, axis=0)
-    total = np.add.reduceat(np.where(present, v * weights, 0.0), starts, axis=0)
-    masked = np.where(present, v, np.nan)
-    lowest = np.fmin.reduceat(masked, starts, axis=0)
-    highest = np.fmax.reduceat(masked, starts, axis=0)
-    index = np.where(present, np.arange(len(v))[:, None], -1)
-    last_row = np.maximum(np.maximum.reduceat(index, starts, axis=0), 0)
-    last = np.take_along_axis(v, last_row, axis=0)
-    has = count > 0
-    mean = np.divide(total, count, out=np.zeros(count.shape), where=has)
-    return count, mean, lowest, highest, last, has
+    count, mean, has = _count_mean(v, present, weights, starts)
+    return (
+        count,
+        mean,
+        _lowest(v, present, starts),
+        _highest(v, present, starts),
+        _last(v, present, starts),
+        has,
+    )
 
 
 def _matrix(block: Block, keys: list[str]) -> tuple[Any, Any]:
@@ -121,10 +149,11 @@ def coarser(block: Block, width: int, origin: int = 0) -> Block:
             np.stack([c.values.astype(np.float64) for c in filled], axis=1),
             np.stack([c.present for c in filled], axis=1) & present,
         )
-    count, mean, _, _, _, has = _reduce(parts["avg"][0], present, weights, starts)
-    _, _, lowest, _, _, _ = _reduce(parts["min"][0], parts["min"][1], weights, starts)
-    _, _, _, highest, _, _ = _reduce(parts["max"][0], parts["max"][1], weights, starts)
-    _, _, _, _, last, _ = _reduce(parts["last"][0], parts["last"][1], weights, starts)
+    # Each aggregate from its own kind (one reduction each).
+    count, mean, has = _count_mean(parts["avg"][0], present, weights, starts)
+    lowest = _lowest(*parts["min"], starts)
+    highest = _highest(*parts["max"], starts)
+    last = _last(*parts["last"], starts)
     _put(columns, keys, (count, mean, lowest, highest, last, has), skip_empty=False)
     return Block(bucket_starts, columns)
 
