@@ -8,14 +8,17 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
 from exporter.api.app import create_app
 from exporter.api.history import HistoryOut
 from exporter.api.timeparse import parse_time
 from exporter.auth.tokens import issue_token
+from exporter.storage import history as reads
 from exporter.storage import ingest
 from exporter.storage.fields import FIELDS
+from exporter.storage.ingest import StoredSnapshot
 from exporter.storage.migrate import load_migrations
 from tests.conftest import TEST_SECRET
 from tests.servers import serve_in_thread
@@ -207,7 +210,8 @@ def test_relative_and_iso_times():
 
 
 def test_rollup_field_order_only_grows():
-    # metrics_rollup_1m stores fields by position: existing positions must never move.
+    # metrics_rollup_1m and the hot rows' `plotted` store fields by position: existing
+    # positions must never move.
     frozen = {
         "cpu": [
             "usage_percent",
@@ -282,3 +286,105 @@ async def test_migration_0003_clears_task_clock_from_the_rollups_and_keeps_the_r
     assert perf["sums"] == [0, None, None, None, 90000, 54000]
     assert perf["maxes"] == [0, None, None, None, 1600, 950]
     assert cpu["sums"] == [600, 60, 0, 30, 21000]  # other types untouched
+
+
+def _cpu(i: int) -> str:
+    """A cpu section with some plotted fields present, one absent and one not a number."""
+    return orjson.dumps(
+        {
+            "usage_percent": i * 0.5,
+            "modes_percent": {"iowait": i % 7, "steal": None},
+            "load_average": {"1m": "busy"},
+            "context_switches_per_second": 1000 + i,
+        }
+    ).decode()
+
+
+async def test_plotted_numbers_are_stored_beside_the_json_and_read_in_its_place(
+    clean_database_url,
+):
+    """Every write path stores a section's plotted numbers in rollup order (NULL where a
+    field is absent, none for a per-minute account); a series of plotted fields reads
+    them and not the JSON, and a row without them (written before 0011, or before a field
+    was appended) is read from its JSON, with the same result."""
+    ts = [T0 + timedelta(seconds=i) for i in range(240)]
+
+    def batch(host: str) -> list[StoredSnapshot]:
+        return [
+            StoredSnapshot(t, host, (("cpu", _cpu(i)), ("processes", '{"top": []}')))
+            for i, t in enumerate(ts)
+        ]
+
+    conn = await asyncpg.connect(clean_database_url)
+    try:
+        await ingest.write_batch(conn, batch("unnest")[:50])  # a transaction, unnest
+        await ingest.write_batch(conn, batch("copy"))  # >= 100: COPY through staging
+        await ingest.write_batch(conn, batch("simple")[:50], simple=True)  # one simple query
+        await ingest.write_batch(conn, batch("old"))
+        # As before 0011 (no numbers), and as before a field was appended (fewer).
+        await conn.execute("UPDATE metrics_snapshots SET plotted = NULL WHERE host = 'old'")
+        await ingest.write_batch(conn, batch("shorter"))
+        await conn.execute(
+            "UPDATE metrics_snapshots SET plotted = plotted[1:2] WHERE host = 'shorter'"
+        )
+        stored = {
+            (r["host"], r["metric_type"]): r["plotted"]
+            for r in await conn.fetch(
+                'SELECT host, metric_type, plotted FROM metrics_snapshots WHERE "timestamp" = $1',
+                ts[3],
+            )
+        }
+        expected = [1.5, 3.0, None, None, 1003.0, None]  # FIELDS["cpu"] order
+        for host in ("unnest", "copy", "simple"):
+            assert stored[(host, "cpu")] == expected
+            assert stored[(host, "processes")] is None
+        assert stored[("old", "cpu")] is None and stored[("shorter", "cpu")] == expected[:2]
+
+        start, end = T0, T0 + timedelta(seconds=240)
+        fields = {key: tuple(key.split(".")) for key in ("usage_percent", "load_average.1m")}
+        fields["context_switches_per_second"] = ("context_switches_per_second",)
+        fields["modes_percent.iowait"] = ("modes_percent", "iowait")
+
+        async def read(host: str, resolution: str, width: float) -> reads.Series:
+            return await reads.series(conn, host, "cpu", fields, start, end, resolution, width)
+
+        for resolution, width in (("raw", 10.0), ("1m", 60.0), ("1h", 3600.0)):
+            copied = await read("copy", resolution, width)
+            assert copied.avg["usage_percent"][0] == (
+                sum(i * 0.5 for i in range(int(min(width, 240)))) / min(width, 240)
+            )
+            assert copied.max["modes_percent.iowait"][0] == 6.0
+            assert set(copied.avg["load_average.1m"]) == {None}  # not a number: absent
+            for host in ("old", "shorter"):
+                assert await read(host, resolution, width) == copied, (host, resolution)
+
+        # Read from `plotted`, not from the JSON: numbers changed there show.
+        await conn.execute(
+            "UPDATE metrics_snapshots SET plotted[1] = -1 WHERE host = 'copy' AND metric_type = 'cpu'"
+        )
+        assert set((await read("copy", "raw", 10.0)).max["usage_percent"]) == {-1.0}
+        # A field that is not plotted is read from the JSON.
+        steal = await reads.series(
+            conn,
+            "copy",
+            "cpu",
+            {"modes_percent.steal": ("modes_percent", "steal")},
+            start,
+            end,
+            "raw",
+            10.0,
+        )
+        assert set(steal.avg["modes_percent.steal"]) == {None}
+        other = await reads.series(
+            conn,
+            "copy",
+            "cpu",
+            {"usage_percent": ("usage_percent",), "x": ("x",)},
+            start,
+            end,
+            "raw",
+            10.0,
+        )
+        assert other.max["usage_percent"][0] == 4.5  # from the JSON: i = 0..9
+    finally:
+        await conn.close()

@@ -76,6 +76,27 @@ def keys(metric_type: str) -> list[str]:
     return [render(path) for _, path in FIELDS[metric_type]]
 
 
+def positions(metric_type: str) -> dict[str, int]:
+    """Stored key -> its index in the section's `plotted` array (the rollup order)."""
+    return {key: i for i, key in enumerate(keys(metric_type))}
+
+
+def plotted(metric_type: str, document: object) -> list[int | float | None] | None:
+    """The section's plotted numbers in rollup order (None where a field is absent or not
+    a number), or None for a section that has no plotted fields: what the hot tier's
+    `plotted` column holds beside the JSON (migration 0011)."""
+    fields = FIELDS.get(metric_type)
+    if fields is None:
+        return None
+    out: list[int | float | None] = []
+    for _, path in fields:
+        node = document
+        for step in path:
+            node = node.get(step) if type(node) is dict else None
+        out.append(node if type(node) in (int, float) else None)  # type: ignore[arg-type]
+    return out
+
+
 def sql_path(path: tuple[str, ...]) -> str:
     """A constant jsonb path literal ('{total,receive_bytes_per_second}'); paths are ours."""
     return "'{" + ",".join(path) + "}'"

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import orjson
 
+from exporter.storage.fields import FIELDS, plotted
 from exporter.storage.literals import text_array
 from exporter.storage.partitions import ensure_partitions
 
@@ -23,9 +25,32 @@ class StoredSnapshot:
     rows: tuple[tuple[str, str], ...]
 
 
+def plotted_of(metric_type: str, text: str) -> list[int | float | None] | None:
+    """A row's `plotted` numbers, from its JSON (parsed once more here: a few microseconds
+    a row, on the writer's side, so that no history read parses it). None for a section
+    without plotted fields, or text orjson does not take (PostgreSQL decides whether it
+    is JSON; a read parses such a row as before)."""
+    if metric_type not in FIELDS:  # a per-minute account (processes, cgroups)
+        return None
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return plotted(metric_type, document)
+
+
+def array_text(numbers: list[int | float | None] | None) -> str | None:
+    """`numbers` as PostgreSQL's text form of a float8[] ('{1.5,NULL,3}'): unnest() would
+    flatten an array of arrays, so each row's array travels as text and is cast."""
+    if numbers is None:
+        return None
+    return "{" + ",".join("NULL" if v is None else repr(v) for v in numbers) + "}"
+
+
 INSERT = """
-INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::json[])
+INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data, plotted)
+SELECT t, h, m, d, p::float8[]
+FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::json[], $5::text[]) AS u(t, h, m, d, p)
 ON CONFLICT DO NOTHING
 RETURNING "timestamp", host, metric_type
 """
@@ -38,27 +63,30 @@ async def insert(
 
     Returns (timestamp, host, metric_type) of the rows actually added.
     """
-    timestamps, hosts, types, data = [], [], [], []
+    timestamps, hosts, types, data, numbers = [], [], [], [], []
     for snapshot in snapshots:
         for metric_type, text in snapshot.rows:
             timestamps.append(snapshot.timestamp)
             hosts.append(snapshot.host)
             types.append(metric_type)
             data.append(text)
-    rows = await conn.fetch(INSERT, timestamps, hosts, types, data)
+            numbers.append(array_text(plotted_of(metric_type, text)))
+    rows = await conn.fetch(INSERT, timestamps, hosts, types, data, numbers)
     return {(row["timestamp"], row["host"], row["metric_type"]) for row in rows}
 
 
 # COPY cannot skip duplicates: rows go to a per-session staging table first, emptied at
-# commit, and one INSERT ... SELECT moves the new ones.
+# commit, and one INSERT ... SELECT moves the new ones. (Named for migration 0011: a
+# server connection a pooler shares may still hold an older perfpulse's `metrics_staging`
+# of four columns.)
 STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS metrics_staging (
-    "timestamp" timestamptz, host text, metric_type text, metric_data text
+CREATE TEMP TABLE IF NOT EXISTS metrics_staging_0011 (
+    "timestamp" timestamptz, host text, metric_type text, metric_data text, plotted float8[]
 ) ON COMMIT DELETE ROWS
 """
 FROM_STAGING = """
-INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data)
-SELECT "timestamp", host, metric_type, metric_data::json FROM metrics_staging
+INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data, plotted)
+SELECT "timestamp", host, metric_type, metric_data::json, plotted FROM metrics_staging_0011
 ON CONFLICT DO NOTHING
 RETURNING "timestamp", host, metric_type
 """
@@ -77,8 +105,10 @@ async def copy_insert(
 async def stage(conn: asyncpg.Connection, snapshots: Sequence[StoredSnapshot]) -> None:
     await conn.execute(STAGING)
     await conn.copy_records_to_table(
-        "metrics_staging",
-        records=[(s.timestamp, s.host, t, d) for s in snapshots for t, d in s.rows],
+        "metrics_staging_0011",
+        records=[
+            (s.timestamp, s.host, t, d, plotted_of(t, d)) for s in snapshots for t, d in s.rows
+        ],
     )
 
 
@@ -87,19 +117,21 @@ def _added(rows: Sequence[asyncpg.Record]) -> set[tuple[datetime, str, str]]:
 
 
 SIMPLE_INSERT = (
-    'INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data) SELECT * FROM'
+    'INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data, plotted) '
+    "SELECT t, h, m, d, p::float8[] FROM"
 )
 
 
 def insert_sql(snapshots: Sequence[StoredSnapshot]) -> str:
     """INSERT as one simple query, its values written in as literals."""
-    timestamps, hosts, types, data = [], [], [], []
+    timestamps, hosts, types, data, numbers = [], [], [], [], []
     for snapshot in snapshots:
         for metric_type, text in snapshot.rows:
             timestamps.append(snapshot.timestamp.isoformat())
             hosts.append(snapshot.host)
             types.append(metric_type)
             data.append(text)
+            numbers.append(array_text(plotted_of(metric_type, text)))
     # Every value an escaped literal (storage/literals.py).
     columns = ", ".join(
         [
@@ -107,9 +139,10 @@ def insert_sql(snapshots: Sequence[StoredSnapshot]) -> str:
             text_array(hosts, "text"),
             text_array(types, "text"),
             text_array(data, "json"),
+            text_array(numbers, "text"),
         ]
     )
-    return f"{SIMPLE_INSERT} unnest({columns}) ON CONFLICT DO NOTHING"
+    return f"{SIMPLE_INSERT} unnest({columns}) AS u(t, h, m, d, p) ON CONFLICT DO NOTHING"
 
 
 async def write_batch(

@@ -14,6 +14,6 @@ def literal(text: str) -> str:
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def text_array(values: list[str], cast: str) -> str:
-    """`ARRAY[...]::cast[]` of string literals."""
-    return f"ARRAY[{', '.join(literal(v) for v in values)}]::{cast}[]"
+def text_array(values: list[str] | list[str | None], cast: str) -> str:
+    """`ARRAY[...]::cast[]` of string literals (NULL for None)."""
+    return f"ARRAY[{', '.join('NULL' if v is None else literal(v) for v in values)}]::{cast}[]"
