@@ -231,7 +231,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     try:
-        Server(config).run(sockets=[listening])
+        Server(config, freeze_heap=True).run(sockets=[listening])
     finally:
         lock.release()
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import resource
 import socket
@@ -119,8 +120,9 @@ class Server(uvicorn.Server):
     the poll, and a signal is acted on as quickly as before.
     """
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, *, freeze_heap: bool = False) -> None:
         super().__init__(config)
+        self.freeze_heap = freeze_heap
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.flood_trim = FloodTrim()
@@ -128,6 +130,14 @@ class Server(uvicorn.Server):
     async def main_loop(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        if self.freeze_heap:
+            # Started: what was built to serve (modules, the app, the runtime's parts)
+            # lives as long as the process. Frozen, the collector's full passes no longer
+            # walk it each time; on a busy machine such a pass had stopped the loop for
+            # 40-180 ms (bench/README.md, "fleet"). For the process that serves only:
+            # an app started in a test process would keep its objects forever.
+            gc.collect()
+            gc.freeze()
         while not await self.on_tick(0):  # counter 0: refresh the Date header each time
             self.flood_trim.observe(len(self.server_state.connections))
             with contextlib.suppress(TimeoutError):
