@@ -27,7 +27,7 @@ from exporter.api.app import create_app
 from exporter.storage import blocks, ingest, partitions
 from exporter.storage import history as reads
 from exporter.storage.chunks import micros
-from exporter.storage.compactor import Compactor
+from exporter.storage.compactor import PACKER_NICE, Compactor
 from exporter.storage.database import Database
 from exporter.storage.documents import Template, shape
 from exporter.storage.fields import FIELDS
@@ -475,8 +475,9 @@ def test_two_instances_on_one_database_compact_once(make_settings, clean_databas
 def test_packing_in_a_child_process_stores_the_same_and_outlives_the_child(
     make_settings, clean_database_url
 ):
-    """On a shared database the compactor packs in a child process. Killed (the fault a
-    real child cannot be asked for: SIGKILL, as the kernel's OOM killer would), the pass
+    """On a shared database the compactor packs in a child process, below the instance's
+    own CPU priority. Killed (the fault a real child cannot be asked for: SIGKILL, as the
+    kernel's OOM killer would), the pass
     that needed it fails and rolls back; the next pass starts another and stores every
     snapshot once, the same as packing on a thread does."""
     window = replay(600, _start(days_ago=1) + timedelta(hours=2))
@@ -490,6 +491,9 @@ def test_packing_in_a_child_process_stores_the_same_and_outlives_the_child(
             assert await compactor._work(sum, [1, 2]) == 3  # the child is up
             assert compactor._packer is not None
             child = next(iter(compactor._packer._processes.values()))
+            assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(
+                19, os.getpriority(os.PRIO_PROCESS, 0) + PACKER_NICE
+            )
             os.kill(child.pid, signal.SIGKILL)
             child.join(10)
             with pytest.raises(OSError, match="packing process died"):

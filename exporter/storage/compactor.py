@@ -22,6 +22,7 @@ import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -382,7 +383,9 @@ class Compactor:
             return await asyncio.to_thread(function, *args)
         if self._packer is None:
             self._packer = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_background,
             )
         try:
             return await asyncio.get_running_loop().run_in_executor(self._packer, function, *args)
@@ -441,6 +444,17 @@ class Compactor:
             log.info("%s: busy, dropped at the next pass", partition)
             return False
         return True
+
+
+# The packing process's niceness: packing is work that can wait a little, the stream and
+# history answers this process serves cannot.
+PACKER_NICE = 10
+
+
+def _background() -> None:
+    """In the packing process, first: below this instance's own priority."""
+    with contextlib.suppress(OSError):
+        os.nice(PACKER_NICE)
 
 
 def _merged(found: Sequence[bytes]) -> tuple[int, int, bytes]:
