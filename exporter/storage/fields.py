@@ -10,6 +10,8 @@ migration that clears its stored values (0003 did so for task-clock).
 
 from __future__ import annotations
 
+import functools
+
 from exporter.storage.paths import render
 
 FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -76,6 +78,7 @@ def keys(metric_type: str) -> list[str]:
     return [render(path) for _, path in FIELDS[metric_type]]
 
 
+@functools.cache
 def positions(metric_type: str) -> dict[str, int]:
     """Stored key -> its index in the section's `plotted` array (the rollup order)."""
     return {key: i for i, key in enumerate(keys(metric_type))}
@@ -93,7 +96,7 @@ def plotted(metric_type: str, document: object) -> list[int | float | None] | No
         node = document
         for step in path:
             node = node.get(step) if type(node) is dict else None
-        out.append(node if type(node) in (int, float) else None)  # type: ignore[arg-type]
+        out.append(node if isinstance(node, int | float) and not isinstance(node, bool) else None)
     return out
 
 

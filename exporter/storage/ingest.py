@@ -47,6 +47,21 @@ def array_text(numbers: list[int | float | None] | None) -> str | None:
     return "{" + ",".join("NULL" if v is None else repr(v) for v in numbers) + "}"
 
 
+def _columns(
+    snapshots: Sequence[StoredSnapshot],
+) -> tuple[list[datetime], list[str], list[str], list[str], list[str | None]]:
+    """The batch as columns, a row per section: time, host, type, JSON, plotted (text)."""
+    timestamps, hosts, types, data, numbers = [], [], [], [], []
+    for snapshot in snapshots:
+        for metric_type, text in snapshot.rows:
+            timestamps.append(snapshot.timestamp)
+            hosts.append(snapshot.host)
+            types.append(metric_type)
+            data.append(text)
+            numbers.append(array_text(plotted_of(metric_type, text)))
+    return timestamps, hosts, types, data, numbers
+
+
 INSERT = """
 INSERT INTO metrics_snapshots ("timestamp", host, metric_type, metric_data, plotted)
 SELECT t, h, m, d, p::float8[]
@@ -63,14 +78,7 @@ async def insert(
 
     Returns (timestamp, host, metric_type) of the rows actually added.
     """
-    timestamps, hosts, types, data, numbers = [], [], [], [], []
-    for snapshot in snapshots:
-        for metric_type, text in snapshot.rows:
-            timestamps.append(snapshot.timestamp)
-            hosts.append(snapshot.host)
-            types.append(metric_type)
-            data.append(text)
-            numbers.append(array_text(plotted_of(metric_type, text)))
+    timestamps, hosts, types, data, numbers = _columns(snapshots)
     rows = await conn.fetch(INSERT, timestamps, hosts, types, data, numbers)
     return {(row["timestamp"], row["host"], row["metric_type"]) for row in rows}
 
@@ -124,18 +132,11 @@ SIMPLE_INSERT = (
 
 def insert_sql(snapshots: Sequence[StoredSnapshot]) -> str:
     """INSERT as one simple query, its values written in as literals."""
-    timestamps, hosts, types, data, numbers = [], [], [], [], []
-    for snapshot in snapshots:
-        for metric_type, text in snapshot.rows:
-            timestamps.append(snapshot.timestamp.isoformat())
-            hosts.append(snapshot.host)
-            types.append(metric_type)
-            data.append(text)
-            numbers.append(array_text(plotted_of(metric_type, text)))
+    timestamps, hosts, types, data, numbers = _columns(snapshots)
     # Every value an escaped literal (storage/literals.py).
     columns = ", ".join(
         [
-            text_array(timestamps, "timestamptz"),
+            text_array([t.isoformat() for t in timestamps], "timestamptz"),
             text_array(hosts, "text"),
             text_array(types, "text"),
             text_array(data, "json"),
