@@ -14,6 +14,7 @@ from bench import (
     core,
     fleet,
     hardening,
+    history,
     perf,
     processes,
     storage,
@@ -43,6 +44,7 @@ def main() -> None:
             "capture",
             "alerts",
             "access",
+            "history",
         ],
     )
     parser.add_argument("--ticks", type=int, default=500)
@@ -102,6 +104,12 @@ def main() -> None:
         action="store_true",
         help="fleet: then double the hosts until the targets break, and bisect",
     )
+    parser.add_argument(
+        "--history-hot",
+        type=int,
+        default=700,
+        help="history: hot rows of the host read (at 1 s up to 13 minutes are hot)",
+    )
     parser.add_argument("--capture-seconds", type=float, default=900.0)
     parser.add_argument("--capture-interval", type=float, default=1.0)
     parser.add_argument(
@@ -156,6 +164,9 @@ def main() -> None:
         elif name == "access":
             result = access.run(args.database_url)
             text = access.report(result)
+        elif name == "history":
+            result = history.run(args.history_hot, args.query_runs)
+            text = history.report(result)
         elif name == "capture":
             result = capture.run(args.capture_seconds, args.capture_interval, args.capture_out)
             text = capture.report(result)
