@@ -149,6 +149,43 @@ def test_only_the_columns_asked_for_are_decoded():
     assert blocks.keys_of(blob) == ["a", "b", "c"]
 
 
+def test_many_blocks_decode_together_as_each_alone():
+    """decode_many restores blocks with as many rows in one pass: every block must come
+    back as decode gives it, whatever its columns, widths, orders, masks and kinds, and
+    a block's last bytes must not leak into the next one's."""
+    rng = np.random.default_rng(7)
+
+    def varied(n: int, seed: int) -> bytes:
+        r = np.random.default_rng(seed)
+        values: dict[str, list[int | float | None]] = {
+            "wide": [int(v) for v in r.integers(-(2**40), 2**40, n)],  # many byte planes
+            "steady": [1_000_000 + 3 * i for i in range(n)],  # second differences: 0
+            "small": [int(v) for v in r.integers(0, 3, n)],
+            "decimal": [round(float(v), 2) for v in r.uniform(0, 100, n)],
+            "lossy": [float(v) * 4039517.1395541807 for v in r.uniform(0, 1, n)],
+            "gaps": [None if i % 5 == seed % 5 else i * seed for i in range(n)],
+        }
+        if seed % 2:
+            values["only_odd"] = [seed] * n
+        return blocks.encode(_block(values, start=seed * 10**9, step=60_000_000))
+
+    found = [varied(n, seed) for seed, n in enumerate([60, 60, 7, 60, 1, 2, 60, 0, 7])]
+    order = rng.permutation(len(found))
+    blobs = [found[i] for i in order]
+    for keys in (None, ["wide", "gaps", "only_odd", "missing"], []):
+        together = blocks.decode_many(blobs, keys)
+        assert len(together) == len(blobs)
+        for blob, block in zip(blobs, together, strict=True):
+            alone = blocks.decode(blob, keys)
+            assert block.timestamps.tolist() == alone.timestamps.tolist()
+            assert list(block.columns) == list(alone.columns)
+            for key, col in alone.columns.items():
+                assert block.columns[key].present.tolist() == col.present.tolist(), key
+                assert block.columns[key].values.tolist() == col.values.tolist(), key
+                assert block.columns[key].values.dtype == col.values.dtype, key
+    assert blocks.decode_many([]) == []
+
+
 def test_a_shifted_block_is_the_same_block_later():
     source = _block({"a": [1, 2, 3], "b": [4.5, None, 6.5]}, start=1_000, step=7)
     for timestamps in ([1_000, 1_007, 1_014], [1_000, 1_007, 1_030]):

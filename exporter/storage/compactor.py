@@ -459,7 +459,7 @@ def _background() -> None:
 
 def _merged(found: Sequence[bytes]) -> tuple[int, int, bytes]:
     """Several rows' blocks as one: (rows, numbers, encoded)."""
-    merged = blocks.concat([blocks.decode(blob) for blob in found])
+    merged = blocks.concat(blocks.decode_many(found))
     return merged.rows, merged.numbers(), blocks.encode(merged)
 
 

@@ -223,7 +223,7 @@ def _plotted_json(metric_type: str, text: str) -> list[int | float | None]:
 
 async def _decoded(blobs: Sequence[bytes], keys: Sequence[str] | None) -> list[Block]:
     def work() -> list[Block]:
-        return [blocks.decode(blob, keys) for blob in blobs]
+        return blocks.decode_many(blobs, keys)
 
     if len(blobs) <= INLINE_BLOCKS:
         return work()
