@@ -30,8 +30,8 @@ from bench.common import machine, percentile
 from bench.fleet import ADMIN_URL, _prefill_history, _template
 from exporter.api.history import bucket_width
 from exporter.sinks.writer import to_stored
+from exporter.storage import blocks, ingest, paths, tiers
 from exporter.storage import history as reads
-from exporter.storage import ingest, paths, tiers
 from exporter.storage.fields import FIELDS
 from exporter.storage.ingest import StoredSnapshot
 from exporter.storage.migrate import migrate
@@ -95,11 +95,14 @@ async def _measure(url: str, hot: int, runs: int) -> dict[str, Any]:
     finally:
         await pool.close()
     keys = reads._aggregate_keys(list(fields))
-    decode = []
-    for _ in range(runs):
+    decode: dict[str, list[float]] = {"together": [], "one_by_one": []}
+    for _ in range(runs):  # in turns
         began = time.perf_counter()
-        await reads._decoded(blobs, keys)
-        decode.append(time.perf_counter() - began)
+        blocks.decode_many(blobs, keys)
+        decode["together"].append(time.perf_counter() - began)
+        began = time.perf_counter()
+        [blocks.decode(blob, keys) for blob in blobs]
+        decode["one_by_one"].append(time.perf_counter() - began)
 
     def ms(values: list[float]) -> dict[str, float]:
         return {
@@ -115,7 +118,7 @@ async def _measure(url: str, hot: int, runs: int) -> dict[str, Any]:
         "minute_blocks": len(blobs),
         "series_ms": {"plotted": ms(series[PLOTTED]), "json": ms(series[JSON_ONLY])},
         "hot_rows_ms": {"plotted": ms(hot_only[PLOTTED]), "json": ms(hot_only[JSON_ONLY])},
-        "decode_minutes_ms": ms(decode),
+        "decode_minutes_ms": {name: ms(values) for name, values in decode.items()},
         "series_ratio_json_to_plotted": round(
             statistics.median(series[JSON_ONLY]) / statistics.median(series[PLOTTED]), 2
         ),
@@ -162,7 +165,8 @@ def report(result: dict[str, Any]) -> str:
             f"{h['json']['p50']} / {h['json']['p95']} |",
             "",
             f"Series, JSON / plotted (medians): {result['series_ratio_json_to_plotted']}x. "
-            f"Decoding the {result['minute_blocks']} blocks of minutes: "
-            f"{d['p50']} / {d['p95']} ms.",
+            f"Decoding the {result['minute_blocks']} blocks of minutes p50 / p95: together "
+            f"(`decode_many`) {d['together']['p50']} / {d['together']['p95']} ms, one by one "
+            f"{d['one_by_one']['p50']} / {d['one_by_one']['p95']} ms.",
         ]
     )
