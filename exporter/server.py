@@ -134,7 +134,7 @@ class Server(uvicorn.Server):
             # Started: what was built to serve (modules, the app, the runtime's parts)
             # lives as long as the process. Frozen, the collector's full passes no longer
             # walk it each time; on a busy machine such a pass had stopped the loop for
-            # 40-180 ms (bench/README.md, "fleet"). For the process that serves only:
+            # 37-178 ms (bench/README.md, "fleet"). For the process that serves only:
             # an app started in a test process would keep its objects forever.
             gc.collect()
             gc.freeze()
