@@ -42,7 +42,7 @@ import numpy as np
 import orjson
 import psutil
 
-from bench.common import machine, percentile, perfpulse
+from bench.common import machine, percentile, perfpulse, scratch_database
 from exporter.config import load_settings
 from exporter.runtime import Runtime
 from exporter.sampler import Snapshot
@@ -53,10 +53,8 @@ from exporter.storage.aggregates import MINUTE_US, aggregate
 from exporter.storage.blocks import Block, column
 from exporter.storage.chunks import micros
 from exporter.storage.database import TransactionPooledConnection
-from exporter.storage.embedded import url_for
 from exporter.storage.fields import FIELDS
 from exporter.storage.ingest import StoredSnapshot
-from exporter.storage.migrate import migrate
 from tests.pgbouncer import RELAY_SUFFIX, pgbouncer, relay_url, show
 
 ADMIN_URL = os.environ.get(
@@ -520,26 +518,8 @@ async def _bouncer_pools(pooled: str) -> dict[str, tuple[int, float]]:
 async def _one(
     hosts: int, interval: float, seconds: float, workers: int, browser: bool = False
 ) -> dict[str, Any]:
-    name = f"perfpulse_bench_fleet_{os.getpid()}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = url_for(ADMIN_URL, name)
-    try:
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+    async with scratch_database(ADMIN_URL, f"perfpulse_bench_fleet_{os.getpid()}") as url:
         return await _measure(url, hosts, interval, seconds, workers, browser)
-    finally:
-        admin = await asyncpg.connect(ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def _agents_worker(

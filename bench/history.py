@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import machine, percentile
+from bench.common import machine, percentile, scratch_database
 from bench.fleet import ADMIN_URL, _prefill_history, _template
 from exporter.api.history import bucket_width
 from exporter.sinks.writer import to_stored
@@ -34,18 +34,12 @@ from exporter.storage import blocks, ingest, paths, tiers
 from exporter.storage import history as reads
 from exporter.storage.fields import FIELDS
 from exporter.storage.ingest import StoredSnapshot
-from exporter.storage.migrate import migrate
 
 NAME = "perfpulse_bench_history_read"
 PLOTTED, JSON_ONLY = "sim-00001", "sim-00002"
 
 
 async def _setup(url: str, hot: int, now: datetime) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
     await _prefill_history(url, 2, now - timedelta(seconds=hot))
     rows = to_stored(await _template()).rows
     conn = await asyncpg.connect(url)
@@ -126,21 +120,8 @@ async def _measure(url: str, hot: int, runs: int) -> dict[str, Any]:
 
 
 async def _run(hot: int, runs: int) -> dict[str, Any]:
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{NAME}"')
-    finally:
-        await admin.close()
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{NAME}"
-    try:
+    async with scratch_database(ADMIN_URL, NAME) as url:
         return await _measure(url, hot, runs)
-    finally:
-        admin = await asyncpg.connect(ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def run(hot: int, runs: int) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 
 from bench.capture import Capture
-from bench.common import machine, percentile
+from bench.common import fresh_database, machine, percentile
 from exporter.api.history import bucket_width
 from exporter.config import load_settings
 from exporter.runtime import Runtime
@@ -42,29 +42,12 @@ from exporter.storage.compactor import Compactor
 from exporter.storage.database import Database
 from exporter.storage.embedded import EmbeddedPostgres, url_for
 from exporter.storage.fields import FIELDS
-from exporter.storage.migrate import migrate
 
 FIXTURE = Path(__file__).parent.parent / "tests" / "fixtures" / "snapshots-1s.jsonl.gz"
 HOST = "bench"
 DAY = timedelta(days=1)
 # Before tiered storage (bench/README.md, "fleet", 2026-11-27): one host's history a day.
 BEFORE_MB_PER_DAY = {1: 415, 5: 83}
-
-
-async def _fresh_database(admin_url: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = url_for(admin_url, name)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return url
 
 
 async def _wal(conn: asyncpg.Connection) -> int:
@@ -111,7 +94,7 @@ async def _compact(database: Database, now: datetime) -> tuple[Any, float, float
 async def _density_at(admin_url: str, capture: Capture, every: int, tmp: str) -> dict[str, Any]:
     interval = every * capture.length / len(capture.snapshots)
     count = round(86_400 / interval)  # a whole day, the capture over and over
-    url = await _fresh_database(admin_url, f"perfpulse_bench_density_{every}")
+    url = await fresh_database(admin_url, f"perfpulse_bench_density_{every}")
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - 2 * DAY
     conn = await asyncpg.connect(url)
     try:
@@ -220,7 +203,7 @@ async def _copy_back(conn: asyncpg.Connection, tier: tiers.Tier, day: datetime, 
 async def _queries(
     admin_url: str, capture: Capture, days: int, runs: int, tmp: str
 ) -> dict[str, Any]:
-    url = await _fresh_database(admin_url, "perfpulse_bench_history")
+    url = await fresh_database(admin_url, "perfpulse_bench_history")
     now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = today - DAY
@@ -305,7 +288,7 @@ async def _drain(
     admin_url: str, capture: Capture, backlog_seconds: int, tmp: str
 ) -> dict[str, Any]:
     """An hour of 1 s snapshots buffered during an outage, then drained by the writer."""
-    url = await _fresh_database(admin_url, "perfpulse_bench_drain")
+    url = await fresh_database(admin_url, "perfpulse_bench_drain")
     settings = load_settings(
         database_url=url, data_dir=Path(tmp) / "drain", writer_max_buffered=backlog_seconds + 10
     )

@@ -127,7 +127,7 @@ def documents(block: Block) -> list[tuple[int, JSON]]:
 def pick(rows: Iterable[tuple[int, str]], wanted: dict[str, tuple[Step, ...]]) -> Block:
     """Only the `wanted` numbers (path -> parsed steps) of documents given as JSON text."""
     stamps: list[int] = []
-    getters = [(key, _getter(steps)) for key, steps in wanted.items()]
+    getters = [(key, getter(steps)) for key, steps in wanted.items()]
     cells: dict[str, list[int | float | None]] = {key: [] for key in wanted}
     for ts, text in rows:
         document = orjson.loads(text)
@@ -137,7 +137,7 @@ def pick(rows: Iterable[tuple[int, str]], wanted: dict[str, tuple[Step, ...]]) -
     return Block(np.array(stamps, np.int64), {key: column(v) for key, v in cells.items()})
 
 
-def _getter(steps: tuple[Step, ...]) -> Any:
+def getter(steps: tuple[Step, ...]) -> Any:
     """`extract` for one path; a path of names only (most plotted fields) takes the short
     way: dict lookups, no list handling."""
     if not all(isinstance(step, str) for step in steps):

@@ -11,7 +11,9 @@ migration that clears its stored values (0003 did so for task-clock).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
+from exporter.storage.chunks import getter
 from exporter.storage.paths import render
 
 FIELDS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -84,20 +86,18 @@ def positions(metric_type: str) -> dict[str, int]:
     return {key: i for i, key in enumerate(keys(metric_type))}
 
 
+@functools.cache
+def _getters(metric_type: str) -> tuple[Any, ...]:
+    return tuple(getter(path) for _, path in FIELDS[metric_type])
+
+
 def plotted(metric_type: str, document: object) -> list[int | float | None] | None:
     """The section's plotted numbers in rollup order (None where a field is absent or not
     a number), or None for a section that has no plotted fields: what the hot tier's
     `plotted` column holds beside the JSON (migration 0011)."""
-    fields = FIELDS.get(metric_type)
-    if fields is None:
+    if metric_type not in FIELDS:
         return None
-    out: list[int | float | None] = []
-    for _, path in fields:
-        node = document
-        for step in path:
-            node = node.get(step) if type(node) is dict else None
-        out.append(node if isinstance(node, int | float) and not isinstance(node, bool) else None)
-    return out
+    return [get(document) for get in _getters(metric_type)]
 
 
 def sql_path(path: tuple[str, ...]) -> str:
